@@ -1,0 +1,154 @@
+# Metrocell: one non-recursive GNU Makefile. `make help` lists the targets.
+# Release objects go to build/rel, sanitizer (test) objects to build/asan.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+VERSION := 0.1.0
+CC ?= gcc
+PKGS := libuv lmdb jansson
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_CFLAGS = $(shell pkg-config --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+# llhttp: the system library where pkg-config knows it, else Debian's sources in build/llhttp.
+HAVE_SYS_LLHTTP := $(shell pkg-config --exists libllhttp 2>/dev/null && echo 1)
+ifeq ($(HAVE_SYS_LLHTTP),1)
+LLHTTP_CFLAGS = $(shell pkg-config --cflags libllhttp)
+LLHTTP_LIBS = $(shell pkg-config --libs libllhttp)
+LLHTTP_SRCS :=
+else
+LLHTTP_CFLAGS = -Ibuild/llhttp
+LLHTTP_LIBS :=
+LLHTTP_SRCS := build/llhttp/api.c build/llhttp/http.c build/llhttp/llhttp.c
+endif
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wformat=2 -Wvla -Wimplicit-fallthrough
+ifeq ($(CI),true)
+WARN += -Werror
+endif
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g -fno-omit-frame-pointer -MMD -MP -Isrc \
+               -DMC_VERSION='"$(VERSION)"'
+REL_CFLAGS := -O2 $(BASE_CFLAGS) $(WARN)
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_CFLAGS := -O1 $(BASE_CFLAGS) $(WARN) $(ASAN_FLAGS)
+LDLIBS_ALL = $(PKG_LIBS) $(LLHTTP_LIBS) -lpthread -lm
+
+# Modules in dependency order (a module may use only those after it).
+MODULES := testbed bench ctl cell region repl http obs state config net common
+mod_srcs = $(wildcard src/$(1)/*.c)
+
+# Which archives a module's unit test links, in link order.
+LIBS_common := common
+LIBS_net := net common
+LIBS_config := config common
+LIBS_state := state common
+LIBS_obs := obs common
+LIBS_http := http net common llhttp
+LIBS_repl := repl state net common
+LIBS_region := region repl http obs state config net common llhttp
+LIBS_cell := cell repl http obs state config net common llhttp
+LIBS_testbed := $(MODULES) llhttp
+LIBS_bench := $(MODULES) llhttp
+LIBS_ctl := $(MODULES) llhttp
+
+SRCS := $(foreach m,$(MODULES),$(call mod_srcs,$(m)))
+REL_OBJS := $(SRCS:%.c=build/rel/%.o)
+ASAN_OBJS := $(SRCS:%.c=build/asan/%.o)
+LLHTTP_REL_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/rel/llhttp/%.o)
+LLHTTP_ASAN_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/asan/llhttp/%.o)
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%)
+
+# archive list for a variant: $(call libs,VARIANT,MODS)
+libs = $(foreach m,$(2),build/$(1)/libmc_$(m).a)
+
+.PHONY: all deps test unit integ demo demo-quick bench clean help format
+all: deps
+	@$(MAKE) --no-print-directory build/metrocell
+
+deps:
+	@./scripts/deps.sh
+
+build/metrocell: build/rel/src/main.o $(call libs,rel,$(MODULES) llhttp)
+	$(CC) $(REL_CFLAGS) -o $@ $< $(call libs,rel,$(MODULES) llhttp) $(LDLIBS_ALL)
+
+build/asan/metrocell: build/asan/src/main.o $(call libs,asan,$(MODULES) llhttp)
+	$(CC) $(ASAN_CFLAGS) -o $@ $< $(call libs,asan,$(MODULES) llhttp) $(LDLIBS_ALL)
+
+# Per-module archives, so a unit test links only what its module depends on.
+define module_rules
+build/rel/libmc_$(1).a: $$(patsubst %.c,build/rel/%.o,$$(call mod_srcs,$(1)))
+	@mkdir -p $$(@D); rm -f $$@; ar rcs $$@ $$^
+build/asan/libmc_$(1).a: $$(patsubst %.c,build/asan/%.o,$$(call mod_srcs,$(1)))
+	@mkdir -p $$(@D); rm -f $$@; ar rcs $$@ $$^
+endef
+$(foreach m,$(MODULES),$(eval $(call module_rules,$(m))))
+
+build/rel/libmc_llhttp.a: $(LLHTTP_REL_OBJS)
+	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
+build/asan/libmc_llhttp.a: $(LLHTTP_ASAN_OBJS)
+	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
+
+build/rel/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
+build/asan/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
+
+# llhttp is generated C: compiled without our warning set.
+build/rel/llhttp/%.o: build/llhttp/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -g $(LLHTTP_CFLAGS) -c -o $@ $<
+build/asan/llhttp/%.o: build/llhttp/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O1 -g $(ASAN_FLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
+
+.SECONDEXPANSION:
+# Unit tests: tests/unit/test_<module>.c links the archives in LIBS_<module>.
+build/asan/tests/test_%: tests/unit/test_%.c $$(call libs,asan,$$(LIBS_$$*))
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< \
+	  $(call libs,asan,$(LIBS_$*)) $(CMOCKA_LIBS) $(LDLIBS_ALL)
+unit: deps
+	@$(MAKE) --no-print-directory $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
+
+integ: deps
+	@$(MAKE) --no-print-directory build/asan/metrocell
+	METROCELL_BIN=$(CURDIR)/build/asan/metrocell /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integ
+
+test: deps ## cmocka unit tests + pytest integration tests, ASan+UBSan build
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integ
+
+demo: all ## the main job: region + two cells + workers + links + load + report
+	./build/metrocell demo
+
+demo-quick: all
+	./build/metrocell demo --quick
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $(SRCS) src/main.c $(wildcard src/*/*.h) $(UNIT_SRCS)
+
+help:
+	@echo "Metrocell $(VERSION) make targets:"
+	@echo "  make            install missing Debian packages, release build -> build/metrocell"
+	@echo "  make deps       install missing Debian packages (apt-get, sudo when not root)"
+	@echo "  make test       unit tests (cmocka) + integration tests (pytest), ASan+UBSan"
+	@echo "  make unit       unit tests only"
+	@echo "  make integ      integration tests only"
+	@echo "  make demo       run the demo: region, cells lax+sfo, workers, links, load, report"
+	@echo "  make demo-quick the same, bounded to under 30 s"
+	@echo "  make clean      remove build/ (keeps nothing)"
+	@echo "  make format     clang-format the sources"
+	@echo "Set CI=true to build with -Werror."
+
+-include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d) build/rel/src/main.d build/asan/src/main.d

@@ -1,0 +1,87 @@
+/* Small parsers shared by the CLI, the config module and the HTTP handlers. */
+#include <string.h>
+
+#include "common/common.h"
+
+int mc_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
+{
+	if (n == 0 || n > 20)
+		return MC_EINVAL;
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return MC_EINVAL;
+		uint64_t d = (uint64_t)(s[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return MC_EINVAL;
+		v = v * 10 + d;
+	}
+	if (v > max)
+		return MC_EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int valid_ipv4(const char *h, size_t n)
+{
+	int parts = 0;
+	size_t i = 0;
+	while (i < n) {
+		size_t start = i;
+		unsigned v = 0;
+		while (i < n && h[i] >= '0' && h[i] <= '9' && i - start < 3)
+			v = v * 10 + (unsigned)(h[i++] - '0');
+		if (i == start || v > 255)
+			return 0;
+		parts++;
+		if (i < n) {
+			if (h[i] != '.' || parts == 4)
+				return 0;
+			i++;
+			if (i == n)
+				return 0;
+		}
+	}
+	return parts == 4;
+}
+
+int mc_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port)
+{
+	const char *colon;
+	const char *h = s;
+	size_t hlen;
+	if (!s || !*s)
+		return MC_EINVAL;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return MC_EINVAL;
+		h = s + 1;
+		hlen = (size_t)(close - h);
+		colon = close + 1;
+		if (hlen == 0)
+			return MC_EINVAL;
+		for (size_t i = 0; i < hlen; i++) {
+			char c = h[i];
+			if (!(c == ':' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			      (c >= 'A' && c <= 'F')))
+				return MC_EINVAL;
+		}
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return MC_EINVAL;
+		hlen = (size_t)(colon - s);
+		if (!(hlen == 9 && memcmp(s, "localhost", 9) == 0) && !valid_ipv4(s, hlen))
+			return MC_EINVAL;
+	}
+	uint64_t p;
+	if (mc_parse_u64(colon + 1, strlen(colon + 1), 65535, &p) < 0)
+		return MC_EINVAL;
+	if (hlen + 1 > hostcap)
+		return MC_EINVAL;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}

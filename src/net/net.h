@@ -1,0 +1,31 @@
+/* libuv helpers shared by every server and client: listening sockets with
+ * SO_REUSEPORT, address parsing and outbound TCP connects with a timeout. */
+#ifndef MC_NET_H
+#define MC_NET_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+/* Resolves "host:port" (numeric IPv4/IPv6 or "localhost") into *out. Returns 0 or
+ * MC_EINVAL. No DNS lookups: the data plane never blocks on a resolver. */
+int mc_net_addr_parse(const char *hostport, struct sockaddr_storage *out);
+
+/* Formats an address as "host:port" into buf (at least 64 bytes). */
+void mc_net_addr_format(const struct sockaddr *sa, char *buf, size_t cap);
+
+/* Creates a TCP socket bound to hostport with SO_REUSEADDR and (when reuseport)
+ * SO_REUSEPORT set before bind, hands it to libuv with uv_tcp_open on the
+ * caller-owned, uninitialised handle, and starts listening with cb.
+ * Returns 0 or a negative code (-errno from bind, MC_EINVAL for a bad address).
+ * On success the handle belongs to the loop until the caller uv_close()s it; on a
+ * failure after uv_tcp_init the handle is already closing, so its memory must stay
+ * valid until the loop has run once more. */
+int mc_net_listen(uv_loop_t *loop, uv_tcp_t *handle, const char *hostport, int reuseport,
+		  int backlog, uv_connection_cb cb);
+
+/* Returns the local port a listening handle is bound to (0 on error). */
+uint16_t mc_net_local_port(const uv_tcp_t *handle);
+
+#endif
