@@ -79,3 +79,25 @@ void mc_buf_consume(mc_buf *b, size_t n)
 	if (b->data)
 		b->data[b->len] = '\0';
 }
+
+void mc_buf_append_json(mc_buf *b, const char *s, size_t n)
+{
+	mc_buf_reserve(b, n + 2);
+	mc_buf_append(b, "\"", 1);
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+			continue;
+		mc_buf_append(b, s + run, i - run);
+		if (c == '"' || c == '\\')
+			mc_buf_printf(b, "\\%c", c);
+		else if (c == '\n')
+			mc_buf_append_str(b, "\\n");
+		else
+			mc_buf_printf(b, "\\u%04x", c);
+		run = i + 1;
+	}
+	mc_buf_append(b, s + run, n - run);
+	mc_buf_append(b, "\"", 1);
+}

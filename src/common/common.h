@@ -117,6 +117,9 @@ void mc_buf_printf(mc_buf *b, const char *fmt, ...) __attribute__((format(printf
 void mc_buf_reset(mc_buf *b); /* len = 0, keeps capacity */
 /* Removes the first n bytes. */
 void mc_buf_consume(mc_buf *b, size_t n);
+/* Appends s[0..n) as a quoted JSON string ("..." with escapes; bytes >= 0x80 are
+ * copied as they are, control characters become \u00XX). */
+void mc_buf_append_json(mc_buf *b, const char *s, size_t n);
 
 /* Big-endian helpers for codecs. */
 static inline void mc_put_u16(uint8_t *p, uint16_t v)
@@ -181,5 +184,9 @@ uint64_t mc_hist_bucket_upper(size_t idx);
 int mc_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port);
 /* Parses a decimal unsigned integer in [0, max]; whole string must be digits. */
 int mc_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out);
+/* Parses the arguments of a server subcommand, which take exactly "-c FILE" (or
+ * "--config FILE"). argv[0] is the subcommand name, used in messages printed to
+ * stderr. Returns 0 with *path set, or MC_EINVAL after printing why. */
+int mc_parse_config_arg(int argc, char **argv, const char **path);
 
 #endif

@@ -29,19 +29,6 @@ int mc_log_level_parse(const char *s, mc_log_level *out)
 	return MC_EINVAL;
 }
 
-static void json_escape(mc_buf *b, const char *s)
-{
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			mc_buf_printf(b, "\\%c", c);
-		else if (c < 0x20)
-			mc_buf_printf(b, "\\u%04x", c);
-		else
-			mc_buf_append(b, s, 1);
-	}
-}
-
 void mc_log(mc_log_level level, const char *comp, const char *fmt, ...)
 {
 	if (level < g_level || level >= MC_LOG_OFF)
@@ -63,12 +50,12 @@ void mc_log(mc_log_level level, const char *comp, const char *fmt, ...)
 	mc_buf b;
 	mc_buf_init(&b);
 	if (g_json) {
-		mc_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"comp\":\"", when,
+		mc_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"comp\":", when,
 			      level_names[level]);
-		json_escape(&b, comp);
-		mc_buf_append_str(&b, "\",\"msg\":\"");
-		json_escape(&b, msg);
-		mc_buf_append_str(&b, "\"}\n");
+		mc_buf_append_json(&b, comp, strlen(comp));
+		mc_buf_append_str(&b, ",\"msg\":");
+		mc_buf_append_json(&b, msg, strlen(msg));
+		mc_buf_append_str(&b, "}\n");
 	} else {
 		char up[8];
 		size_t i = 0;

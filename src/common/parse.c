@@ -1,4 +1,5 @@
 /* Small parsers shared by the CLI, the config module and the HTTP handlers. */
+#include <stdio.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -83,5 +84,37 @@ int mc_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port)
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
 	*port = (uint16_t)p;
+	return 0;
+}
+
+int mc_parse_config_arg(int argc, char **argv, const char **path)
+{
+	const char *cmd = argv[0];
+	*path = NULL;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "metrocell %s: option %s needs a FILE\n", cmd, a);
+				return MC_EINVAL;
+			}
+			if (*path) {
+				fprintf(stderr, "metrocell %s: -c given twice\n", cmd);
+				return MC_EINVAL;
+			}
+			*path = argv[++i];
+		} else if (strncmp(a, "--config=", 9) == 0 && !*path) {
+			*path = a + 9;
+		} else {
+			fprintf(stderr, "metrocell %s: unexpected argument \"%s\" (usage: metrocell %s -c %s.json)\n",
+				cmd, a, cmd, cmd);
+			return MC_EINVAL;
+		}
+	}
+	if (!*path || !**path) {
+		fprintf(stderr, "metrocell %s: missing -c FILE (usage: metrocell %s -c %s.json)\n",
+			cmd, cmd, cmd);
+		return MC_EINVAL;
+	}
 	return 0;
 }

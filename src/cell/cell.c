@@ -1,0 +1,439 @@
+/* The cell process: loads the bootstrap config, opens the hot-state store,
+ * starts the data-plane and admin listeners and the write-log shipper, routes
+ * each request to its handler and answers with the standard cell headers. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cell/cell.h"
+#include "cell/cell_int.h"
+#include "net/net.h"
+
+#define COMP "cell"
+
+const char *const mc_cell_outcome_names[OUTCOME_COUNT] = {
+	"local", "cache_hit", "cache_stale", "cache_miss", "fallback", "regional", "refused"};
+
+static void series_for(cell *c, cell_route *rt, cell_outcome o, mc_series **count,
+		       mc_series **lat)
+{
+	if (rt && rt->count[o]) {
+		*count = rt->count[o];
+		*lat = rt->latency[o];
+		return;
+	}
+	mc_buf labels;
+	mc_buf_init(&labels);
+	mc_buf_append_str(&labels, "cell=\"");
+	mc_metrics_label_escape(&labels, c->conf->cell);
+	mc_buf_append_str(&labels, "\",route=\"");
+	mc_metrics_label_escape(&labels, rt ? rt->conf->name : "-");
+	mc_buf_printf(&labels, "\",outcome=\"%s\"", mc_cell_outcome_names[o]);
+	*count = mc_metrics_series(c->metrics, "metrocell_requests_total",
+				   "Requests answered by the cell, by route and path outcome.",
+				   MC_METRIC_COUNTER, labels.data);
+	*lat = mc_metrics_series(c->metrics, "metrocell_request_duration_seconds",
+				 "Time from the first request byte to the response, by route and "
+				 "path outcome.",
+				 MC_METRIC_HIST, labels.data);
+	mc_buf_fini(&labels);
+	if (rt) {
+		rt->count[o] = *count;
+		rt->latency[o] = *lat;
+	}
+}
+
+static void req_free(cell_req *r)
+{
+	mc_buf_fini(&r->key);
+	free(r->fwd);
+	free(r);
+}
+
+void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+		    size_t nextra, const void *body, size_t body_len)
+{
+	cell *c = r->c;
+	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	uint64_t now = mc_now_ns();
+	uint64_t total = now - req->start_ns;
+	uint64_t seg = r->seg_start_ns ? now - r->seg_start_ns : 0;
+	if (seg > total)
+		seg = total;
+
+	char timing[160];
+	if (r->seg_name && seg)
+		snprintf(timing, sizeof timing, "edge;dur=%.3f, %s;dur=%.3f",
+			 (double)(total - seg) / 1e6, r->seg_name, (double)seg / 1e6);
+	else
+		snprintf(timing, sizeof timing, "edge;dur=%.3f", (double)total / 1e6);
+
+	const char *oname = mc_cell_outcome_names[outcome];
+	const char *rname = r->route ? r->route->conf->name : "-";
+	mc_http_header h[40];
+	size_t n = 0;
+	h[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
+	h[n++] = (mc_http_header){"X-Metrocell-Outcome", 19, oname, strlen(oname)};
+	h[n++] = (mc_http_header){"X-Metrocell-Route", 17, rname, strlen(rname)};
+	h[n++] = (mc_http_header){"Server-Timing", 13, timing, strlen(timing)};
+	for (size_t i = 0; i < nextra && n < MC_ARRAY_LEN(h); i++)
+		h[n++] = extra[i];
+
+	mc_http_respond(r->ex, status, h, n, body, body_len);
+
+	mc_series *count, *lat;
+	series_for(c, r->route, outcome, &count, &lat);
+	count->value += 1;
+	mc_hist_record(lat->hist, total / 1000);
+	req_free(r);
+}
+
+void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const char *code,
+			  const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	mc_buf body;
+	mc_buf_init(&body);
+	mc_buf_append_str(&body, "{\"error\":");
+	mc_buf_append_json(&body, code, strlen(code));
+	mc_buf_append_str(&body, ",\"message\":");
+	mc_buf_append_json(&body, msg, strlen(msg));
+	mc_buf_append_str(&body, "}\n");
+	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
+	mc_cell_finish(r, status, outcome, &ct, 1, body.data, body.len);
+	mc_buf_fini(&body);
+}
+
+static cell_route *route_match(cell *c, const char *path, size_t len)
+{
+	cell_route *best = NULL;
+	for (size_t i = 0; i < c->nroutes; i++) {
+		cell_route *rt = &c->routes[i];
+		if (rt->prefix_len <= len && memcmp(path, rt->conf->prefix, rt->prefix_len) == 0 &&
+		    (!best || rt->prefix_len > best->prefix_len))
+			best = rt;
+	}
+	return best;
+}
+
+static void on_request(void *ctx, mc_http_exchange *ex)
+{
+	cell *c = ctx;
+	const mc_http_request *req = mc_http_exchange_request(ex);
+	cell_req *r = mc_calloc(1, sizeof *r);
+	r->c = c;
+	r->ex = ex;
+	mc_buf_init(&r->key);
+	r->route = route_match(c, req->path, req->path_len);
+	if (!r->route) {
+		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "no_route",
+				     "no route of cell %s matches %s", c->conf->cell, req->path);
+		return;
+	}
+	switch (r->route->conf->kind) {
+	case MC_ROUTE_KV:
+		mc_cell_kv_handle(r);
+		return;
+	case MC_ROUTE_PROXY:
+		mc_cell_proxy_handle(r);
+		return;
+	}
+	mc_cell_finish_error(r, 500, OUTCOME_REFUSED, "internal", "route kind not handled");
+}
+
+/* ---- admin listener ------------------------------------------------------------------ */
+
+static double ms(uint64_t us)
+{
+	return (double)us / 1000.0;
+}
+
+static void set_gauge(cell *c, const char *name, const char *help, mc_metric_type t, double v)
+{
+	mc_buf labels;
+	mc_buf_init(&labels);
+	mc_buf_append_str(&labels, "cell=\"");
+	mc_metrics_label_escape(&labels, c->conf->cell);
+	mc_buf_append_str(&labels, "\"");
+	mc_metrics_series(c->metrics, name, help, t, labels.data)->value = v;
+	mc_buf_fini(&labels);
+}
+
+static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
+{
+	mc_log_stats ls;
+	mc_store_log_stats(c->store, &ls);
+	mc_repl_shipper_stats_get(c->shipper, rs);
+	set_gauge(c, "metrocell_replication_connected", "1 while the region link is up.",
+		  MC_METRIC_GAUGE, rs->connected);
+	set_gauge(c, "metrocell_writelog_last_seq", "Last committed write-log sequence number.",
+		  MC_METRIC_GAUGE, (double)ls.last_seq);
+	set_gauge(c, "metrocell_replication_acked_seq",
+		  "Last sequence number the region acknowledged.", MC_METRIC_GAUGE,
+		  (double)rs->acked_seq);
+	set_gauge(c, "metrocell_replication_backlog_entries",
+		  "Write-log entries not yet acknowledged by the region.", MC_METRIC_GAUGE,
+		  (double)ls.entries);
+	set_gauge(c, "metrocell_replication_backlog_bytes",
+		  "Key and value bytes in the write log not yet acknowledged.", MC_METRIC_GAUGE,
+		  (double)ls.bytes);
+	set_gauge(c, "metrocell_replication_oldest_unacked_seconds",
+		  "Age of the oldest unacknowledged write (the current loss window).",
+		  MC_METRIC_GAUGE, (double)rs->oldest_unacked_ms / 1000.0);
+	set_gauge(c, "metrocell_replication_reconnects_total",
+		  "Connections to the region opened after the first.", MC_METRIC_COUNTER,
+		  (double)rs->reconnects);
+	set_gauge(c, "metrocell_replication_sent_entries_total",
+		  "Write-log entries sent to the region (resends included).", MC_METRIC_COUNTER,
+		  (double)rs->sent_entries);
+	mc_buf labels;
+	mc_buf_init(&labels);
+	mc_buf_append_str(&labels, "cell=\"");
+	mc_metrics_label_escape(&labels, c->conf->cell);
+	mc_buf_append_str(&labels, "\"");
+	mc_series *lag = mc_metrics_series(
+		c->metrics, "metrocell_replication_lag_seconds",
+		"Time from the local commit of a write to the region's acknowledgement.",
+		MC_METRIC_HIST, labels.data);
+	*lag->hist = rs->lag_us;
+	mc_buf_fini(&labels);
+	mc_store_stats ss;
+	mc_store_stats_get(c->store, &ss);
+	set_gauge(c, "metrocell_state_commits_total", "Group commits of the hot-state store.",
+		  MC_METRIC_COUNTER, (double)ss.commits);
+	set_gauge(c, "metrocell_state_writes_total", "Writes committed to the hot-state store.",
+		  MC_METRIC_COUNTER, (double)ss.writes);
+	set_gauge(c, "metrocell_uptime_seconds", "Seconds since the cell started.",
+		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
+}
+
+static void admin_status(cell *c, mc_http_exchange *ex)
+{
+	mc_repl_shipper_stats *rs = mc_alloc(sizeof *rs);
+	refresh_gauges(c, rs);
+	mc_log_stats ls;
+	mc_store_log_stats(c->store, &ls);
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_buf_append_str(&b, "{\"cell\":");
+	mc_buf_append_json(&b, c->conf->cell, strlen(c->conf->cell));
+	mc_buf_printf(&b,
+		      ",\"uptime_s\":%.3f,\"replication\":{\"connected\":%s,\"last_seq\":%llu,"
+		      "\"acked_seq\":%llu,\"lag_entries\":%llu,\"backlog_bytes\":%llu,"
+		      "\"oldest_unacked_ms\":%llu,\"lag_p50_ms\":%.3f,\"lag_p95_ms\":%.3f,"
+		      "\"lag_p99_ms\":%.3f,\"lag_max_ms\":%.3f,\"lag_count\":%llu,"
+		      "\"reconnects\":%llu,\"sent_entries\":%llu}}\n",
+		      (double)(mc_now_ns() - c->start_ns) / 1e9, rs->connected ? "true" : "false",
+		      (unsigned long long)ls.last_seq, (unsigned long long)rs->acked_seq,
+		      (unsigned long long)ls.entries, (unsigned long long)ls.bytes,
+		      (unsigned long long)rs->oldest_unacked_ms,
+		      ms(mc_hist_quantile(&rs->lag_us, 0.5)), ms(mc_hist_quantile(&rs->lag_us, 0.95)),
+		      ms(mc_hist_quantile(&rs->lag_us, 0.99)), ms(rs->lag_us.max),
+		      (unsigned long long)rs->lag_us.count, (unsigned long long)rs->reconnects,
+		      (unsigned long long)rs->sent_entries);
+	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
+	mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
+	mc_buf_fini(&b);
+	free(rs);
+}
+
+static void on_admin(void *ctx, mc_http_exchange *ex)
+{
+	cell *c = ctx;
+	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (strcmp(req->method, "GET") != 0) {
+		mc_http_header allow = {"Allow", 5, "GET", 3};
+		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
+				      "the admin API answers GET only");
+		return;
+	}
+	if (strcmp(req->path, "/healthz") == 0) {
+		mc_http_respond(ex, 200, NULL, 0, "ok\n", 3);
+	} else if (strcmp(req->path, "/metrics") == 0) {
+		mc_repl_shipper_stats *rs = mc_alloc(sizeof *rs);
+		refresh_gauges(c, rs);
+		free(rs);
+		mc_buf b;
+		mc_buf_init(&b);
+		mc_metrics_render(c->metrics, &b);
+		mc_http_header ct = {"Content-Type", 12, "text/plain; version=0.0.4", 25};
+		mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
+		mc_buf_fini(&b);
+	} else if (strcmp(req->path, "/v1/status") == 0) {
+		admin_status(c, ex);
+	} else {
+		mc_http_respond_error(ex, 404, NULL, 0, "not_found",
+				      "admin endpoints: /healthz, /metrics, /v1/status");
+	}
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void on_signal_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void stop(cell *c)
+{
+	if (c->stopping)
+		return;
+	c->stopping = 1;
+	MC_INFO(COMP, "cell %s stopping", c->conf->cell);
+	mc_http_server_free(c->http);
+	c->http = NULL;
+	mc_http_server_free(c->admin);
+	c->admin = NULL;
+	mc_repl_shipper_free(c->shipper);
+	c->shipper = NULL;
+	mc_cell_pools_fini(c);
+	for (size_t i = 0; i < 2; i++)
+		if (c->sig[i].loop && !uv_is_closing((uv_handle_t *)&c->sig[i]))
+			uv_close((uv_handle_t *)&c->sig[i], on_signal_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	(void)signum;
+	stop(h->data);
+}
+
+static int setup_routes(cell *c)
+{
+	c->nroutes = c->conf->nroutes;
+	c->routes = mc_calloc(c->nroutes, sizeof *c->routes);
+	for (size_t i = 0; i < c->nroutes; i++) {
+		cell_route *rt = &c->routes[i];
+		rt->conf = &c->conf->routes[i];
+		rt->prefix_len = strlen(rt->conf->prefix);
+		if (rt->conf->kind == MC_ROUTE_PROXY)
+			rt->pool = &c->pools[rt->conf->pool];
+	}
+	return 0;
+}
+
+static void server_opts(const mc_limits_conf *l, mc_http_server_opts *o)
+{
+	mc_http_server_opts_default(o);
+	o->max_header_bytes = l->max_header_bytes;
+	o->max_headers = l->max_headers;
+	o->max_body_bytes = l->max_body_bytes;
+	o->idle_timeout_ms = l->idle_timeout_ms;
+	o->request_timeout_ms = l->request_timeout_ms;
+	o->max_connections = l->max_connections;
+}
+
+static void state_dir(const char *data_dir, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/state", data_dir);
+}
+
+static int start(cell *c)
+{
+	const mc_cell_conf *cf = c->conf;
+	char dir[4200];
+	state_dir(cf->data_dir, dir, sizeof dir);
+	mc_store_opts so;
+	mc_store_opts_default(&so);
+	so.dir = dir;
+	so.map_size = (size_t)cf->state.map_size_mb << 20;
+	so.durable = cf->state.durable;
+	so.max_batch = cf->state.max_batch;
+	so.home = cf->cell;
+	int rc = mc_store_open(&c->store, c->loop, &so);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: cannot open the store in %s: %s\n", dir,
+			mc_strerror(rc));
+		return rc;
+	}
+	if ((rc = mc_cell_pools_init(c)) < 0)
+		return rc;
+	setup_routes(c);
+
+	mc_http_server_opts ho;
+	server_opts(&cf->limits, &ho);
+	rc = mc_http_server_new(&c->http, c->loop, cf->listen_http, &ho, on_request, c);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: cannot listen on %s (listen.http): %s\n",
+			cf->listen_http, mc_strerror(rc));
+		return rc;
+	}
+	mc_http_server_opts ao;
+	mc_http_server_opts_default(&ao);
+	rc = mc_http_server_new(&c->admin, c->loop, cf->listen_admin, &ao, on_admin, c);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: cannot listen on %s (listen.admin): %s\n",
+			cf->listen_admin, mc_strerror(rc));
+		return rc;
+	}
+
+	mc_repl_shipper_opts ro;
+	mc_repl_shipper_opts_default(&ro);
+	ro.batch_max_entries = cf->repl.batch_max_entries;
+	ro.heartbeat_ms = cf->repl.heartbeat_ms;
+	ro.dead_after_ms = cf->repl.dead_after_ms;
+	rc = mc_repl_shipper_new(&c->shipper, c->loop, c->store, cf->cell, cf->region_repl, &ro);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: cannot start replication to %s: %s\n",
+			cf->region_repl, mc_strerror(rc));
+		return rc;
+	}
+	for (int i = 0; i < 2; i++) {
+		uv_signal_init(c->loop, &c->sig[i]);
+		c->sig[i].data = c;
+		uv_signal_start(&c->sig[i], on_signal, i == 0 ? SIGTERM : SIGINT);
+	}
+	char hh[64], ah[64];
+	uint16_t port;
+	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);
+	mc_parse_hostport(cf->listen_admin, ah, sizeof ah, &port);
+	printf("cell %s ready http=%s:%u admin=%s:%u\n", cf->cell, hh,
+	       mc_http_server_port(c->http), ah, mc_http_server_port(c->admin));
+	fflush(stdout);
+	MC_INFO(COMP, "cell %s serving http on %s, admin on %s, shipping to %s", cf->cell,
+		cf->listen_http, cf->listen_admin, cf->region_repl);
+	return 0;
+}
+
+int mc_cell_main(int argc, char **argv)
+{
+	const char *path;
+	if (mc_parse_config_arg(argc, argv, &path) < 0)
+		return 2;
+	signal(SIGPIPE, SIG_IGN);
+	cell c;
+	memset(&c, 0, sizeof c);
+	char err[MC_CONFIG_ERR_MAX];
+	int rc = mc_cell_conf_load(path, &c.conf, err, sizeof err);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: %s\n", err);
+		return 2;
+	}
+	mc_log_setup(c.conf->log.level, c.conf->log.json);
+	c.start_ns = mc_now_ns();
+	c.metrics = mc_metrics_new();
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	c.loop = &loop;
+
+	int code = 0;
+	if (start(&c) < 0) {
+		code = 1;
+		stop(&c);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	mc_store_close(c.store);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) != 0)
+		MC_WARN(COMP, "event loop still had open handles at exit");
+	free(c.routes);
+	mc_metrics_free(c.metrics);
+	MC_INFO(COMP, "cell %s stopped", c.conf->cell);
+	mc_cell_conf_free(c.conf);
+	return code;
+}

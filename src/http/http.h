@@ -1,0 +1,149 @@
+/* HTTP/1.1 server and client on libuv. The only module that includes llhttp; the
+ * rest of Metrocell sees the request/response types below. Bodies are buffered
+ * whole in this version and bounded by the limits in the options. */
+#ifndef MC_HTTP_H
+#define MC_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/common.h"
+
+typedef struct mc_http_header {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+} mc_http_header;
+
+/* Returns the value of the first header named name (case-insensitive) or NULL;
+ * *len receives its length. */
+const char *mc_http_header_find(const mc_http_header *h, size_t n, const char *name, size_t *len);
+
+/* ---- server -------------------------------------------------------------------- */
+
+/* A parsed request. Every pointer stays valid until the exchange is answered. */
+typedef struct mc_http_request {
+	const char *method; /* "GET", "PUT", ... NUL terminated */
+	const char *target; /* raw request target, NUL terminated */
+	const char *path;   /* target up to '?', NUL terminated, not decoded */
+	size_t path_len;
+	const char *query; /* after '?' (NUL terminated, "" when absent) */
+	const mc_http_header *headers;
+	size_t nheaders;
+	const char *body; /* NULL when empty */
+	size_t body_len;
+	int keep_alive;     /* client wants the connection kept */
+	uint64_t start_ns;  /* mc_now_ns() when the first byte of the request arrived */
+	char peer[64];      /* "ip:port" of the client */
+} mc_http_request;
+
+typedef struct mc_http_exchange mc_http_exchange;
+
+/* Called on the server's loop thread for each complete request. The handler
+ * must answer it exactly once with mc_http_respond(), now or later from the same
+ * loop thread, even when the client has gone away meanwhile (then the answer is
+ * dropped and the exchange freed). Requests on one connection are answered in
+ * order (pipelining is honoured). */
+typedef void (*mc_http_handler)(void *ctx, mc_http_exchange *ex);
+
+const mc_http_request *mc_http_exchange_request(const mc_http_exchange *ex);
+/* Per-exchange slot the handler may use; NULL initially. */
+void **mc_http_exchange_userdata(mc_http_exchange *ex);
+
+/* Sends the response: status line, the given headers, Content-Length, Date-less,
+ * Connection: keep-alive/close as negotiated, then body (copied). Frees the
+ * exchange. Returns 0, or MC_ECLOSED when the client was gone (still freed). */
+int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
+		    size_t nheaders, const void *body, size_t body_len);
+
+typedef struct mc_http_server_opts {
+	size_t max_header_bytes;   /* total request head size; 431 beyond (default 16 KiB) */
+	size_t max_headers;        /* header count; 431 beyond (default 64) */
+	size_t max_body_bytes;     /* 413 beyond (default 1 MiB) */
+	uint32_t idle_timeout_ms;  /* keep-alive idle close (default 60000) */
+	uint32_t request_timeout_ms; /* whole request must arrive within (default 30000) */
+	size_t max_connections;    /* further accepts are closed at once (default 10000) */
+	int reuseport;             /* set SO_REUSEPORT on the listener */
+} mc_http_server_opts;
+
+void mc_http_server_opts_default(mc_http_server_opts *o);
+
+typedef struct mc_http_server mc_http_server;
+
+/* Starts listening on hostport on loop. Returns 0 and *out, or a negative code
+ * (bind errors as -errno). Bad requests are answered by the server itself with
+ * 400/413/431 and the connection closed; the handler never sees them. */
+int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostport,
+		       const mc_http_server_opts *opts, mc_http_handler handler, void *ctx);
+/* Bound port (useful with port 0). */
+uint16_t mc_http_server_port(const mc_http_server *s);
+/* Stops accepting and closes every connection; pending exchanges are still freed
+ * by their mc_http_respond(). The server memory is released once all handles
+ * closed (run the loop). Accepts NULL. */
+void mc_http_server_free(mc_http_server *s);
+
+/* Reason phrase for a status code ("OK", "Not Found", ...). */
+const char *mc_http_reason(int status);
+
+/* ---- client (keep-alive connection pool to one upstream) ---------------------------- */
+
+typedef struct mc_http_response {
+	int status;
+	const mc_http_header *headers;
+	size_t nheaders;
+	const char *body;
+	size_t body_len;
+	int reused;          /* 1 when sent on a kept-alive connection */
+	uint64_t connect_ns; /* time spent connecting (0 when reused) */
+} mc_http_response;
+
+/* err is 0 with res set, or a negative code (MC_ETIMEDOUT, MC_ECLOSED, -ECONNREFUSED,
+ * MC_EPROTO, MC_ETOOBIG, MC_ECANCELED when the pool is freed) with res NULL.
+ * res and everything it points to are valid only during the callback. */
+typedef void (*mc_http_response_cb)(void *arg, int err, const mc_http_response *res);
+
+typedef struct mc_http_pool_opts {
+	size_t max_conns;          /* connections open at once, idle + busy (default 64) */
+	size_t max_idle;           /* idle connections kept (default 32) */
+	uint32_t connect_timeout_ms; /* default 1000 */
+	uint32_t request_timeout_ms; /* from send to complete response (default 10000) */
+	uint32_t idle_timeout_ms;  /* close idle connections after (default 30000) */
+	size_t max_response_bytes; /* head + body (default 8 MiB) */
+	size_t max_queue;          /* requests waiting for a connection (default 4096) */
+} mc_http_pool_opts;
+
+void mc_http_pool_opts_default(mc_http_pool_opts *o);
+
+typedef struct mc_http_pool mc_http_pool;
+
+/* Creates a pool to hostport ("127.0.0.1:9000"). Returns 0 or MC_EINVAL. */
+int mc_http_pool_new(mc_http_pool **out, uv_loop_t *loop, const char *hostport,
+		     const mc_http_pool_opts *opts);
+/* Sends one request (copied; Host and Content-Length are added) and calls cb
+ * exactly once on the loop thread, never synchronously from this call.
+ * Returns 0, or MC_EFULL when the wait queue is full (cb not called). */
+int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target,
+			 const mc_http_header *headers, size_t nheaders, const void *body,
+			 size_t body_len, mc_http_response_cb cb, void *arg);
+/* Requests currently in flight or queued. */
+size_t mc_http_pool_outstanding(const mc_http_pool *p);
+/* Fails every pending request with MC_ECANCELED (callbacks run from here),
+ * closes connections; memory is released once handles closed. Accepts NULL. */
+void mc_http_pool_free(mc_http_pool *p);
+
+/* ---- response helpers (src/http/reply.c) --------------------------------------------- */
+
+/* Answers with a JSON error body {"error": code, "message": formatted text} and
+ * Content-Type: application/json, after the given headers. Same contract as
+ * mc_http_respond. */
+int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			  size_t nheaders, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+
+/* Percent-decodes s[0..n) into out (reset first). Returns 0, or MC_EINVAL for a
+ * malformed escape or a decoded NUL byte. */
+int mc_http_percent_decode(const char *s, size_t n, mc_buf *out);
+
+#endif

@@ -1,0 +1,66 @@
+/* Small response helpers shared by the cell, the region and the samples: JSON
+ * error bodies and percent-decoding of path segments. */
+#include <stdio.h>
+#include <string.h>
+
+#include "http/http.h"
+
+#define MAX_EXTRA_HEADERS 32
+
+int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			  size_t nheaders, const char *code, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+
+	mc_buf body;
+	mc_buf_init(&body);
+	mc_buf_append_str(&body, "{\"error\":");
+	mc_buf_append_json(&body, code, strlen(code));
+	mc_buf_append_str(&body, ",\"message\":");
+	mc_buf_append_json(&body, msg, strlen(msg));
+	mc_buf_append_str(&body, "}\n");
+
+	mc_http_header all[MAX_EXTRA_HEADERS + 1];
+	size_t n = MC_MIN(nheaders, (size_t)MAX_EXTRA_HEADERS);
+	if (n)
+		memcpy(all, headers, n * sizeof *all);
+	all[n++] = (mc_http_header){"Content-Type", 12, "application/json", 16};
+	int rc = mc_http_respond(ex, status, all, n, body.data, body.len);
+	mc_buf_fini(&body);
+	return rc;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int mc_http_percent_decode(const char *s, size_t n, mc_buf *out)
+{
+	mc_buf_reset(out);
+	mc_buf_reserve(out, n);
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '%') {
+			if (i + 2 >= n)
+				return MC_EINVAL;
+			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return MC_EINVAL;
+			c = (char)(hi * 16 + lo);
+			i += 2;
+		}
+		mc_buf_append(out, &c, 1);
+	}
+	return 0;
+}

@@ -1,0 +1,303 @@
+/* The region process: the replication sink that applies every cell's write log
+ * into the regional store, and the HTTP API that reads it back
+ * (GET /v1/kv/{key} with version and home cell), plus /metrics and /v1/status. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "http/http.h"
+#include "net/net.h"
+#include "obs/obs.h"
+#include "region/region.h"
+#include "repl/repl.h"
+#include "state/state.h"
+
+#define COMP "region"
+#define KV_PREFIX "/v1/kv/"
+#define MAX_CELLS 256
+
+typedef struct region {
+	uv_loop_t *loop;
+	mc_region_conf *conf;
+	mc_store *store;
+	mc_repl_sink *sink;
+	mc_http_server *http;
+	mc_metrics *metrics;
+	uint64_t start_ns;
+	uv_signal_t sig[2];
+	int stopping;
+} region;
+
+static void kv_get(region *g, mc_http_exchange *ex, const mc_http_request *req)
+{
+	mc_buf key, val;
+	mc_buf_init(&key);
+	mc_buf_init(&val);
+	const char *raw = req->path + strlen(KV_PREFIX);
+	size_t rawlen = req->path_len - strlen(KV_PREFIX);
+	mc_record rec;
+	int rc;
+	if (rawlen == 0 || mc_http_percent_decode(raw, rawlen, &key) < 0 ||
+	    key.len > MC_STATE_MAX_KEY) {
+		mc_http_respond_error(ex, 400, NULL, 0, "bad_key",
+				      "missing, malformed or too long key (at most %d bytes)",
+				      MC_STATE_MAX_KEY);
+		goto out;
+	}
+	if (strcmp(req->method, "GET") != 0) {
+		mc_http_header allow = {"Allow", 5, "GET", 3};
+		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
+				      "the region's KV API is read-only; write in a cell");
+		goto out;
+	}
+	rc = mc_store_get(g->store, key.data, key.len, &rec, &val);
+	if (rc == MC_ENOTFOUND) {
+		mc_http_respond_error(ex, 404, NULL, 0, "not_found", "no key \"%s\" in region %s",
+				      key.data, g->conf->region);
+	} else if (rc < 0) {
+		mc_http_respond_error(ex, 500, NULL, 0, "store_error", "reading the store: %s",
+				      mc_strerror(rc));
+	} else {
+		char vbuf[24];
+		snprintf(vbuf, sizeof vbuf, "%llu", (unsigned long long)rec.version);
+		mc_http_header h[4] = {
+			{"X-Metrocell-Version", 19, vbuf, strlen(vbuf)},
+			{"X-Metrocell-Home", 16, rec.home, strlen(rec.home)},
+			{"X-Metrocell-Region", 18, g->conf->region, strlen(g->conf->region)},
+			{"Content-Type", 12, "application/octet-stream", 24},
+		};
+		mc_http_respond(ex, 200, h, 4, rec.value, rec.value_len);
+	}
+out:
+	mc_buf_fini(&key);
+	mc_buf_fini(&val);
+}
+
+static void cell_labels(mc_buf *b, const char *cell)
+{
+	mc_buf_reset(b);
+	mc_buf_append_str(b, "cell=\"");
+	mc_metrics_label_escape(b, cell);
+	mc_buf_append_str(b, "\"");
+}
+
+/* Copies the sink's per-cell stats into the registry; returns them (caller frees). */
+static mc_repl_cell_stats *refresh(region *g, size_t *n)
+{
+	mc_repl_cell_stats *st = mc_calloc(MAX_CELLS, sizeof *st);
+	*n = MC_MIN(mc_repl_sink_stats(g->sink, st, MAX_CELLS), (size_t)MAX_CELLS);
+	mc_buf l;
+	mc_buf_init(&l);
+	for (size_t i = 0; i < *n; i++) {
+		cell_labels(&l, st[i].cell);
+		mc_metrics_series(g->metrics, "metrocell_region_cell_connected",
+				  "1 while the cell's replication connection is up.",
+				  MC_METRIC_GAUGE, l.data)->value = st[i].connected;
+		mc_metrics_series(g->metrics, "metrocell_region_applied_seq",
+				  "Last write-log sequence number applied for the cell.",
+				  MC_METRIC_GAUGE, l.data)->value = (double)st[i].applied_seq;
+		mc_metrics_series(g->metrics, "metrocell_region_applied_entries_total",
+				  "Write-log entries of the cell applied since the region started.",
+				  MC_METRIC_COUNTER, l.data)->value = (double)st[i].applied_entries;
+		*mc_metrics_series(g->metrics, "metrocell_region_replication_lag_seconds",
+				   "Time from a write's commit in its cell to its commit in the "
+				   "region (HLC wall clocks).",
+				   MC_METRIC_HIST, l.data)
+			 ->hist = st[i].lag_us;
+	}
+	mc_store_stats ss;
+	mc_store_stats_get(g->store, &ss);
+	mc_metrics_series(g->metrics, "metrocell_region_commits_total",
+			  "Group commits of the regional store.", MC_METRIC_COUNTER, "")
+		->value = (double)ss.commits;
+	mc_metrics_series(g->metrics, "metrocell_region_skipped_entries_total",
+			  "Replayed entries skipped because they were already applied.",
+			  MC_METRIC_COUNTER, "")
+		->value = (double)ss.skipped;
+	mc_buf_fini(&l);
+	return st;
+}
+
+static void status(region *g, mc_http_exchange *ex)
+{
+	size_t n;
+	mc_repl_cell_stats *st = refresh(g, &n);
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_buf_append_str(&b, "{\"region\":");
+	mc_buf_append_json(&b, g->conf->region, strlen(g->conf->region));
+	mc_buf_printf(&b, ",\"uptime_s\":%.3f,\"cells\":[",
+		      (double)(mc_now_ns() - g->start_ns) / 1e9);
+	for (size_t i = 0; i < n; i++) {
+		mc_buf_append_str(&b, i ? ",{\"cell\":" : "{\"cell\":");
+		mc_buf_append_json(&b, st[i].cell, strlen(st[i].cell));
+		mc_buf_printf(&b,
+			      ",\"connected\":%s,\"applied_seq\":%llu,\"applied_entries\":%llu,"
+			      "\"last_frame_wall_ms\":%llu,\"lag_p50_ms\":%.3f,\"lag_p99_ms\":%.3f}",
+			      st[i].connected ? "true" : "false",
+			      (unsigned long long)st[i].applied_seq,
+			      (unsigned long long)st[i].applied_entries,
+			      (unsigned long long)st[i].last_frame_wall_ms,
+			      (double)mc_hist_quantile(&st[i].lag_us, 0.5) / 1000.0,
+			      (double)mc_hist_quantile(&st[i].lag_us, 0.99) / 1000.0);
+	}
+	mc_buf_append_str(&b, "]}\n");
+	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
+	mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
+	mc_buf_fini(&b);
+	free(st);
+}
+
+static void on_request(void *ctx, mc_http_exchange *ex)
+{
+	region *g = ctx;
+	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (strncmp(req->path, KV_PREFIX, strlen(KV_PREFIX)) == 0) {
+		kv_get(g, ex, req);
+		return;
+	}
+	if (strcmp(req->method, "GET") != 0) {
+		mc_http_header allow = {"Allow", 5, "GET", 3};
+		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed", "GET only");
+	} else if (strcmp(req->path, "/healthz") == 0) {
+		mc_http_respond(ex, 200, NULL, 0, "ok\n", 3);
+	} else if (strcmp(req->path, "/metrics") == 0) {
+		size_t n;
+		free(refresh(g, &n));
+		mc_buf b;
+		mc_buf_init(&b);
+		mc_metrics_render(g->metrics, &b);
+		mc_http_header ct = {"Content-Type", 12, "text/plain; version=0.0.4", 25};
+		mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
+		mc_buf_fini(&b);
+	} else if (strcmp(req->path, "/v1/status") == 0) {
+		status(g, ex);
+	} else {
+		mc_http_respond_error(ex, 404, NULL, 0, "not_found",
+				      "endpoints: /v1/kv/{key}, /v1/status, /metrics, /healthz");
+	}
+}
+
+static void on_signal_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void stop(region *g)
+{
+	if (g->stopping)
+		return;
+	g->stopping = 1;
+	MC_INFO(COMP, "region %s stopping", g->conf->region);
+	mc_http_server_free(g->http);
+	g->http = NULL;
+	mc_repl_sink_free(g->sink);
+	g->sink = NULL;
+	for (size_t i = 0; i < 2; i++)
+		if (g->sig[i].loop && !uv_is_closing((uv_handle_t *)&g->sig[i]))
+			uv_close((uv_handle_t *)&g->sig[i], on_signal_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	(void)signum;
+	stop(h->data);
+}
+
+static int start(region *g)
+{
+	const mc_region_conf *cf = g->conf;
+	char dir[4200];
+	snprintf(dir, sizeof dir, "%s/state", cf->data_dir);
+	mc_store_opts so;
+	mc_store_opts_default(&so);
+	so.dir = dir;
+	so.map_size = (size_t)cf->state.map_size_mb << 20;
+	so.durable = cf->state.durable;
+	so.max_batch = cf->state.max_batch;
+	so.home = "";
+	int rc = mc_store_open(&g->store, g->loop, &so);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell region: cannot open the store in %s: %s\n", dir,
+			mc_strerror(rc));
+		return rc;
+	}
+	mc_repl_sink_opts ko;
+	mc_repl_sink_opts_default(&ko);
+	ko.heartbeat_ms = cf->repl.heartbeat_ms;
+	ko.dead_after_ms = cf->repl.dead_after_ms;
+	ko.allow_cells = (const char *const *)cf->cells;
+	ko.n_allow_cells = cf->ncells;
+	rc = mc_repl_sink_new(&g->sink, g->loop, g->store, cf->listen_repl, &ko);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell region: cannot listen on %s (listen.repl): %s\n",
+			cf->listen_repl, mc_strerror(rc));
+		return rc;
+	}
+	mc_http_server_opts ho;
+	mc_http_server_opts_default(&ho);
+	ho.max_header_bytes = cf->limits.max_header_bytes;
+	ho.max_headers = cf->limits.max_headers;
+	ho.max_body_bytes = cf->limits.max_body_bytes;
+	ho.idle_timeout_ms = cf->limits.idle_timeout_ms;
+	ho.request_timeout_ms = cf->limits.request_timeout_ms;
+	ho.max_connections = cf->limits.max_connections;
+	rc = mc_http_server_new(&g->http, g->loop, cf->listen_http, &ho, on_request, g);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell region: cannot listen on %s (listen.http): %s\n",
+			cf->listen_http, mc_strerror(rc));
+		return rc;
+	}
+	for (int i = 0; i < 2; i++) {
+		uv_signal_init(g->loop, &g->sig[i]);
+		g->sig[i].data = g;
+		uv_signal_start(&g->sig[i], on_signal, i == 0 ? SIGTERM : SIGINT);
+	}
+	char hh[64], rh[64];
+	uint16_t port;
+	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);
+	mc_parse_hostport(cf->listen_repl, rh, sizeof rh, &port);
+	printf("region %s ready http=%s:%u repl=%s:%u\n", cf->region, hh,
+	       mc_http_server_port(g->http), rh, mc_repl_sink_port(g->sink));
+	fflush(stdout);
+	MC_INFO(COMP, "region %s serving http on %s, replication on %s", cf->region,
+		cf->listen_http, cf->listen_repl);
+	return 0;
+}
+
+int mc_region_main(int argc, char **argv)
+{
+	const char *path;
+	if (mc_parse_config_arg(argc, argv, &path) < 0)
+		return 2;
+	signal(SIGPIPE, SIG_IGN);
+	region g;
+	memset(&g, 0, sizeof g);
+	char err[MC_CONFIG_ERR_MAX];
+	if (mc_region_conf_load(path, &g.conf, err, sizeof err) < 0) {
+		fprintf(stderr, "metrocell region: %s\n", err);
+		return 2;
+	}
+	mc_log_setup(g.conf->log.level, g.conf->log.json);
+	g.start_ns = mc_now_ns();
+	g.metrics = mc_metrics_new();
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	g.loop = &loop;
+	int code = 0;
+	if (start(&g) < 0) {
+		code = 1;
+		stop(&g);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	mc_store_close(g.store);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) != 0)
+		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_metrics_free(g.metrics);
+	MC_INFO(COMP, "region %s stopped", g.conf->region);
+	mc_region_conf_free(g.conf);
+	return code;
+}
