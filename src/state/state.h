@@ -34,9 +34,11 @@ void mc_store_opts_default(mc_store_opts *o);
  * writes are delivered on loop, which must be run by the caller's thread.
  * Returns 0, MC_ESTORE (message logged) or -errno. */
 int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o);
-/* Drains queued writes (their callbacks run with their real result when the loop
- * runs, or MC_ECANCELED if the loop is not run again), stops the writer thread,
- * closes the environment. Accepts NULL. */
+/* Lets the writer commit everything queued, joins it, closes the environment,
+ * then uv_close()s the async handle: the queued callbacks run with their real
+ * results from that close callback, where the memory is also released, so the
+ * caller must run the loop afterwards. No reader may be active. Once close has
+ * started, writes return MC_ECLOSED and no commit hook runs. Accepts NULL. */
 void mc_store_close(mc_store *s);
 
 /* A stored record. value points into the caller's buffer given to the call. */
@@ -49,8 +51,10 @@ typedef struct mc_record {
 	size_t value_len;
 } mc_record;
 
-/* Reads key into *rec (value copied into *val, which is reset first). Returns 0,
- * MC_ENOTFOUND when absent, deleted or expired, or MC_ESTORE. Any thread. */
+/* Reads key into *rec (value copied into *val, which is reset first; val may be
+ * NULL). Returns 0, MC_ENOTFOUND when absent, deleted or expired (rec is still
+ * filled for a tombstone or an expired record), MC_ECLOSED or MC_ESTORE. Any
+ * thread. */
 int mc_store_get(mc_store *s, const char *key, size_t klen, mc_record *rec, mc_buf *val);
 
 /* Completion of a write: err 0 with the version and write-log sequence number

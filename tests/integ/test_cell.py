@@ -1,0 +1,272 @@
+"""End-to-end tests of the walking skeleton: a region, a cell and sample workers
+as real processes on 127.0.0.1, asserting on what comes over the wire and on
+disk."""
+
+import json
+import os
+import threading
+
+import pytest
+
+from conftest import free_port, http_json, http_request, wait_until
+
+
+class Cluster:
+    """Writes configs and starts a region, workers and one cell on free ports."""
+
+    def __init__(self, procs, tmp_path, binary, cell="lax", nworkers=2):
+        self.procs = procs
+        self.tmp = tmp_path
+        self.bin = binary
+        self.cell = cell
+        self.region_http = "127.0.0.1:%d" % free_port()
+        self.region_repl = "127.0.0.1:%d" % free_port()
+        self.cell_http = "127.0.0.1:%d" % free_port()
+        self.cell_admin = "127.0.0.1:%d" % free_port()
+        self.workers = ["127.0.0.1:%d" % free_port() for _ in range(nworkers)]
+        self.region_dir = os.path.join(str(tmp_path), "region-data")
+        self.cell_dir = os.path.join(str(tmp_path), "%s-data" % cell)
+        self.region_conf = os.path.join(str(tmp_path), "region.json")
+        self.cell_conf = os.path.join(str(tmp_path), "%s.json" % cell)
+        with open(self.region_conf, "w") as f:
+            json.dump({"region": "us-west",
+                       "listen": {"http": self.region_http, "repl": self.region_repl},
+                       "data_dir": self.region_dir,
+                       "replication": {"heartbeat_ms": 200, "dead_after_ms": 1000}}, f, indent=2)
+        with open(self.cell_conf, "w") as f:
+            json.dump({"cell": cell,
+                       "listen": {"http": self.cell_http, "admin": self.cell_admin},
+                       "data_dir": self.cell_dir,
+                       "region": {"repl": self.region_repl, "http": self.region_http},
+                       "replication": {"heartbeat_ms": 200, "dead_after_ms": 1000},
+                       "pools": {"app": {"workers": self.workers, "timeout_ms": 5000}},
+                       "routes": [{"name": "app", "prefix": "/app/", "kind": "proxy", "pool": "app"},
+                                  {"name": "kv", "prefix": "/v1/kv/", "kind": "kv"}]}, f, indent=2)
+        self.region = None
+        self.cellp = None
+        self.worker_procs = []
+
+    def start_region(self):
+        self.region = self.procs.start([self.bin, "region", "-c", self.region_conf], "region",
+                                       ready="region us-west ready")
+        return self.region
+
+    def start_workers(self):
+        for i, w in enumerate(self.workers):
+            self.worker_procs.append(self.procs.start(
+                [self.bin, "sample-worker", "--listen", w, "--name", "w%d" % i],
+                "worker%d" % i, ready="listening"))
+
+    def start_cell(self):
+        self.cellp = self.procs.start([self.bin, "cell", "-c", self.cell_conf], self.cell,
+                                      ready="cell %s ready" % self.cell)
+        return self.cellp
+
+    def start_all(self):
+        self.start_region()
+        self.start_workers()
+        self.start_cell()
+        return self
+
+    def status(self):
+        return http_json(self.cell_admin, "GET", "/v1/status")[2]
+
+    def put(self, key, value):
+        status, hdrs, body = http_request(self.cell_http, "PUT", "/v1/kv/" + key, body=value)
+        assert status == 200, (status, body)
+        doc = json.loads(body)
+        assert doc["version"] == hdrs["x-metrocell-version"]
+        return doc
+
+    def region_get(self, key):
+        return http_request(self.region_http, "GET", "/v1/kv/" + key)
+
+    def wait_replicated(self, timeout=10.0):
+        def caught_up():
+            st = self.status()["replication"]
+            return st["connected"] and st["acked_seq"] == st["last_seq"] and st
+        return wait_until(caught_up, timeout=timeout, what="replication to catch up")
+
+
+@pytest.fixture
+def cluster(procs, tmp_path, metrocell_bin):
+    return Cluster(procs, tmp_path, metrocell_bin)
+
+
+def test_proxy_returns_worker_body_and_cell_headers(cluster):
+    cluster.start_all()
+    seen = set()
+    for i in range(20):
+        status, hdrs, body = http_request(cluster.cell_http, "GET", "/app/items/%d?x=1" % i)
+        assert status == 200
+        doc = json.loads(body)
+        assert doc["path"].startswith("/app/items/%d" % i)
+        assert hdrs["x-worker"] == doc["worker"]
+        seen.add(doc["worker"])
+        assert hdrs["x-metrocell-cell"] == "lax"
+        assert hdrs["x-metrocell-outcome"] == "local"
+        assert hdrs["x-metrocell-route"] == "app"
+        assert hdrs["server-timing"].startswith("edge;dur=")
+        assert "upstream;dur=" in hdrs["server-timing"]
+    assert seen == {"w0", "w1"}, "requests must be spread over both workers"
+    # no route: refused with a JSON error and the same headers
+    status, hdrs, body = http_request(cluster.cell_http, "GET", "/nowhere")
+    assert status == 404
+    assert json.loads(body)["error"] == "no_route"
+    assert hdrs["x-metrocell-outcome"] == "refused"
+    # the admin listener counts them by route and outcome
+    status, _, metrics = http_request(cluster.cell_admin, "GET", "/metrics")
+    text = metrics.decode()
+    assert 'metrocell_requests_total{cell="lax",route="app",outcome="local"} 20' in text
+    assert 'metrocell_requests_total{cell="lax",route="-",outcome="refused"} 1' in text
+    assert 'metrocell_request_duration_seconds_count{cell="lax",route="app",outcome="local"} 20' in text
+    assert 'metrocell_request_duration_seconds_bucket{cell="lax",route="app",outcome="local",le="+Inf"} 20' in text
+
+
+def test_kv_roundtrip_and_errors(cluster):
+    cluster.start_all()
+    doc = cluster.put("session:abc", b"hello world")
+    assert doc["home"] == "lax" and doc["seq"] == 1
+    status, hdrs, body = http_request(cluster.cell_http, "GET", "/v1/kv/session:abc")
+    assert status == 200 and body == b"hello world"
+    assert hdrs["x-metrocell-version"] == doc["version"]
+    assert hdrs["x-metrocell-home"] == "lax"
+    assert hdrs["x-metrocell-outcome"] == "local"
+    assert "state;dur=" in hdrs["server-timing"]
+    doc2 = cluster.put("session:abc", b"v2")
+    assert int(doc2["version"]) > int(doc["version"])
+    status, _, body = http_request(cluster.cell_http, "DELETE", "/v1/kv/session:abc")
+    assert status == 200 and json.loads(body)["deleted"] is True
+    status, _, body = http_request(cluster.cell_http, "GET", "/v1/kv/session:abc")
+    assert status == 404 and json.loads(body)["error"] == "not_found"
+    status, _, body = http_request(cluster.cell_http, "GET", "/v1/kv/" + "k" * 300)
+    assert status == 400 and json.loads(body)["error"] == "bad_key"
+    status, _, body = http_request(cluster.cell_http, "GET", "/v1/kv/bad%zz")
+    assert status == 400
+    status, hdrs, body = http_request(cluster.cell_http, "POST", "/v1/kv/x", body=b"1")
+    assert status == 405 and "PUT" in hdrs["allow"]
+
+
+def test_put_reaches_region_with_version_and_home(cluster):
+    cluster.start_all()
+    doc = cluster.put("user:42", b'{"plan":"pro"}')
+
+    def in_region():
+        status, hdrs, body = cluster.region_get("user:42")
+        return status == 200 and (hdrs, body)
+    hdrs, body = wait_until(in_region, timeout=2.0, what="the write in the region")
+    assert body == b'{"plan":"pro"}'
+    assert hdrs["x-metrocell-version"] == doc["version"]
+    assert hdrs["x-metrocell-home"] == "lax"
+    status, _, body = cluster.region_get("user:unknown")
+    assert status == 404
+
+
+def test_region_down_cell_serves_and_catches_up_in_order(cluster):
+    cluster.start_all()
+    cluster.put("warm", b"1")
+    cluster.wait_replicated()
+    cluster.region.stop()
+    acked = {}
+    for i in range(200):
+        key = "k%d" % (i % 50)  # 4 writes per key: the region must end with the last
+        acked[key] = (cluster.put(key, ("v%d" % i).encode()), "v%d" % i)
+        if i % 20 == 0:
+            status, _, _ = http_request(cluster.cell_http, "GET", "/app/x")
+            assert status == 200
+    for key, (doc, val) in acked.items():
+        status, _, body = http_request(cluster.cell_http, "GET", "/v1/kv/" + key)
+        assert status == 200 and body.decode() == val
+    st = cluster.status()["replication"]
+    assert st["connected"] is False
+    assert st["lag_entries"] >= 200
+    cluster.start_region()
+    st = cluster.wait_replicated(timeout=15.0)
+    assert st["lag_entries"] == 0
+    for key, (doc, val) in acked.items():
+        status, hdrs, body = cluster.region_get(key)
+        assert status == 200 and body.decode() == val
+        assert hdrs["x-metrocell-version"] == doc["version"]
+    rs = http_json(cluster.region_http, "GET", "/v1/status")[2]
+    lax = [c for c in rs["cells"] if c["cell"] == "lax"][0]
+    assert lax["applied_seq"] == st["last_seq"] == 201
+
+
+def test_sigkill_after_acked_writes_loses_nothing(cluster):
+    cluster.start_all()
+    n_threads, per_thread = 8, 150  # 1,200 acknowledged writes
+    acked = {}
+    lock = threading.Lock()
+    errors = []
+
+    def writer(t):
+        try:
+            for i in range(per_thread):
+                key = "crash:%d:%d" % (t, i)
+                doc = cluster.put(key, ("value-%d-%d" % (t, i)).encode())
+                with lock:
+                    acked[key] = doc["version"]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(acked) >= 1000
+    cluster.cellp.kill9()
+    cluster.start_cell()
+    for key, version in acked.items():
+        t, i = key.split(":")[1:]
+        status, hdrs, body = http_request(cluster.cell_http, "GET", "/v1/kv/" + key)
+        assert status == 200, key
+        assert body.decode() == "value-%s-%s" % (t, i)
+        assert hdrs["x-metrocell-version"] == version
+    cluster.wait_replicated(timeout=20.0)
+    for key, version in acked.items():
+        status, hdrs, _ = cluster.region_get(key)
+        assert status == 200 and hdrs["x-metrocell-version"] == version, key
+
+
+def test_bad_config_exits_with_precise_message_and_writes_nothing(procs, tmp_path, metrocell_bin):
+    import subprocess
+    data_dir = os.path.join(str(tmp_path), "data")
+    conf = os.path.join(str(tmp_path), "cell.json")
+    with open(conf, "w") as f:
+        f.write('{\n  "cell": "lax",\n  "listen": {"http": 42, "admin": "127.0.0.1:0"},\n'
+                '  "data_dir": "%s",\n  "region": {"repl": "127.0.0.1:1"},\n'
+                '  "routes": [{"name": "kv", "prefix": "/v1/kv/", "kind": "kv"}]\n}\n' % data_dir)
+    r = subprocess.run([metrocell_bin, "cell", "-c", conf], capture_output=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == \
+        'metrocell cell: %s:3:22: listen.http: expected "host:port", got 42' % conf
+    assert not os.path.exists(data_dir)
+    # an unknown key in the region config
+    rconf = os.path.join(str(tmp_path), "region.json")
+    with open(rconf, "w") as f:
+        f.write('{"region": "r", "listen": {"http": "127.0.0.1:0", "repl": "127.0.0.1:0"},\n'
+                ' "data_dir": "%s", "replicaton": {}}\n' % data_dir)
+    r = subprocess.run([metrocell_bin, "region", "-c", rconf], capture_output=True, timeout=30)
+    assert r.returncode == 2
+    msg = r.stderr.decode().strip()
+    assert msg.startswith("metrocell region: %s:2:" % rconf), msg
+    assert msg.endswith('(root): unknown key "replicaton" (did you mean "replication"?)'), msg
+    assert not os.path.exists(data_dir)
+    r = subprocess.run([metrocell_bin, "cell"], capture_output=True, timeout=30)
+    assert r.returncode == 2 and b"missing -c FILE" in r.stderr
+
+
+def test_cli_help_and_version(metrocell_bin):
+    import subprocess
+    r = subprocess.run([metrocell_bin, "--version"], capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.decode().startswith("metrocell ")
+    r = subprocess.run([metrocell_bin, "--help"], capture_output=True, timeout=30)
+    out = r.stdout.decode()
+    for sub in ("region", "cell", "link", "sample-worker", "sample-origin", "demo"):
+        assert "\n  %s " % sub in out
+    r = subprocess.run([metrocell_bin, "help", "cell"], capture_output=True, timeout=30)
+    assert r.returncode == 0 and b"-c, --config FILE" in r.stdout
+    r = subprocess.run([metrocell_bin, "nope"], capture_output=True, timeout=30)
+    assert r.returncode == 2 and b'unknown subcommand "nope"' in r.stderr

@@ -1,0 +1,828 @@
+/* Unit tests for src/state: codecs, put/get/delete, versions, the write log and its
+ * trimming, persistence across reopen, region-side apply (idempotence and
+ * last-writer-wins), group commit, TTL, limits, map-full and close semantics. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "state/state.h"
+#include "state/state_int.h"
+
+/* ---- helpers --------------------------------------------------------------------- */
+
+typedef struct fixture {
+	char dir[64];
+	uv_loop_t loop;
+	mc_store *s;
+	int pending; /* callbacks still expected */
+} fixture;
+
+typedef struct wres {
+	fixture *f;
+	int done;
+	int err;
+	uint64_t version;
+	uint64_t seq;
+} wres;
+
+static void on_write(void *arg, int err, uint64_t version, uint64_t seq)
+{
+	wres *w = arg;
+
+	w->done++;
+	w->err = err;
+	w->version = version;
+	w->seq = seq;
+	w->f->pending--;
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+	*(int *)t->data = 1;
+}
+
+/* Runs the loop until every expected callback fired; fails after 20 s. */
+static void drain(fixture *f)
+{
+	uv_timer_t t;
+	int expired = 0;
+
+	uv_timer_init(&f->loop, &t);
+	t.data = &expired;
+	uv_timer_start(&t, on_timeout, 20000, 0);
+	while (f->pending > 0 && !expired)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_false(expired);
+	assert_int_equal(f->pending, 0);
+}
+
+static int store_open_opts(fixture *f, const char *home, size_t map_size)
+{
+	mc_store_opts o;
+
+	mc_store_opts_default(&o);
+	o.dir = f->dir;
+	o.home = home;
+	if (map_size)
+		o.map_size = map_size;
+	return mc_store_open(&f->s, &f->loop, &o);
+}
+
+static void store_open(fixture *f, const char *home)
+{
+	assert_int_equal(store_open_opts(f, home, 0), 0);
+	assert_non_null(f->s);
+}
+
+static void store_close(fixture *f)
+{
+	mc_store_close(f->s);
+	f->s = NULL;
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof *f);
+
+	if (!f)
+		return -1;
+	strcpy(f->dir, "/tmp/mc_test_state_XXXXXX");
+	if (!mkdtemp(f->dir) || uv_loop_init(&f->loop) != 0) {
+		free(f);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	DIR *d;
+	struct dirent *de;
+	char p[512];
+
+	if (f->s)
+		store_close(f);
+	if (uv_loop_close(&f->loop) != 0)
+		return -1;
+	if ((d = opendir(f->dir)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+				snprintf(p, sizeof p, "%s/%s", f->dir, de->d_name);
+				unlink(p);
+			}
+		}
+		closedir(d);
+	}
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void put(fixture *f, wres *w, const char *key, const char *val, uint64_t exp, int log)
+{
+	memset(w, 0, sizeof *w);
+	w->f = f;
+	assert_int_equal(mc_store_write(f->s, MC_OP_PUT, key, strlen(key), val, strlen(val), exp,
+					log, on_write, w),
+			 0);
+	f->pending++;
+}
+
+static void del(fixture *f, wres *w, const char *key, int log)
+{
+	memset(w, 0, sizeof *w);
+	w->f = f;
+	assert_int_equal(
+	    mc_store_write(f->s, MC_OP_DEL, key, strlen(key), NULL, 0, 0, log, on_write, w), 0);
+	f->pending++;
+}
+
+/* Put and wait; returns the result. */
+static wres put_sync(fixture *f, const char *key, const char *val, int log)
+{
+	wres w;
+
+	put(f, &w, key, val, 0, log);
+	drain(f);
+	assert_int_equal(w.done, 1);
+	return w;
+}
+
+static void apply_sync(fixture *f, const char *cell, const mc_log_entry *e, size_t n, wres *w)
+{
+	memset(w, 0, sizeof *w);
+	w->f = f;
+	assert_int_equal(mc_store_apply(f->s, cell, e, n, on_write, w), 0);
+	f->pending++;
+	drain(f);
+	assert_int_equal(w->done, 1);
+}
+
+static void check_value(fixture *f, const char *key, const char *val)
+{
+	mc_record rec;
+	mc_buf b;
+
+	mc_buf_init(&b);
+	assert_int_equal(mc_store_get(f->s, key, strlen(key), &rec, &b), 0);
+	assert_int_equal(rec.value_len, strlen(val));
+	assert_memory_equal(rec.value, val, rec.value_len);
+	assert_ptr_equal(rec.value, b.data ? b.data : rec.value);
+	mc_buf_fini(&b);
+}
+
+static void check_absent(fixture *f, const char *key)
+{
+	mc_record rec;
+	mc_buf b;
+
+	mc_buf_init(&b);
+	assert_int_equal(mc_store_get(f->s, key, strlen(key), &rec, &b), MC_ENOTFOUND);
+	mc_buf_fini(&b);
+}
+
+static mc_log_entry entry(uint64_t seq, uint64_t version, mc_op op, const char *key,
+			  const char *val)
+{
+	mc_log_entry e = {.seq = seq,
+			  .version = version,
+			  .op = (uint8_t)op,
+			  .key = key,
+			  .klen = strlen(key),
+			  .value = val,
+			  .vlen = val ? strlen(val) : 0};
+	return e;
+}
+
+/* Collects log entries (copies of key and value) for comparison. */
+typedef struct collected {
+	size_t n;
+	mc_log_entry e[64];
+	char kv[64][2][64];
+	int stop_after;
+} collected;
+
+static int collect(void *arg, const mc_log_entry *e)
+{
+	collected *c = arg;
+
+	assert_true(c->n < 64 && e->klen < 64 && e->vlen < 64);
+	c->e[c->n] = *e;
+	memcpy(c->kv[c->n][0], e->key, e->klen);
+	c->kv[c->n][0][e->klen] = '\0';
+	memcpy(c->kv[c->n][1], e->value, e->vlen);
+	c->kv[c->n][1][e->vlen] = '\0';
+	c->n++;
+	return c->stop_after && (int)c->n >= c->stop_after;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_codec(void **state)
+{
+	uint8_t buf[128];
+	mc_record r = {.version = 0x0102030405060708ull,
+		       .expires_ms = 42,
+		       .deleted = 1,
+		       .value = "hello",
+		       .value_len = 5},
+		  out;
+	mc_log_entry e = {.version = 7,
+			  .expires_ms = 9,
+			  .op = MC_OP_PUT,
+			  .key = "k1",
+			  .klen = 2,
+			  .value = "vv",
+			  .vlen = 2},
+		     eo;
+	size_t n;
+
+	(void)state;
+	strcpy(r.home, "lax");
+	n = mc_state_record_size(3, 5);
+	assert_int_equal(n, MC_STATE_REC_HDR + 8);
+	mc_state_record_encode(buf, &r);
+	assert_int_equal(mc_state_record_decode(buf, n, &out), 0);
+	assert_true(out.version == r.version);
+	assert_int_equal(out.expires_ms, 42);
+	assert_int_equal(out.deleted, 1);
+	assert_string_equal(out.home, "lax");
+	assert_int_equal(out.value_len, 5);
+	assert_memory_equal(out.value, "hello", 5);
+	for (size_t i = 0; i < MC_STATE_REC_HDR + 3; i++)
+		assert_int_equal(mc_state_record_decode(buf, i, &out), MC_EINVAL);
+	buf[17] = MC_STATE_MAX_HOME + 1;
+	assert_int_equal(mc_state_record_decode(buf, sizeof buf, &out), MC_EINVAL);
+
+	n = mc_state_logent_size(2, 2);
+	mc_state_logent_encode(buf, &e);
+	assert_int_equal(mc_state_logent_decode(5, buf, n, &eo), 0);
+	assert_int_equal(eo.seq, 5);
+	assert_int_equal(eo.version, 7);
+	assert_int_equal(eo.expires_ms, 9);
+	assert_int_equal(eo.op, MC_OP_PUT);
+	assert_int_equal(eo.klen, 2);
+	assert_memory_equal(eo.key, "k1", 2);
+	assert_int_equal(eo.vlen, 2);
+	assert_memory_equal(eo.value, "vv", 2);
+	for (size_t i = 0; i < MC_STATE_LOGENT_HDR + 2; i++)
+		assert_int_equal(mc_state_logent_decode(5, buf, i, &eo), MC_EINVAL);
+	buf[16] = 3;
+	assert_int_equal(mc_state_logent_decode(5, buf, n, &eo), MC_EINVAL);
+	buf[16] = MC_OP_DEL;
+	mc_put_u16(buf + 17, 0);
+	assert_int_equal(mc_state_logent_decode(5, buf, n, &eo), MC_EINVAL);
+}
+
+static void test_put_get_delete(void **state)
+{
+	fixture *f = *state;
+	mc_record rec;
+	mc_store_stats st;
+	wres w;
+
+	store_open(f, "lax");
+	check_absent(f, "a");
+	w = put_sync(f, "a", "hello", 1);
+	assert_int_equal(w.err, 0);
+	assert_true(w.version > 0);
+	assert_int_equal(w.seq, 1);
+	check_value(f, "a", "hello");
+	assert_int_equal(mc_store_get(f->s, "a", 1, &rec, NULL), 0);
+	assert_true(rec.version == w.version);
+	assert_string_equal(rec.home, "lax");
+	assert_int_equal(rec.deleted, 0);
+	assert_int_equal(rec.expires_ms, 0);
+
+	w = put_sync(f, "a", "", 0); /* empty value, not logged */
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 0);
+	check_value(f, "a", "");
+
+	del(f, &w, "a", 1);
+	drain(f);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 2);
+	check_absent(f, "a");
+	/* a tombstone keeps the version for last-writer-wins */
+	assert_int_equal(mc_store_get(f->s, "a", 1, &rec, NULL), MC_ENOTFOUND);
+	assert_int_equal(rec.deleted, 1);
+	assert_true(rec.version == w.version);
+
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.writes, 3);
+	assert_true(st.commits >= 1 && st.commits <= 3);
+	assert_int_equal(st.queue_depth, 0);
+}
+
+static void test_versions_increase(void **state)
+{
+	fixture *f = *state;
+	wres w[200];
+	mc_record rec;
+	char key[16];
+
+	store_open(f, "lax");
+	for (int i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "k%d", i % 7);
+		put(f, &w[i], key, "v", 0, 1);
+	}
+	drain(f);
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(w[i].err, 0);
+		assert_int_equal(w[i].seq, (uint64_t)i + 1);
+		if (i)
+			assert_true(w[i].version > w[i - 1].version);
+	}
+	assert_int_equal(mc_store_get(f->s, "k3", 2, &rec, NULL), 0);
+	assert_true(rec.version == w[199].version); /* 199 % 7 == 3 */
+}
+
+static void test_log_order_and_read(void **state)
+{
+	fixture *f = *state;
+	wres w[10];
+	collected *c = calloc(1, sizeof *c);
+	char key[16], val[16];
+
+	store_open(f, "lax");
+	for (int i = 0; i < 10; i++) {
+		snprintf(key, sizeof key, "key%d", i);
+		snprintf(val, sizeof val, "val%d", i);
+		if (i == 5)
+			del(f, &w[i], "key1", 1);
+		else
+			put(f, &w[i], key, val, i == 3 ? 1234 : 0, 1);
+	}
+	drain(f);
+	assert_int_equal(mc_store_log_read(f->s, 1, 100, 1 << 20, collect, c), 10);
+	for (size_t i = 0; i < 10; i++) {
+		assert_int_equal(c->e[i].seq, i + 1);
+		assert_true(c->e[i].version == w[i].version);
+		if (i == 5) {
+			assert_int_equal(c->e[i].op, MC_OP_DEL);
+			assert_string_equal(c->kv[i][0], "key1");
+			assert_int_equal(c->e[i].vlen, 0);
+		} else {
+			snprintf(key, sizeof key, "key%zu", i);
+			snprintf(val, sizeof val, "val%zu", i);
+			assert_int_equal(c->e[i].op, MC_OP_PUT);
+			assert_string_equal(c->kv[i][0], key);
+			assert_string_equal(c->kv[i][1], val);
+			assert_int_equal(c->e[i].expires_ms, i == 3 ? 1234 : 0);
+		}
+	}
+	/* from the middle, bounded by count */
+	memset(c, 0, sizeof *c);
+	assert_int_equal(mc_store_log_read(f->s, 7, 2, 1 << 20, collect, c), 2);
+	assert_int_equal(c->e[0].seq, 7);
+	assert_int_equal(c->e[1].seq, 8);
+	/* bounded by bytes: each entry is 8 bytes of key+value; one is always delivered */
+	memset(c, 0, sizeof *c);
+	assert_int_equal(mc_store_log_read(f->s, 1, 100, 17, collect, c), 2);
+	memset(c, 0, sizeof *c);
+	assert_int_equal(mc_store_log_read(f->s, 1, 100, 1, collect, c), 1);
+	/* callback stops early */
+	memset(c, 0, sizeof *c);
+	c->stop_after = 3;
+	assert_int_equal(mc_store_log_read(f->s, 1, 100, 1 << 20, collect, c), 3);
+	/* past the end */
+	memset(c, 0, sizeof *c);
+	assert_int_equal(mc_store_log_read(f->s, 11, 100, 1 << 20, collect, c), 0);
+	free(c);
+}
+
+static void test_trim_and_stats(void **state)
+{
+	fixture *f = *state;
+	wres w;
+	mc_log_stats ls;
+	collected *c = calloc(1, sizeof *c);
+	char key[16];
+
+	store_open(f, "lax");
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 0);
+	assert_int_equal(ls.entries, 0);
+	for (int i = 0; i < 10; i++) {
+		snprintf(key, sizeof key, "k%d", i); /* 2 bytes + "abc" 3 bytes */
+		put_sync(f, key, "abc", 1);
+	}
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 10);
+	assert_int_equal(ls.acked_seq, 0);
+	assert_int_equal(ls.entries, 10);
+	assert_int_equal(ls.bytes, 50);
+
+	memset(&w, 0, sizeof w);
+	w.f = f;
+	assert_int_equal(mc_store_log_trim(f->s, 4, on_write, &w), 0);
+	f->pending++;
+	drain(f);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 4);
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 10);
+	assert_int_equal(ls.acked_seq, 4);
+	assert_int_equal(ls.entries, 6);
+	assert_int_equal(ls.bytes, 30);
+	assert_int_equal(mc_store_log_read(f->s, 1, 100, 1 << 20, collect, c), 6);
+	assert_int_equal(c->e[0].seq, 5);
+
+	/* a trim beyond the last seq acknowledges only what exists; NULL cb is fine */
+	assert_int_equal(mc_store_log_trim(f->s, 100, NULL, NULL), 0);
+	put_sync(f, "z", "z", 0); /* a write behind it, to know it committed */
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.acked_seq, 10);
+	assert_int_equal(ls.entries, 0);
+	assert_int_equal(ls.bytes, 0);
+	/* the records themselves are untouched */
+	check_value(f, "k0", "abc");
+	free(c);
+}
+
+static void test_reopen_restores(void **state)
+{
+	fixture *f = *state;
+	wres w, w2;
+	mc_log_stats ls;
+	mc_record rec;
+	uint64_t last_version, future;
+	mc_log_entry e;
+
+	store_open(f, "lax");
+	for (int i = 0; i < 5; i++)
+		w = put_sync(f, "k", "v", 1);
+	last_version = w.version;
+	/* A record from a cell whose clock is an hour ahead: a local write over it must
+	 * still get a larger version, and that floor must survive the reopen. */
+	future = mc_hlc_make(mc_wall_ms() + 3600 * 1000, 5);
+	e = entry(1, future, MC_OP_PUT, "ahead", "x");
+	apply_sync(f, "sfo", &e, 1, &w2);
+	assert_int_equal(w2.err, 0);
+	w2 = put_sync(f, "ahead", "y", 1);
+	assert_int_equal(w2.err, 0);
+	assert_true(w2.version > future);
+	assert_int_equal(w2.seq, 6);
+	memset(&w, 0, sizeof w);
+	w.f = f;
+	assert_int_equal(mc_store_log_trim(f->s, 2, on_write, &w), 0);
+	f->pending++;
+	drain(f);
+	store_close(f);
+
+	store_open(f, "lax");
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 6);
+	assert_int_equal(ls.acked_seq, 2);
+	assert_int_equal(ls.entries, 4);
+	assert_int_equal(mc_store_applied_seq(f->s, "sfo"), 1);
+	check_value(f, "k", "v");
+	check_value(f, "ahead", "y");
+	assert_int_equal(mc_store_get(f->s, "ahead", 5, &rec, NULL), 0);
+	assert_string_equal(rec.home, "lax");
+	w = put_sync(f, "other", "v", 1);
+	assert_int_equal(w.seq, 7);
+	assert_true(w.version > last_version);
+	assert_true(w.version > w2.version); /* the HLC floor came back from meta */
+}
+
+static void test_apply_idempotent(void **state)
+{
+	fixture *f = *state;
+	mc_log_entry e[5];
+	mc_store_stats st;
+	mc_record rec;
+	wres w;
+	char keys[5][16];
+
+	store_open(f, "");
+	for (int i = 0; i < 5; i++) {
+		snprintf(keys[i], sizeof keys[i], "r%d", i);
+		e[i] = entry((uint64_t)i + 1, 1000 + (uint64_t)i, MC_OP_PUT, keys[i], "val");
+	}
+	assert_int_equal(mc_store_applied_seq(f->s, "sfo"), 0);
+	apply_sync(f, "sfo", e, 5, &w);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 5);
+	assert_int_equal(mc_store_applied_seq(f->s, "sfo"), 5);
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.applied, 5);
+	assert_int_equal(st.skipped, 0);
+	check_value(f, "r3", "val");
+	assert_int_equal(mc_store_get(f->s, "r3", 2, &rec, NULL), 0);
+	assert_string_equal(rec.home, "sfo");
+	assert_int_equal(rec.version, 1003);
+
+	apply_sync(f, "sfo", e, 5, &w); /* replay */
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 5);
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.applied, 5);
+	assert_int_equal(st.skipped, 5);
+	assert_int_equal(mc_store_applied_seq(f->s, "sfo"), 5);
+
+	/* an overlapping batch applies only the new tail; other cells are independent */
+	e[0] = entry(5, 2000, MC_OP_PUT, "r4", "dup");
+	e[1] = entry(6, 2001, MC_OP_DEL, "r0", NULL);
+	apply_sync(f, "sfo", e, 2, &w);
+	assert_int_equal(w.seq, 6);
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.applied, 6);
+	assert_int_equal(st.skipped, 6);
+	check_value(f, "r4", "val");
+	check_absent(f, "r0");
+	assert_int_equal(mc_store_applied_seq(f->s, "lax"), 0);
+	/* an empty batch reports the current applied seq */
+	apply_sync(f, "sfo", e, 0, &w);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 6);
+}
+
+static void test_apply_lww(void **state)
+{
+	fixture *f = *state;
+	mc_log_entry e;
+	mc_record rec;
+	wres w;
+
+	store_open(f, "");
+	e = entry(1, 100, MC_OP_PUT, "k", "from-lax");
+	apply_sync(f, "lax", &e, 1, &w);
+	e = entry(1, 50, MC_OP_PUT, "k", "older-sfo"); /* older version loses */
+	apply_sync(f, "sfo", &e, 1, &w);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(w.seq, 1); /* still consumed */
+	check_value(f, "k", "from-lax");
+	e = entry(2, 100, MC_OP_PUT, "k", "same-aaa"); /* same version, lower name loses */
+	apply_sync(f, "aaa", &e, 1, &w);
+	check_value(f, "k", "from-lax");
+	e = entry(2, 100, MC_OP_PUT, "k", "same-sfo"); /* same version, higher name wins */
+	apply_sync(f, "sfo", &e, 1, &w);
+	check_value(f, "k", "same-sfo");
+	assert_int_equal(mc_store_get(f->s, "k", 1, &rec, NULL), 0);
+	assert_string_equal(rec.home, "sfo");
+	assert_int_equal(rec.version, 100);
+	e = entry(3, 90, MC_OP_DEL, "k", NULL); /* an older delete loses too */
+	apply_sync(f, "zzz", &e, 1, &w);
+	check_value(f, "k", "same-sfo");
+	e = entry(2, 101, MC_OP_DEL, "k", NULL); /* a newer delete writes a tombstone */
+	apply_sync(f, "lax", &e, 1, &w);
+	check_absent(f, "k");
+	e = entry(4, 100, MC_OP_PUT, "k", "stale"); /* ...which beats older puts */
+	apply_sync(f, "zzz", &e, 1, &w);
+	check_absent(f, "k");
+	e = entry(3, 102, MC_OP_PUT, "k", "back");
+	apply_sync(f, "lax", &e, 1, &w);
+	check_value(f, "k", "back");
+}
+
+static void test_group_commit(void **state)
+{
+	fixture *f = *state;
+	wres *w = calloc(1000, sizeof *w);
+	mc_store_stats st;
+	char key[16];
+
+	store_open(f, "lax");
+	for (int i = 0; i < 1000; i++) {
+		snprintf(key, sizeof key, "g%d", i);
+		put(f, &w[i], key, "value", 0, 1);
+	}
+	drain(f);
+	for (int i = 0; i < 1000; i++) {
+		assert_int_equal(w[i].err, 0);
+		assert_int_equal(w[i].seq, (uint64_t)i + 1);
+	}
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.writes, 1000);
+	assert_true(st.commits >= 1);
+	assert_true(st.commits < 100);
+	print_message("group commit: 1000 writes in %llu commits\n",
+		      (unsigned long long)st.commits);
+	free(w);
+}
+
+static void test_expiry(void **state)
+{
+	fixture *f = *state;
+	wres w;
+	mc_record rec;
+
+	store_open(f, "lax");
+	put(f, &w, "old", "v", mc_wall_ms() - 1, 0);
+	drain(f);
+	assert_int_equal(w.err, 0);
+	check_absent(f, "old");
+	put(f, &w, "new", "v", mc_wall_ms() + 60000, 0);
+	drain(f);
+	check_value(f, "new", "v");
+	assert_int_equal(mc_store_get(f->s, "new", 3, &rec, NULL), 0);
+	assert_true(rec.expires_ms > mc_wall_ms());
+}
+
+static void test_limits(void **state)
+{
+	fixture *f = *state;
+	char big[MC_STATE_MAX_KEY + 1];
+	mc_record rec;
+	mc_log_entry e;
+
+	store_open(f, "lax");
+	memset(big, 'k', sizeof big);
+	assert_int_equal(mc_store_write(f->s, MC_OP_PUT, "", 0, "v", 1, 0, 0, NULL, NULL),
+			 MC_EINVAL);
+	assert_int_equal(mc_store_write(f->s, MC_OP_PUT, NULL, 3, "v", 1, 0, 0, NULL, NULL),
+			 MC_EINVAL);
+	assert_int_equal(mc_store_write(f->s, MC_OP_PUT, big, sizeof big, "v", 1, 0, 0, NULL, NULL),
+			 MC_EINVAL);
+	assert_int_equal(mc_store_write(f->s, (mc_op)7, "k", 1, "v", 1, 0, 0, NULL, NULL),
+			 MC_EINVAL);
+	assert_int_equal(
+	    mc_store_write(f->s, MC_OP_PUT, "k", 1, "v", MC_STATE_MAX_VALUE + 1, 0, 0, NULL, NULL),
+	    MC_ETOOBIG);
+	assert_int_equal(mc_store_get(f->s, "", 0, &rec, NULL), MC_EINVAL);
+	assert_int_equal(mc_store_get(f->s, big, sizeof big, &rec, NULL), MC_EINVAL);
+	e = entry(1, 1, MC_OP_PUT, "k", "v");
+	assert_int_equal(mc_store_apply(f->s, "", &e, 1, NULL, NULL), MC_EINVAL);
+	assert_int_equal(
+	    mc_store_apply(f->s, "this-cell-name-is-much-too-long-x", &e, 1, NULL, NULL),
+	    MC_EINVAL);
+	e.klen = 0;
+	assert_int_equal(mc_store_apply(f->s, "sfo", &e, 1, NULL, NULL), MC_EINVAL);
+	e = entry(1, 1, MC_OP_PUT, "k", "v");
+	e.vlen = MC_STATE_MAX_VALUE + 1;
+	assert_int_equal(mc_store_apply(f->s, "sfo", &e, 1, NULL, NULL), MC_ETOOBIG);
+
+	/* the largest key and value are accepted */
+	{
+		wres w;
+		char *v = malloc(MC_STATE_MAX_VALUE);
+		mc_buf b;
+
+		memset(v, 'v', MC_STATE_MAX_VALUE);
+		memset(&w, 0, sizeof w);
+		w.f = f;
+		assert_int_equal(mc_store_write(f->s, MC_OP_PUT, big, MC_STATE_MAX_KEY, v,
+						MC_STATE_MAX_VALUE, 0, 1, on_write, &w),
+				 0);
+		f->pending++;
+		drain(f);
+		assert_int_equal(w.err, 0);
+		mc_buf_init(&b);
+		assert_int_equal(mc_store_get(f->s, big, MC_STATE_MAX_KEY, &rec, &b), 0);
+		assert_int_equal(rec.value_len, MC_STATE_MAX_VALUE);
+		assert_memory_equal(rec.value, v, MC_STATE_MAX_VALUE);
+		mc_buf_fini(&b);
+		free(v);
+	}
+}
+
+static void test_map_full(void **state)
+{
+	fixture *f = *state;
+	enum { N = 8 };
+	wres w[N], ok;
+	char *v = malloc(256 * 1024);
+	char key[16];
+	int full = 0;
+
+	memset(v, 'x', 256 * 1024);
+	assert_int_equal(store_open_opts(f, "lax", 1 << 20), 0); /* 1 MiB map */
+	ok = put_sync(f, "small", "s", 1);
+	assert_int_equal(ok.err, 0);
+	for (int i = 0; i < N; i++) {
+		memset(&w[i], 0, sizeof w[i]);
+		w[i].f = f;
+		snprintf(key, sizeof key, "big%d", i);
+		assert_int_equal(mc_store_write(f->s, MC_OP_PUT, key, strlen(key), v, 256 * 1024, 0,
+						1, on_write, &w[i]),
+				 0);
+		f->pending++;
+	}
+	drain(f);
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof key, "big%d", i);
+		if (w[i].err) {
+			assert_int_equal(w[i].err, MC_EFULL);
+			check_absent(f, key); /* nothing of a failed batch is visible */
+			full++;
+		} else {
+			mc_record rec;
+
+			assert_int_equal(mc_store_get(f->s, key, strlen(key), &rec, NULL), 0);
+		}
+	}
+	assert_true(full > 0);
+	/* the store keeps working, and seqs stay contiguous */
+	ok = put_sync(f, "after", "a", 1);
+	assert_int_equal(ok.err, 0);
+	{
+		mc_log_stats ls;
+
+		mc_store_log_stats(f->s, &ls);
+		assert_int_equal(ok.seq, ls.last_seq);
+		assert_int_equal(ls.entries, ls.last_seq);
+	}
+	free(v);
+}
+
+static uint64_t hook_seq;
+static int hook_calls;
+
+static void on_commit(void *arg, uint64_t last_seq)
+{
+	(void)arg;
+	hook_seq = last_seq;
+	hook_calls++;
+}
+
+static void test_commit_hook(void **state)
+{
+	fixture *f = *state;
+
+	store_open(f, "lax");
+	hook_seq = 0;
+	hook_calls = 0;
+	mc_store_set_commit_hook(f->s, on_commit, NULL);
+	put_sync(f, "a", "1", 1);
+	assert_int_equal(hook_calls, 1);
+	assert_int_equal(hook_seq, 1);
+	put_sync(f, "b", "1", 0); /* not logged: no hook */
+	assert_int_equal(hook_calls, 1);
+	put_sync(f, "c", "1", 1);
+	assert_int_equal(hook_calls, 2);
+	assert_int_equal(hook_seq, 2);
+}
+
+static void test_close_drains(void **state)
+{
+	fixture *f = *state;
+	wres w[50];
+	char key[16];
+
+	store_open(f, "lax");
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof key, "c%d", i);
+		put(f, &w[i], key, "v", 0, 1);
+	}
+	mc_store_close(f->s); /* without running the loop first */
+	assert_int_equal(mc_store_write(f->s, MC_OP_PUT, "x", 1, "v", 1, 0, 0, NULL, NULL),
+			 MC_ECLOSED);
+	f->s = NULL;
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(f->pending, 0);
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(w[i].done, 1);
+		assert_int_equal(w[i].err, 0);
+	}
+	mc_store_close(NULL);
+
+	store_open(f, "lax");
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof key, "c%d", i);
+		check_value(f, key, "v");
+	}
+	{
+		mc_log_stats ls;
+
+		mc_store_log_stats(f->s, &ls);
+		assert_int_equal(ls.last_seq, 50);
+		assert_int_equal(ls.entries, 50);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_codec),
+	    cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_versions_increase, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_log_order_and_read, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trim_and_stats, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_restores, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_apply_idempotent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_apply_lww, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
+	};
+
+	mc_log_setup(MC_LOG_WARN, false);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
