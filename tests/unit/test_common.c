@@ -143,6 +143,40 @@ static void test_buf(void **state)
 	mc_buf_fini(&b); /* idempotent */
 }
 
+static void test_json_append(void **state)
+{
+	(void)state;
+	mc_buf b;
+	mc_buf_init(&b);
+	const char in[] = "a\"b\\c\nd\x01\x7f\xc3\xa9";
+	mc_buf_append_json(&b, in, sizeof in - 1);
+	assert_string_equal(b.data, "\"a\\\"b\\\\c\\nd\\u0001\\u007f\xc3\xa9\"");
+	mc_buf_reset(&b);
+	mc_buf_append_json(&b, "", 0);
+	assert_string_equal(b.data, "\"\"");
+	mc_buf_fini(&b);
+}
+
+static void test_config_arg(void **state)
+{
+	(void)state;
+	const char *path;
+	char *ok[] = {"cell", "-c", "x.json"};
+	assert_int_equal(mc_parse_config_arg(3, ok, &path), 0);
+	assert_string_equal(path, "x.json");
+	char *ok2[] = {"cell", "--config=y.json"};
+	assert_int_equal(mc_parse_config_arg(2, ok2, &path), 0);
+	assert_string_equal(path, "y.json");
+	char *missing[] = {"cell"};
+	assert_int_equal(mc_parse_config_arg(1, missing, &path), MC_EINVAL);
+	char *novalue[] = {"cell", "-c"};
+	assert_int_equal(mc_parse_config_arg(2, novalue, &path), MC_EINVAL);
+	char *extra[] = {"cell", "-c", "a", "b"};
+	assert_int_equal(mc_parse_config_arg(4, extra, &path), MC_EINVAL);
+	char *twice[] = {"cell", "-c", "a", "-c", "b"};
+	assert_int_equal(mc_parse_config_arg(5, twice, &path), MC_EINVAL);
+}
+
 static void test_parsers(void **state)
 {
 	(void)state;
@@ -188,7 +222,8 @@ int main(void)
 		cmocka_unit_test(test_crc32c_vectors), cmocka_unit_test(test_hist_accuracy),
 		cmocka_unit_test(test_hist_buckets_and_merge), cmocka_unit_test(test_hlc),
 		cmocka_unit_test(test_buf), cmocka_unit_test(test_parsers),
-		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_strerror), cmocka_unit_test(test_json_append),
+		cmocka_unit_test(test_config_arg),
 	};
 	return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -1,0 +1,284 @@
+/* The replication frame codec: pure functions from bytes to frames and back, no
+ * I/O and no allocation beyond the caller's mc_buf. docs/protocol.md is the
+ * byte-level specification this file implements. */
+#include <string.h>
+
+#include "repl/repl.h"
+
+/* op u8 | version u64 | expires_ms u64 | klen u16 | vlen u32 */
+#define ENTRY_HDR 23
+#define ENTRIES_HDR 12 /* first_seq u64 | n u32 */
+
+_Static_assert(MC_REPL_MAX_FRAME >= ENTRIES_HDR + ENTRY_HDR + MC_STATE_MAX_KEY + MC_STATE_MAX_VALUE,
+	       "one maximal entry must fit in one ENTRIES frame");
+_Static_assert(MC_REPL_MAX_FRAME + MC_REPL_HDR + MC_REPL_TRAILER < (1u << 31),
+	       "frame sizes must fit in an int return value");
+
+static int cell_name_ok(const uint8_t *p, size_t n)
+{
+	if (n == 0 || n > MC_STATE_MAX_HOME)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x21 || p[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/* Parses one entry at data[pos..len). Returns the entry size or MC_EPROTO. */
+static int parse_entry(const uint8_t *data, size_t len, size_t pos, mc_log_entry *e)
+{
+	if (len - pos < ENTRY_HDR)
+		return MC_EPROTO;
+	const uint8_t *p = data + pos;
+	uint8_t op = p[0];
+	uint16_t klen = mc_get_u16(p + 17);
+	uint32_t vlen = mc_get_u32(p + 19);
+	if (op != MC_OP_PUT && op != MC_OP_DEL)
+		return MC_EPROTO;
+	if (klen == 0 || klen > MC_STATE_MAX_KEY || vlen > MC_STATE_MAX_VALUE)
+		return MC_EPROTO;
+	if (op == MC_OP_DEL && vlen != 0)
+		return MC_EPROTO;
+	if ((size_t)klen + vlen > len - pos - ENTRY_HDR)
+		return MC_EPROTO;
+	e->op = op;
+	e->version = mc_get_u64(p + 1);
+	e->expires_ms = mc_get_u64(p + 9);
+	e->key = (const char *)p + ENTRY_HDR;
+	e->klen = klen;
+	e->value = (const char *)p + ENTRY_HDR + klen;
+	e->vlen = vlen;
+	return (int)(ENTRY_HDR + klen + vlen);
+}
+
+static int decode_payload(uint8_t type, const uint8_t *p, size_t n, mc_repl_frame *out)
+{
+	switch (type) {
+	case MC_FRAME_HELLO: {
+		if (n < 3)
+			return MC_EPROTO;
+		size_t cl = p[2];
+		if (n != 3 + cl + 24 || !cell_name_ok(p + 3, cl))
+			return MC_EPROTO;
+		mc_repl_hello *h = &out->u.hello;
+		h->proto = mc_get_u16(p);
+		memcpy(h->cell, p + 3, cl);
+		h->cell[cl] = '\0';
+		h->epoch = mc_get_u64(p + 3 + cl);
+		h->last_acked_seq = mc_get_u64(p + 3 + cl + 8);
+		h->config_version = mc_get_u64(p + 3 + cl + 16);
+		return 0;
+	}
+	case MC_FRAME_ENTRIES: {
+		if (n < ENTRIES_HDR)
+			return MC_EPROTO;
+		uint64_t first = mc_get_u64(p);
+		uint32_t cnt = mc_get_u32(p + 8);
+		const uint8_t *data = p + ENTRIES_HDR;
+		size_t dlen = n - ENTRIES_HDR;
+		/* Cheap bound before walking: every entry takes at least ENTRY_HDR + 1. */
+		if (cnt > dlen / (ENTRY_HDR + 1))
+			return MC_EPROTO;
+		if (cnt > 0 && (first == 0 || first > UINT64_MAX - cnt))
+			return MC_EPROTO;
+		size_t pos = 0;
+		for (uint32_t i = 0; i < cnt; i++) {
+			mc_log_entry e;
+			int r = parse_entry(data, dlen, pos, &e);
+			if (r < 0)
+				return r;
+			pos += (size_t)r;
+		}
+		if (pos != dlen)
+			return MC_EPROTO; /* trailing bytes */
+		out->u.entries.first_seq = first;
+		out->u.entries.n = cnt;
+		out->u.entries.data = data;
+		out->u.entries.data_len = dlen;
+		return 0;
+	}
+	case MC_FRAME_ACK:
+	case MC_FRAME_HEARTBEAT:
+	case MC_FRAME_FENCE: {
+		if (n != 8)
+			return MC_EPROTO;
+		uint64_t v = mc_get_u64(p);
+		if (type == MC_FRAME_ACK)
+			out->u.ack_seq = v;
+		else if (type == MC_FRAME_HEARTBEAT)
+			out->u.heartbeat_hlc = v;
+		else
+			out->u.fence_epoch = v;
+		return 0;
+	}
+	case MC_FRAME_INVALIDATE: {
+		if (n < 10)
+			return MC_EPROTO;
+		uint16_t kl = mc_get_u16(p + 8);
+		if (kl == 0 || kl > MC_STATE_MAX_KEY || n != 10u + kl)
+			return MC_EPROTO;
+		out->u.invalidate.version = mc_get_u64(p);
+		out->u.invalidate.key = (const char *)p + 10;
+		out->u.invalidate.klen = kl;
+		return 0;
+	}
+	default:
+		return MC_EPROTO;
+	}
+}
+
+int mc_repl_frame_decode(const uint8_t *buf, size_t len, size_t max_payload, mc_repl_frame *out)
+{
+	if (max_payload > MC_REPL_MAX_FRAME)
+		max_payload = MC_REPL_MAX_FRAME;
+	if (len < 4)
+		return MC_EAGAIN;
+	uint32_t flen = mc_get_u32(buf);
+	if (flen == 0)
+		return MC_EPROTO; /* no room for the type byte */
+	if ((size_t)flen - 1 > max_payload)
+		return MC_ETOOBIG;
+	size_t total = 4 + (size_t)flen + MC_REPL_TRAILER;
+	if (len < total)
+		return MC_EAGAIN;
+	uint32_t want = mc_get_u32(buf + 4 + flen);
+	if (mc_crc32c(0, buf + 4, flen) != want)
+		return MC_ECRC;
+	memset(out, 0, sizeof(*out));
+	out->type = buf[4];
+	int r = decode_payload(buf[4], buf + MC_REPL_HDR, (size_t)flen - 1, out);
+	if (r < 0)
+		return r;
+	return (int)total;
+}
+
+/* ---- encoders ----------------------------------------------------------------------- */
+
+static size_t frame_begin(mc_buf *out, uint8_t type)
+{
+	size_t start = out->len;
+	uint8_t hdr[MC_REPL_HDR] = {0, 0, 0, 0, type};
+	mc_buf_append(out, hdr, sizeof(hdr));
+	return start;
+}
+
+/* Patches the length of the frame that begins at start and appends its CRC. */
+static void frame_end(mc_buf *out, size_t start)
+{
+	size_t flen = out->len - start - 4;
+	MC_ASSERT(flen >= 1 && flen - 1 <= MC_REPL_MAX_FRAME);
+	uint8_t *p = (uint8_t *)out->data + start;
+	mc_put_u32(p, (uint32_t)flen);
+	uint8_t crc[4];
+	mc_put_u32(crc, mc_crc32c(0, p + 4, flen));
+	mc_buf_append(out, crc, sizeof(crc));
+}
+
+static void append_u64(mc_buf *out, uint64_t v)
+{
+	uint8_t b[8];
+	mc_put_u64(b, v);
+	mc_buf_append(out, b, sizeof(b));
+}
+
+static void encode_u64_frame(mc_buf *out, uint8_t type, uint64_t v)
+{
+	size_t start = frame_begin(out, type);
+	append_u64(out, v);
+	frame_end(out, start);
+}
+
+void mc_repl_encode_hello(mc_buf *out, const mc_repl_hello *h)
+{
+	size_t cl = strnlen(h->cell, sizeof(h->cell));
+	MC_ASSERT(cl >= 1 && cl <= MC_STATE_MAX_HOME);
+	size_t start = frame_begin(out, MC_FRAME_HELLO);
+	uint8_t b[3];
+	mc_put_u16(b, h->proto);
+	b[2] = (uint8_t)cl;
+	mc_buf_append(out, b, sizeof(b));
+	mc_buf_append(out, h->cell, cl);
+	append_u64(out, h->epoch);
+	append_u64(out, h->last_acked_seq);
+	append_u64(out, h->config_version);
+	frame_end(out, start);
+}
+
+void mc_repl_encode_ack(mc_buf *out, uint64_t seq) { encode_u64_frame(out, MC_FRAME_ACK, seq); }
+
+void mc_repl_encode_heartbeat(mc_buf *out, uint64_t hlc)
+{
+	encode_u64_frame(out, MC_FRAME_HEARTBEAT, hlc);
+}
+
+void mc_repl_encode_fence(mc_buf *out, uint64_t epoch)
+{
+	encode_u64_frame(out, MC_FRAME_FENCE, epoch);
+}
+
+void mc_repl_encode_invalidate(mc_buf *out, uint64_t version, const char *key, size_t klen)
+{
+	MC_ASSERT(klen >= 1 && klen <= MC_STATE_MAX_KEY);
+	size_t start = frame_begin(out, MC_FRAME_INVALIDATE);
+	append_u64(out, version);
+	uint8_t b[2];
+	mc_put_u16(b, (uint16_t)klen);
+	mc_buf_append(out, b, sizeof(b));
+	mc_buf_append(out, key, klen);
+	frame_end(out, start);
+}
+
+void mc_repl_entries_begin(mc_repl_entries_writer *w, mc_buf *out, uint64_t first_seq)
+{
+	w->out = out;
+	w->first_seq = first_seq;
+	w->n = 0;
+	w->start = frame_begin(out, MC_FRAME_ENTRIES);
+	append_u64(out, first_seq);
+	uint8_t zero[4] = {0};
+	mc_buf_append(out, zero, sizeof(zero)); /* n, patched by end */
+}
+
+void mc_repl_entries_add(mc_repl_entries_writer *w, const mc_log_entry *e)
+{
+	MC_ASSERT(e->seq == w->first_seq + w->n);
+	MC_ASSERT(e->op == MC_OP_PUT || e->op == MC_OP_DEL);
+	MC_ASSERT(e->klen >= 1 && e->klen <= MC_STATE_MAX_KEY);
+	/* A delete carries no value on the wire, whatever the log kept. */
+	size_t vlen = e->op == MC_OP_DEL ? 0 : e->vlen;
+	MC_ASSERT(vlen <= MC_STATE_MAX_VALUE);
+	uint8_t h[ENTRY_HDR];
+	h[0] = e->op;
+	mc_put_u64(h + 1, e->version);
+	mc_put_u64(h + 9, e->expires_ms);
+	mc_put_u16(h + 17, (uint16_t)e->klen);
+	mc_put_u32(h + 19, (uint32_t)vlen);
+	mc_buf_append(w->out, h, sizeof(h));
+	mc_buf_append(w->out, e->key, e->klen);
+	if (vlen)
+		mc_buf_append(w->out, e->value, vlen);
+	w->n++;
+}
+
+void mc_repl_entries_end(mc_repl_entries_writer *w)
+{
+	mc_put_u32((uint8_t *)w->out->data + w->start + MC_REPL_HDR + 8, w->n);
+	frame_end(w->out, w->start);
+}
+
+int mc_repl_entries_next(const mc_repl_frame *f, size_t *pos, uint32_t *index, mc_log_entry *e)
+{
+	if (f->type != MC_FRAME_ENTRIES)
+		return MC_EPROTO;
+	uint32_t i = *pos == 0 ? 0 : *index + 1;
+	size_t dlen = f->u.entries.data_len;
+	if (*pos >= dlen || i >= f->u.entries.n)
+		return *pos == dlen && i == f->u.entries.n ? 0 : MC_EPROTO;
+	int r = parse_entry(f->u.entries.data, dlen, *pos, e);
+	if (r < 0)
+		return r;
+	e->seq = f->u.entries.first_seq + i;
+	*index = i;
+	*pos += (size_t)r;
+	return 1;
+}
