@@ -66,7 +66,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%)
 # archive list for a variant: $(call libs,VARIANT,MODS)
 libs = $(foreach m,$(2),build/$(1)/libmc_$(m).a)
 
-.PHONY: all deps test unit integ demo demo-quick bench clean help format
+.PHONY: all deps test unit integ demo demo-quick bench clean help format fuzz
 all: deps
 	@$(MAKE) --no-print-directory build/metrocell
 
@@ -114,9 +114,27 @@ build/asan/tests/test_%: tests/unit/test_%.c $$(call libs,asan,$$(LIBS_$$*))
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< \
 	  $(call libs,asan,$(LIBS_$*)) $(CMOCKA_LIBS) $(LDLIBS_ALL)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_REPLAY_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/asan/tests/%_replay)
+
+# Fuzz drivers replayed over their committed corpus with gcc (no libFuzzer needed).
+build/asan/tests/fuzz_%_replay: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $$(call libs,asan,$$(LIBS_$$*))
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -o $@ $< tests/fuzz/replay.c $(call libs,asan,$(LIBS_$*)) $(LDLIBS_ALL)
+
+# libFuzzer builds, for fuzzing sessions (needs clang): make fuzz FUZZ=repl
+FUZZ ?= repl
+fuzz: deps
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Isrc \
+	  tests/fuzz/fuzz_$(FUZZ).c $(call mod_srcs,$(FUZZ)) $(call mod_srcs,common) \
+	  -o build/fuzz_$(FUZZ) -lpthread -lm
+	./build/fuzz_$(FUZZ) -max_total_time=60 tests/fuzz/corpus/$(FUZZ)
+
 unit: deps
-	@$(MAKE) --no-print-directory $(UNIT_BINS)
+	@$(MAKE) --no-print-directory $(UNIT_BINS) $(FUZZ_REPLAY_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
+	@set -e; for t in $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%); do \
+	  echo "== fuzz corpus replay: $$t"; ./build/asan/tests/fuzz_$${t}_replay tests/fuzz/corpus/$$t/*; done
 
 integ: deps
 	@$(MAKE) --no-print-directory build/asan/metrocell
@@ -149,6 +167,7 @@ help:
 	@echo "  make demo-quick the same, bounded to under 30 s"
 	@echo "  make clean      remove build/ (keeps nothing)"
 	@echo "  make format     clang-format the sources"
+	@echo "  make fuzz FUZZ=repl  run a libFuzzer target for 60 s (needs clang)"
 	@echo "Set CI=true to build with -Werror."
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d) build/rel/src/main.d build/asan/src/main.d

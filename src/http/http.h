@@ -68,6 +68,8 @@ typedef struct mc_http_server_opts {
 	int reuseport;             /* set SO_REUSEPORT on the listener */
 } mc_http_server_opts;
 
+/* Fills the defaults above. mc_http_server_new() also treats a zero field as its
+ * default. */
 void mc_http_server_opts_default(mc_http_server_opts *o);
 
 typedef struct mc_http_server mc_http_server;
@@ -114,6 +116,8 @@ typedef struct mc_http_pool_opts {
 	size_t max_queue;          /* requests waiting for a connection (default 4096) */
 } mc_http_pool_opts;
 
+/* Fills the defaults above. mc_http_pool_new() also treats a zero field as its
+ * default, except max_idle (0 keeps no idle connection: no reuse). */
 void mc_http_pool_opts_default(mc_http_pool_opts *o);
 
 typedef struct mc_http_pool mc_http_pool;
@@ -123,7 +127,13 @@ int mc_http_pool_new(mc_http_pool **out, uv_loop_t *loop, const char *hostport,
 		     const mc_http_pool_opts *opts);
 /* Sends one request (copied; Host and Content-Length are added) and calls cb
  * exactly once on the loop thread, never synchronously from this call.
- * Returns 0, or MC_EFULL when the wait queue is full (cb not called). */
+ * Returns 0, or MC_EFULL when the wait queue is full (cb not called).
+ * Also (cb not called): MC_EINVAL for a method that is not a token, a target with
+ * spaces or control bytes, or a header with CR/LF/NUL; MC_ECANCELED once
+ * mc_http_pool_free() has started. A caller's Host header replaces the pool's;
+ * caller Content-Length / Transfer-Encoding headers are dropped (the body is
+ * always sent with Content-Length). A request that finds its reused keep-alive
+ * connection closed before any response byte is retried once on a new one. */
 int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target,
 			 const mc_http_header *headers, size_t nheaders, const void *body,
 			 size_t body_len, mc_http_response_cb cb, void *arg);

@@ -1,0 +1,710 @@
+/* HTTP/1.1 client: a keep-alive connection pool to one upstream on a libuv
+ * loop. Requests wait in a bounded FIFO for an idle connection or a free slot;
+ * responses are parsed with llhttp (Content-Length, chunked, or read until
+ * close) and a connection is parked for reuse only when the whole response was
+ * read and both sides allowed keep-alive. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <llhttp.h>
+
+#include "http/http_int.h"
+#include "net/net.h"
+
+#define CLIENT_MAX_HEADERS 256
+#define FREE_REQS_MAX 256
+
+typedef struct creq creq;
+typedef struct pconn pconn;
+
+struct creq {
+	mc_http_link link; /* in queue, deferred or the free list */
+	mc_buf wire;	   /* the whole request: head + body */
+	mc_http_response_cb cb;
+	void *arg;
+	int err; /* for a deferred failure */
+	uint8_t is_head, retried, fresh;
+};
+
+enum { PC_CONNECTING, PC_BUSY, PC_IDLE, PC_CLOSING };
+
+struct pconn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_connect_t connect;
+	uv_write_t wreq;
+	mc_http_pool *pool;
+	mc_http_link link; /* in pool->idle or pool->active */
+	llhttp_t parser;
+	mc_http_head head;
+	mc_buf body;
+	creq *req;
+	uint64_t connect_start, connect_ns;
+	size_t resp_bytes;
+	unsigned nsent; /* requests sent on this connection */
+	int state;
+	int open_handles;
+	uint8_t writing, got_bytes, complete, keep, reused, too_big;
+};
+
+struct mc_http_pool {
+	uv_loop_t *loop;
+	struct sockaddr_storage addr;
+	char *host; /* Host header value */
+	mc_http_pool_opts opts;
+	mc_http_link idle;     /* idle connections, most recently used last */
+	mc_http_link active;   /* connecting and busy connections */
+	mc_http_link queue;    /* requests waiting for a connection */
+	mc_http_link deferred; /* failures to report on the next loop turn */
+	mc_http_link freereqs;
+	size_t nconns, nidle, nqueue, outstanding, nfree;
+	size_t handles; /* the idle handle + connections not fully closed */
+	uv_idle_t idler;
+	int closing;
+	int in_cb; /* user callbacks running: dispatch waits until they return */
+	char slab[MC_HTTP_SLAB];
+};
+
+static void pool_dispatch(mc_http_pool *p);
+
+/* ---- requests -------------------------------------------------------------------- */
+
+static creq *req_alloc(mc_http_pool *p)
+{
+	if (!mc_http_list_empty(&p->freereqs)) {
+		mc_http_link *l = p->freereqs.next;
+		mc_http_list_remove(l);
+		p->nfree--;
+		creq *r = MC_HTTP_CONTAINER(l, creq, link);
+		mc_buf_reset(&r->wire);
+		return r;
+	}
+	creq *r = mc_calloc(1, sizeof *r);
+	mc_http_list_init(&r->link);
+	mc_buf_init(&r->wire);
+	return r;
+}
+
+static void req_release(mc_http_pool *p, creq *r)
+{
+	r->cb = NULL;
+	r->arg = NULL;
+	r->err = 0;
+	r->is_head = r->retried = r->fresh = 0;
+	if (!p->closing && p->nfree < FREE_REQS_MAX && r->wire.cap <= MC_HTTP_KEEP_BUF) {
+		mc_http_list_push_back(&p->freereqs, &r->link);
+		p->nfree++;
+		return;
+	}
+	mc_buf_fini(&r->wire);
+	free(r);
+}
+
+/* Calls the request's callback exactly once and recycles the request. */
+static void req_finish(mc_http_pool *p, creq *r, int err, const mc_http_response *res)
+{
+	mc_http_response_cb cb = r->cb;
+	void *arg = r->arg;
+	MC_ASSERT(p->outstanding > 0);
+	p->outstanding--;
+	req_release(p, r);
+	p->in_cb++;
+	cb(arg, err, res);
+	p->in_cb--;
+}
+
+static void on_idler(uv_idle_t *h)
+{
+	mc_http_pool *p = h->data;
+	uv_idle_stop(h);
+	while (!mc_http_list_empty(&p->deferred)) {
+		mc_http_link *l = p->deferred.next;
+		mc_http_list_remove(l);
+		creq *r = MC_HTTP_CONTAINER(l, creq, link);
+		req_finish(p, r, r->err, NULL);
+	}
+	pool_dispatch(p);
+}
+
+/* Reports a failure on the next loop turn (never from inside pool_request). */
+static void req_fail_later(mc_http_pool *p, creq *r, int err)
+{
+	r->err = err;
+	mc_http_list_push_back(&p->deferred, &r->link);
+	uv_idle_start(&p->idler, on_idler);
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+static void pool_release(mc_http_pool *p)
+{
+	MC_ASSERT(p->handles > 0);
+	if (--p->handles > 0)
+		return;
+	while (!mc_http_list_empty(&p->freereqs)) {
+		mc_http_link *l = p->freereqs.next;
+		mc_http_list_remove(l);
+		creq *r = MC_HTTP_CONTAINER(l, creq, link);
+		mc_buf_fini(&r->wire);
+		free(r);
+	}
+	free(p->host);
+	free(p);
+}
+
+static void on_pconn_close(uv_handle_t *h)
+{
+	pconn *c = h->data;
+	if (--c->open_handles > 0)
+		return;
+	mc_http_pool *p = c->pool;
+	mc_http_head_fini(&c->head);
+	mc_buf_fini(&c->body);
+	free(c);
+	pool_release(p);
+}
+
+/* Closes the connection; its slot is free at once, its memory after libuv. */
+static void pconn_close(pconn *c)
+{
+	mc_http_pool *p = c->pool;
+	if (c->state == PC_CLOSING)
+		return;
+	if (c->state == PC_IDLE)
+		p->nidle--;
+	mc_http_list_remove(&c->link);
+	c->state = PC_CLOSING;
+	p->nconns--;
+	uv_close((uv_handle_t *)&c->tcp, on_pconn_close);
+	uv_close((uv_handle_t *)&c->timer, on_pconn_close);
+}
+
+static int map_err(int err)
+{
+	if (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE || err == UV_ECONNABORTED)
+		return MC_ECLOSED;
+	return err;
+}
+
+/* The connection failed while carrying its request: close it, then either retry
+ * the request once on a fresh connection (a reused connection that closed before
+ * any response byte: the stale keep-alive race) or report err. sync is set when
+ * called from inside pool_dispatch. */
+static void pconn_fail(pconn *c, int err, int sync)
+{
+	mc_http_pool *p = c->pool;
+	creq *r = c->req;
+	int retry = c->reused && !c->got_bytes && err != MC_ETIMEDOUT && err != MC_ETOOBIG &&
+		    err != MC_EPROTO;
+	c->req = NULL;
+	pconn_close(c);
+	if (!r)
+		return;
+	if (retry && !r->retried && !p->closing) {
+		r->retried = 1;
+		r->fresh = 1;
+		mc_http_list_push_front(&p->queue, &r->link);
+		p->nqueue++;
+		if (!sync)
+			pool_dispatch(p);
+		return;
+	}
+	if (sync) {
+		req_fail_later(p, r, map_err(err));
+		return;
+	}
+	req_finish(p, r, map_err(err), NULL);
+	pool_dispatch(p);
+}
+
+static void on_pconn_timer(uv_timer_t *t)
+{
+	pconn *c = t->data;
+	if (c->state == PC_IDLE)
+		pconn_close(c);
+	else if (c->state != PC_CLOSING)
+		pconn_fail(c, MC_ETIMEDOUT, 0);
+}
+
+static void pconn_park(pconn *c)
+{
+	mc_http_pool *p = c->pool;
+	if (p->closing || p->nidle >= p->opts.max_idle) {
+		pconn_close(c);
+		return;
+	}
+	mc_http_list_remove(&c->link);
+	mc_http_list_push_back(&p->idle, &c->link);
+	p->nidle++;
+	c->state = PC_IDLE;
+	uv_timer_start(&c->timer, on_pconn_timer, p->opts.idle_timeout_ms, 0);
+}
+
+/* A whole response arrived: hand it over, then park or close the connection. */
+static void pconn_complete(pconn *c)
+{
+	mc_http_pool *p = c->pool;
+	creq *r = c->req;
+	c->req = NULL;
+	uv_timer_stop(&c->timer);
+	int reuse = c->keep && !c->writing;
+	mc_http_response res;
+	res.status = llhttp_get_status_code(&c->parser);
+	res.headers = c->head.hdrs;
+	res.nheaders = c->head.nspans;
+	res.body = c->body.len ? c->body.data : "";
+	res.body_len = c->body.len;
+	res.reused = c->reused;
+	res.connect_ns = c->reused ? 0 : c->connect_ns;
+	if (!reuse)
+		pconn_close(c); /* buffers stay valid until the close callbacks */
+	req_finish(p, r, 0, &res);
+	if (reuse && c->state != PC_CLOSING) {
+		if (c->body.cap > MC_HTTP_KEEP_BUF)
+			mc_buf_fini(&c->body);
+		pconn_park(c);
+	}
+	pool_dispatch(p);
+}
+
+static int ccb_message_begin(llhttp_t *ps)
+{
+	pconn *c = ps->data;
+	mc_http_head_reset(&c->head);
+	mc_buf_reset(&c->body);
+	return 0;
+}
+
+static int ccb_header_field(llhttp_t *ps, const char *at, size_t n)
+{
+	pconn *c = ps->data;
+	if (mc_http_head_field(&c->head, at, n) < 0) {
+		c->too_big = 1;
+		return HPE_USER;
+	}
+	return 0;
+}
+
+static int ccb_header_field_complete(llhttp_t *ps)
+{
+	pconn *c = ps->data;
+	return mc_http_head_field_done(&c->head);
+}
+
+static int ccb_header_value(llhttp_t *ps, const char *at, size_t n)
+{
+	pconn *c = ps->data;
+	if (mc_http_head_value(&c->head, at, n) < 0) {
+		c->too_big = 1;
+		return HPE_USER;
+	}
+	return 0;
+}
+
+static int ccb_header_value_complete(llhttp_t *ps)
+{
+	pconn *c = ps->data;
+	return mc_http_head_value_done(&c->head);
+}
+
+static int ccb_headers_complete(llhttp_t *ps)
+{
+	pconn *c = ps->data;
+	int status = llhttp_get_status_code(ps);
+	mc_http_head_finish(&c->head, 0);
+	if (status == 101)
+		return -1; /* we never ask to switch protocols */
+	if (status < 200)
+		return 1; /* interim response: no body, the final one follows */
+	if ((c->req && c->req->is_head) || status == 204 || status == 304)
+		return 1;
+	if ((ps->flags & F_CONTENT_LENGTH) &&
+	    ps->content_length > c->pool->opts.max_response_bytes) {
+		c->too_big = 1;
+		return -1;
+	}
+	if ((ps->flags & F_CONTENT_LENGTH) && ps->content_length > 0)
+		mc_buf_reserve(&c->body, (size_t)ps->content_length);
+	return 0;
+}
+
+static int ccb_body(llhttp_t *ps, const char *at, size_t n)
+{
+	pconn *c = ps->data;
+	mc_buf_append(&c->body, at, n); /* bounded: resp_bytes counts every byte read */
+	return 0;
+}
+
+static int ccb_message_complete(llhttp_t *ps)
+{
+	pconn *c = ps->data;
+	int status = llhttp_get_status_code(ps);
+	if (status >= 100 && status < 200)
+		return 0;
+	c->complete = 1;
+	c->keep = (uint8_t)llhttp_should_keep_alive(ps);
+	return HPE_PAUSED;
+}
+
+static const llhttp_settings_t client_settings = {
+    .on_message_begin = ccb_message_begin,
+    .on_header_field = ccb_header_field,
+    .on_header_value = ccb_header_value,
+    .on_header_field_complete = ccb_header_field_complete,
+    .on_header_value_complete = ccb_header_value_complete,
+    .on_headers_complete = ccb_headers_complete,
+    .on_body = ccb_body,
+    .on_message_complete = ccb_message_complete,
+};
+
+static void on_pconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	pconn *c = h->data;
+	(void)suggested;
+	buf->base = c->pool->slab;
+	buf->len = sizeof c->pool->slab;
+}
+
+static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	pconn *c = st->data;
+	if (nread == 0 || c->state == PC_CLOSING)
+		return;
+	if (c->state != PC_BUSY || !c->req) {
+		pconn_close(c); /* closed by the server or unexpected bytes while idle */
+		return;
+	}
+	if (nread < 0) {
+		if (nread == UV_EOF && c->got_bytes) {
+			llhttp_errno_t e = llhttp_finish(&c->parser);
+			if ((e == HPE_OK || e == HPE_PAUSED) && c->complete) {
+				c->keep = 0;
+				pconn_complete(c);
+				return;
+			}
+		}
+		pconn_fail(c, (int)nread, 0);
+		return;
+	}
+	size_t n = (size_t)nread;
+	c->got_bytes = 1;
+	c->resp_bytes += n;
+	if (c->resp_bytes > c->pool->opts.max_response_bytes) {
+		pconn_fail(c, MC_ETOOBIG, 0);
+		return;
+	}
+	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, n);
+	if (e == HPE_OK)
+		return;
+	if (e == HPE_PAUSED && c->complete) {
+		size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - buf->base);
+		if (used < n)
+			c->keep = 0; /* bytes past the response: not a connection to reuse */
+		pconn_complete(c);
+		return;
+	}
+	MC_DEBUG("http", "bad response from upstream: %s", llhttp_get_error_reason(&c->parser));
+	pconn_fail(c, c->too_big ? MC_ETOOBIG : MC_EPROTO, 0);
+}
+
+static void on_pconn_write(uv_write_t *w, int status)
+{
+	pconn *c = w->data;
+	c->writing = 0;
+	if (c->state == PC_CLOSING || status == 0)
+		return;
+	pconn_fail(c, status, 0);
+}
+
+/* Sends r on c (connected, not busy). */
+static void pconn_send(pconn *c, creq *r, int sync)
+{
+	mc_http_pool *p = c->pool;
+	if (c->state == PC_IDLE) {
+		p->nidle--;
+		mc_http_list_remove(&c->link);
+		mc_http_list_push_back(&p->active, &c->link);
+	}
+	c->state = PC_BUSY;
+	c->req = r;
+	c->reused = c->nsent > 0;
+	c->nsent++;
+	c->got_bytes = c->complete = c->keep = c->too_big = 0;
+	c->resp_bytes = 0;
+	llhttp_init(&c->parser, HTTP_RESPONSE, &client_settings);
+	c->parser.data = c;
+	mc_http_head_reset(&c->head);
+	mc_buf_reset(&c->body);
+	uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
+	c->wreq.data = c;
+	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_pconn_write);
+	if (rc < 0) {
+		pconn_fail(c, rc, sync);
+		return;
+	}
+	c->writing = 1;
+	uv_timer_start(&c->timer, on_pconn_timer, p->opts.request_timeout_ms, 0);
+}
+
+static void on_pconn_connect(uv_connect_t *req, int status)
+{
+	pconn *c = req->data;
+	mc_http_pool *p = c->pool;
+	if (c->state == PC_CLOSING)
+		return;
+	uv_timer_stop(&c->timer);
+	if (status == 0)
+		status = uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
+	if (status < 0) {
+		creq *r = c->req;
+		c->req = NULL;
+		pconn_close(c);
+		req_finish(p, r, status, NULL);
+		pool_dispatch(p);
+		return;
+	}
+	c->connect_ns = mc_now_ns() - c->connect_start;
+	uv_tcp_nodelay(&c->tcp, 1);
+	pconn_send(c, c->req, 0);
+}
+
+/* Opens a new connection that will carry r once connected. */
+static void pconn_open(mc_http_pool *p, creq *r)
+{
+	pconn *c = mc_calloc(1, sizeof *c);
+	c->pool = p;
+	int rc = uv_tcp_init(p->loop, &c->tcp);
+	if (rc < 0) {
+		free(c);
+		req_fail_later(p, r, rc);
+		return;
+	}
+	uv_timer_init(p->loop, &c->timer);
+	c->tcp.data = c;
+	c->timer.data = c;
+	c->connect.data = c;
+	c->open_handles = 2;
+	p->handles++;
+	p->nconns++;
+	c->state = PC_CONNECTING;
+	mc_http_list_push_back(&p->active, &c->link);
+	mc_http_head_init(&c->head, p->opts.max_response_bytes, CLIENT_MAX_HEADERS);
+	mc_buf_init(&c->body);
+	c->req = r;
+	c->connect_start = mc_now_ns();
+	rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&p->addr,
+			    on_pconn_connect);
+	if (rc < 0) {
+		c->req = NULL;
+		pconn_close(c);
+		req_fail_later(p, r, rc);
+		return;
+	}
+	uv_timer_start(&c->timer, on_pconn_timer, p->opts.connect_timeout_ms, 0);
+}
+
+/* Moves waiting requests onto idle connections or new ones, within max_conns. */
+static void pool_dispatch(mc_http_pool *p)
+{
+	if (p->closing || p->in_cb > 0)
+		return;
+	while (!mc_http_list_empty(&p->queue)) {
+		creq *r = MC_HTTP_CONTAINER(p->queue.next, creq, link);
+		if (!r->fresh && p->nidle > 0) {
+			pconn *c = MC_HTTP_CONTAINER(p->idle.prev, pconn, link);
+			mc_http_list_remove(&r->link);
+			p->nqueue--;
+			pconn_send(c, r, 1);
+		} else if (p->nconns < p->opts.max_conns) {
+			mc_http_list_remove(&r->link);
+			p->nqueue--;
+			pconn_open(p, r);
+		} else if (p->nidle > 0) {
+			/* a retry wants a fresh connection: make room */
+			pconn_close(MC_HTTP_CONTAINER(p->idle.next, pconn, link));
+		} else {
+			break;
+		}
+	}
+}
+
+/* ---- public API ---------------------------------------------------------------------- */
+
+void mc_http_pool_opts_default(mc_http_pool_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->max_conns = 64;
+	o->max_idle = 32;
+	o->connect_timeout_ms = 1000;
+	o->request_timeout_ms = 10000;
+	o->idle_timeout_ms = 30000;
+	o->max_response_bytes = 8u * 1024u * 1024u;
+	o->max_queue = 4096;
+}
+
+int mc_http_pool_new(mc_http_pool **out, uv_loop_t *loop, const char *hostport,
+		     const mc_http_pool_opts *opts)
+{
+	int rc = 0;
+	mc_http_pool *p = NULL;
+	struct sockaddr_storage addr;
+	if (!out || !loop || !hostport || mc_net_addr_parse(hostport, &addr) < 0) {
+		rc = MC_EINVAL;
+		goto out;
+	}
+	p = mc_calloc(1, sizeof *p);
+	p->loop = loop;
+	p->addr = addr;
+	p->host = mc_strdup(hostport);
+	mc_http_pool_opts d;
+	mc_http_pool_opts_default(&d);
+	p->opts = opts ? *opts : d;
+	if (!p->opts.max_conns)
+		p->opts.max_conns = d.max_conns;
+	if (!p->opts.connect_timeout_ms)
+		p->opts.connect_timeout_ms = d.connect_timeout_ms;
+	if (!p->opts.request_timeout_ms)
+		p->opts.request_timeout_ms = d.request_timeout_ms;
+	if (!p->opts.idle_timeout_ms)
+		p->opts.idle_timeout_ms = d.idle_timeout_ms;
+	if (!p->opts.max_response_bytes)
+		p->opts.max_response_bytes = d.max_response_bytes;
+	if (!p->opts.max_queue)
+		p->opts.max_queue = d.max_queue;
+	mc_http_list_init(&p->idle);
+	mc_http_list_init(&p->active);
+	mc_http_list_init(&p->queue);
+	mc_http_list_init(&p->deferred);
+	mc_http_list_init(&p->freereqs);
+	uv_idle_init(loop, &p->idler);
+	p->idler.data = p;
+	p->handles = 1;
+	*out = p;
+out:
+	return rc;
+}
+
+static int token_ok(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
+			return 0;
+	}
+	return 1;
+}
+
+static int target_ok(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch <= 0x20 || ch == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target,
+			 const mc_http_header *headers, size_t nheaders, const void *body,
+			 size_t body_len, mc_http_response_cb cb, void *arg)
+{
+	if (!p || !method || !target || !cb || (nheaders && !headers) || (body_len && !body) ||
+	    !token_ok(method) || !target_ok(target))
+		return MC_EINVAL;
+	if (p->closing)
+		return MC_ECANCELED;
+	if (p->nqueue >= p->opts.max_queue)
+		return MC_EFULL;
+	int has_host = 0;
+	for (size_t i = 0; i < nheaders; i++) {
+		const mc_http_header *h = &headers[i];
+		if (h->name_len == 0 || !mc_http_field_safe(h->name, h->name_len) ||
+		    memchr(h->name, ':', h->name_len) ||
+		    !mc_http_field_safe(h->value, h->value_len))
+			return MC_EINVAL;
+		if (mc_http_token_eq(h->name, h->name_len, "host"))
+			has_host = 1;
+	}
+	creq *r = req_alloc(p);
+	mc_buf *w = &r->wire;
+	mc_buf_reserve(w, 128 + strlen(target) + body_len);
+	mc_buf_append_str(w, method);
+	mc_buf_append(w, " ", 1);
+	mc_buf_append_str(w, target);
+	mc_buf_append(w, " HTTP/1.1\r\n", 11);
+	if (!has_host) {
+		mc_buf_append(w, "Host: ", 6);
+		mc_buf_append_str(w, p->host);
+		mc_buf_append(w, "\r\n", 2);
+	}
+	for (size_t i = 0; i < nheaders; i++) {
+		const mc_http_header *h = &headers[i];
+		if (mc_http_token_eq(h->name, h->name_len, "content-length") ||
+		    mc_http_token_eq(h->name, h->name_len, "transfer-encoding"))
+			continue;
+		mc_buf_append(w, h->name, h->name_len);
+		mc_buf_append(w, ": ", 2);
+		mc_buf_append(w, h->value, h->value_len);
+		mc_buf_append(w, "\r\n", 2);
+	}
+	if (body_len > 0 || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
+	    !strcmp(method, "PATCH")) {
+		mc_buf_append(w, "Content-Length: ", 16);
+		mc_http_buf_u64(w, body_len);
+		mc_buf_append(w, "\r\n", 2);
+	}
+	mc_buf_append(w, "\r\n", 2);
+	if (body_len)
+		mc_buf_append(w, body, body_len);
+	r->cb = cb;
+	r->arg = arg;
+	r->is_head = !strcmp(method, "HEAD");
+	mc_http_list_push_back(&p->queue, &r->link);
+	p->nqueue++;
+	p->outstanding++;
+	pool_dispatch(p);
+	return 0;
+}
+
+size_t mc_http_pool_outstanding(const mc_http_pool *p)
+{
+	return p ? p->outstanding : 0;
+}
+
+static void on_idler_close(uv_handle_t *h)
+{
+	pool_release(h->data);
+}
+
+void mc_http_pool_free(mc_http_pool *p)
+{
+	if (!p || p->closing)
+		return;
+	p->closing = 1;
+	while (!mc_http_list_empty(&p->queue)) {
+		creq *r = MC_HTTP_CONTAINER(p->queue.next, creq, link);
+		mc_http_list_remove(&r->link);
+		p->nqueue--;
+		req_finish(p, r, MC_ECANCELED, NULL);
+	}
+	while (!mc_http_list_empty(&p->deferred)) {
+		creq *r = MC_HTTP_CONTAINER(p->deferred.next, creq, link);
+		mc_http_list_remove(&r->link);
+		req_finish(p, r, MC_ECANCELED, NULL);
+	}
+	while (!mc_http_list_empty(&p->active)) {
+		pconn *c = MC_HTTP_CONTAINER(p->active.next, pconn, link);
+		creq *r = c->req;
+		c->req = NULL;
+		pconn_close(c);
+		if (r)
+			req_finish(p, r, MC_ECANCELED, NULL);
+	}
+	while (!mc_http_list_empty(&p->idle))
+		pconn_close(MC_HTTP_CONTAINER(p->idle.next, pconn, link));
+	uv_close((uv_handle_t *)&p->idler, on_idler_close);
+}

@@ -1,0 +1,321 @@
+/* Pieces shared by the HTTP/1.1 server and client: header lookup, reason
+ * phrases, the message head accumulator filled from llhttp callbacks, and small
+ * formatting helpers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/http_int.h"
+
+static int lower(int c)
+{
+	return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+int mc_http_token_eq(const char *a, size_t n, const char *b)
+{
+	size_t i;
+	for (i = 0; i < n; i++) {
+		if (b[i] == '\0' || lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+			return 0;
+	}
+	return b[i] == '\0';
+}
+
+const char *mc_http_header_find(const mc_http_header *h, size_t n, const char *name, size_t *len)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (mc_http_token_eq(h[i].name, h[i].name_len, name)) {
+			if (len)
+				*len = h[i].value_len;
+			return h[i].value;
+		}
+	}
+	if (len)
+		*len = 0;
+	return NULL;
+}
+
+static const struct {
+	int status;
+	const char *text;
+} reasons[] = {
+    {100, "Continue"},
+    {101, "Switching Protocols"},
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {203, "Non-Authoritative Information"},
+    {204, "No Content"},
+    {206, "Partial Content"},
+    {301, "Moved Permanently"},
+    {302, "Found"},
+    {303, "See Other"},
+    {304, "Not Modified"},
+    {307, "Temporary Redirect"},
+    {308, "Permanent Redirect"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {406, "Not Acceptable"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {410, "Gone"},
+    {411, "Length Required"},
+    {412, "Precondition Failed"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {416, "Range Not Satisfiable"},
+    {417, "Expectation Failed"},
+    {422, "Unprocessable Content"},
+    {425, "Too Early"},
+    {426, "Upgrade Required"},
+    {428, "Precondition Required"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {451, "Unavailable For Legal Reasons"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
+};
+
+const char *mc_http_reason(int status)
+{
+	for (size_t i = 0; i < MC_ARRAY_LEN(reasons); i++) {
+		if (reasons[i].status == status)
+			return reasons[i].text;
+	}
+	if (status >= 100 && status < 200)
+		return "Informational";
+	if (status >= 200 && status < 300)
+		return "Success";
+	if (status >= 300 && status < 400)
+		return "Redirection";
+	if (status >= 400 && status < 500)
+		return "Client Error";
+	return "Server Error";
+}
+
+void mc_http_buf_u64(mc_buf *b, uint64_t v)
+{
+	char tmp[24];
+	size_t i = sizeof tmp;
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	mc_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int mc_http_field_safe(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+			return 0;
+	}
+	return 1;
+}
+
+/* ---- head accumulator ------------------------------------------------------------ */
+
+void mc_http_head_init(mc_http_head *h, size_t max_bytes, size_t max_headers)
+{
+	memset(h, 0, sizeof *h);
+	mc_buf_init(&h->arena);
+	h->max_bytes = max_bytes;
+	h->max_headers = max_headers;
+}
+
+void mc_http_head_fini(mc_http_head *h)
+{
+	mc_buf_fini(&h->arena);
+	free(h->spans);
+	free(h->hdrs);
+	h->spans = NULL;
+	h->hdrs = NULL;
+	h->nspans = h->spans_cap = h->hdrs_cap = 0;
+}
+
+void mc_http_head_reset(mc_http_head *h)
+{
+	if (h->arena.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&h->arena);
+	mc_buf_reset(&h->arena);
+	h->nspans = 0;
+	h->bytes = 0;
+	h->url_off = h->url_len = 0;
+	h->path_off = h->path_len = 0;
+	h->field_open = h->value_open = h->url_open = h->done = 0;
+	h->over = MC_HTTP_HEAD_OK;
+}
+
+/* Counts n more head bytes; -1 past the limit. */
+static int head_count(mc_http_head *h, size_t n)
+{
+	h->bytes += n;
+	if (h->bytes > h->max_bytes) {
+		h->over = MC_HTTP_HEAD_TOO_BIG;
+		return -1;
+	}
+	return 0;
+}
+
+int mc_http_head_url(mc_http_head *h, const char *at, size_t n)
+{
+	if (head_count(h, n) < 0)
+		return -1;
+	if (!h->url_open) {
+		/* the target is always the first thing in the arena */
+		MC_ASSERT(h->arena.len == 0);
+		h->url_open = 1;
+	}
+	mc_buf_append(&h->arena, at, n);
+	return 0;
+}
+
+/* Closes the target span (NUL terminated) before the first header is stored. */
+static void head_close_url(mc_http_head *h)
+{
+	if (h->url_open == 1) {
+		h->url_len = (uint32_t)h->arena.len;
+		mc_buf_append(&h->arena, "", 1);
+		h->url_open = 2;
+	} else if (h->url_open == 0) {
+		/* responses have no target: keep an empty string at offset 0 */
+		mc_buf_append(&h->arena, "", 1);
+		h->url_open = 2;
+	}
+}
+
+int mc_http_head_field(mc_http_head *h, const char *at, size_t n)
+{
+	if (head_count(h, n) < 0)
+		return -1;
+	if (h->done)
+		return 0;
+	if (!h->field_open) {
+		if (h->nspans >= h->max_headers) {
+			h->over = MC_HTTP_HEAD_TOO_MANY;
+			return -1;
+		}
+		head_close_url(h);
+		if (h->nspans == h->spans_cap) {
+			size_t cap = h->spans_cap ? h->spans_cap * 2 : 16;
+			h->spans = mc_realloc(h->spans, cap * sizeof *h->spans);
+			h->spans_cap = cap;
+		}
+		mc_http_hspan *s = &h->spans[h->nspans++];
+		memset(s, 0, sizeof *s);
+		s->name_off = (uint32_t)h->arena.len;
+		h->field_open = 1;
+	}
+	mc_buf_append(&h->arena, at, n);
+	return 0;
+}
+
+int mc_http_head_field_done(mc_http_head *h)
+{
+	if (h->done || !h->field_open)
+		return 0;
+	mc_http_hspan *s = &h->spans[h->nspans - 1];
+	s->name_len = (uint32_t)(h->arena.len - s->name_off);
+	mc_buf_append(&h->arena, "", 1);
+	h->field_open = 0;
+	return 0;
+}
+
+int mc_http_head_value(mc_http_head *h, const char *at, size_t n)
+{
+	if (head_count(h, n) < 0)
+		return -1;
+	if (h->done || h->nspans == 0)
+		return 0;
+	mc_http_hspan *s = &h->spans[h->nspans - 1];
+	if (!h->value_open) {
+		s->value_off = (uint32_t)h->arena.len;
+		h->value_open = 1;
+	}
+	mc_buf_append(&h->arena, at, n);
+	return 0;
+}
+
+int mc_http_head_value_done(mc_http_head *h)
+{
+	if (h->done || h->nspans == 0)
+		return 0;
+	mc_http_hspan *s = &h->spans[h->nspans - 1];
+	if (!h->value_open) /* empty value: no data callback happened */
+		s->value_off = (uint32_t)h->arena.len;
+	size_t len = h->arena.len - s->value_off;
+	const char *v = h->arena.data + s->value_off;
+	while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	h->arena.len = s->value_off + len;
+	s->value_len = (uint32_t)len;
+	mc_buf_append(&h->arena, "", 1);
+	h->value_open = 0;
+	return 0;
+}
+
+/* Path part of a target: origin-form up to '?', or the path of an absolute-form
+ * target ("http://host/p?q" gives "/p"). Sets *off and *len within target. */
+static void target_path(const char *t, size_t n, size_t *off, size_t *len)
+{
+	size_t start = 0;
+	if (n > 0 && t[0] != '/' && t[0] != '*') {
+		const char *sep = memchr(t, ':', n);
+		if (sep && (size_t)(sep - t) + 3 <= n && sep[1] == '/' && sep[2] == '/') {
+			size_t i = (size_t)(sep - t) + 3;
+			while (i < n && t[i] != '/' && t[i] != '?')
+				i++;
+			start = i;
+		}
+	}
+	size_t end = start;
+	while (end < n && t[end] != '?')
+		end++;
+	*off = start;
+	*len = end - start;
+}
+
+void mc_http_head_finish(mc_http_head *h, int with_path)
+{
+	head_close_url(h);
+	if (h->field_open)
+		mc_http_head_field_done(h);
+	if (h->value_open)
+		mc_http_head_value_done(h);
+	if (with_path) {
+		size_t off, len;
+		target_path(h->arena.data, h->url_len, &off, &len);
+		h->path_off = (uint32_t)h->arena.len;
+		if (len == 0) {
+			mc_buf_append(&h->arena, "/", 1);
+			h->path_len = 1;
+		} else {
+			/* reserve first: the copy comes from the arena itself */
+			mc_buf_reserve(&h->arena, len + 1);
+			mc_buf_append(&h->arena, h->arena.data + off, len);
+			h->path_len = (uint32_t)len;
+		}
+		mc_buf_append(&h->arena, "", 1);
+	}
+	if (h->nspans > h->hdrs_cap) {
+		free(h->hdrs);
+		h->hdrs_cap = h->spans_cap;
+		h->hdrs = mc_alloc(h->hdrs_cap * sizeof *h->hdrs);
+	}
+	for (size_t i = 0; i < h->nspans; i++) {
+		const mc_http_hspan *s = &h->spans[i];
+		h->hdrs[i].name = h->arena.data + s->name_off;
+		h->hdrs[i].name_len = s->name_len;
+		h->hdrs[i].value = h->arena.data + s->value_off;
+		h->hdrs[i].value_len = s->value_len;
+	}
+	h->done = 1;
+}
