@@ -36,10 +36,14 @@ static const subcommand subcommands[] = {
 	{"sample-origin", mc_testbed_sample_origin_main, "sample origin with Cache-Control (HTTP)",
 	 "usage: metrocell sample-origin --listen HOST:PORT [--max-age S] [--body-bytes N]\n"},
 	{"demo", mc_bench_demo_main, "region + cells lax and sfo + workers + links + load + report",
-	 "usage: metrocell demo [--quick] [--out DIR] [--requests N]\n"
-	 "  --quick        a short run (under 30 s)\n"
-	 "  --out DIR      where report.json and logs go (default: a new temporary directory)\n"
-	 "  --requests N   requests per cell\n"},
+	 "usage: metrocell demo [--quick] [--out DIR] [--requests N] [--concurrency N]\n"
+	 "                      [--work-ms N] [--value-bytes N]\n"
+	 "  --quick           a short run (under 30 s): 1,500 requests per cell\n"
+	 "  --out DIR         where report.json and logs go (default: a new temporary directory)\n"
+	 "  --requests N      requests per cell (default 20,000)\n"
+	 "  --concurrency N   requests in flight per cell (default 16)\n"
+	 "  --work-ms N       sample workers' work time per request (default 1)\n"
+	 "  --value-bytes N   size of the values written (16..900, default 64)\n"},
 };
 
 static void usage(FILE *f)

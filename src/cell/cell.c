@@ -292,6 +292,10 @@ static void stop(cell *c)
 	mc_repl_shipper_free(c->shipper);
 	c->shipper = NULL;
 	mc_cell_pools_fini(c);
+	/* Commits what is queued; the write callbacks run from the loop, then the
+	 * store's last handle closes and uv_run() returns. */
+	mc_store_close(c->store);
+	c->store = NULL;
 	for (size_t i = 0; i < 2; i++)
 		if (c->sig[i].loop && !uv_is_closing((uv_handle_t *)&c->sig[i]))
 			uv_close((uv_handle_t *)&c->sig[i], on_signal_closed);
@@ -426,8 +430,6 @@ int mc_cell_main(int argc, char **argv)
 		code = 1;
 		stop(&c);
 	}
-	uv_run(&loop, UV_RUN_DEFAULT);
-	mc_store_close(c.store);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");

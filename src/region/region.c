@@ -195,6 +195,8 @@ static void stop(region *g)
 	g->http = NULL;
 	mc_repl_sink_free(g->sink);
 	g->sink = NULL;
+	mc_store_close(g->store);
+	g->store = NULL;
 	for (size_t i = 0; i < 2; i++)
 		if (g->sig[i].loop && !uv_is_closing((uv_handle_t *)&g->sig[i]))
 			uv_close((uv_handle_t *)&g->sig[i], on_signal_closed);
@@ -291,8 +293,6 @@ int mc_region_main(int argc, char **argv)
 		code = 1;
 		stop(&g);
 	}
-	uv_run(&loop, UV_RUN_DEFAULT);
-	mc_store_close(g.store);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");

@@ -323,23 +323,49 @@ static void on_applied(void *arg, int err, uint64_t version, uint64_t seq)
 		conn_close(c, err, "apply failed");
 		return;
 	}
-	apply_next(c);
-	if (!c->in_frame && !c->closing)
+	send_ack(c, r->st.applied_seq);
+	if (c->in_frame)
+		apply_next(c);
+	if (!c->in_frame && !c->applying && !c->closing)
 		process(c);
 }
 
-/* Applies the next chunk of the current ENTRIES frame, or finishes the frame. */
+/* Makes the next buffered frame the current one when it is a complete ENTRIES
+ * frame, so consecutive frames share one apply (one commit). Anything else is
+ * left for process(). */
+static int take_entries_frame(struct sconn *c)
+{
+	mc_repl_frame f;
+	int r = mc_repl_frame_decode(mc_repl_rbuf_head(&c->rb), mc_repl_rbuf_unread(&c->rb),
+				     MC_REPL_MAX_FRAME, &f);
+	if (r <= 0 || f.type != MC_FRAME_ENTRIES)
+		return 0;
+	c->cell->st.last_frame_wall_ms = mc_wall_ms();
+	c->frame = f;
+	c->frame_len = (size_t)r;
+	c->data_off = (size_t)(f.u.entries.data - mc_repl_rbuf_head(&c->rb));
+	c->epos = 0;
+	c->eidx = 0;
+	c->in_frame = 1;
+	return 1;
+}
+
+/* Gathers up to APPLY_CHUNK new entries from the current ENTRIES frame and the
+ * complete ENTRIES frames buffered behind it, and hands them to the store in one
+ * mc_store_apply (which copies them, so consumed frames can leave the buffer at
+ * once). When there is nothing new, acknowledges what is applied. */
 static void apply_next(struct sconn *c)
 {
 	mc_repl_sink *sk = c->sk;
 	struct cellrec *r = c->cell;
-	mc_repl_frame f = c->frame;
-	f.u.entries.data = mc_repl_rbuf_head(&c->rb) + c->data_off;
-	{
-		c->ents_n = 0;
+	int rc = 0;
+	c->ents_n = 0;
+	for (;;) {
+		mc_repl_frame f = c->frame;
+		f.u.entries.data = mc_repl_rbuf_head(&c->rb) + c->data_off;
 		mc_log_entry e;
-		int rc = 0;
-		while (c->ents_n < APPLY_CHUNK && (rc = mc_repl_entries_next(&f, &c->epos, &c->eidx, &e)) == 1) {
+		while (c->ents_n < APPLY_CHUNK &&
+		       (rc = mc_repl_entries_next(&f, &c->epos, &c->eidx, &e)) == 1) {
 			if (e.seq <= r->st.applied_seq)
 				continue; /* replay of what is committed already */
 			uint64_t expect = MC_MAX(r->st.applied_seq, r->submitted_seq) + 1;
@@ -351,25 +377,28 @@ static void apply_next(struct sconn *c)
 			r->submitted_seq = MC_MAX(r->submitted_seq, e.seq);
 			c->ents[c->ents_n++] = e;
 		}
-		if (c->ents_n == 0 && rc < 0) {
+		if (rc < 0) {
 			conn_close(c, rc, "bad entries"); /* not reached: decode validated them */
 			return;
 		}
-		if (c->ents_n > 0) {
-			rc = mc_store_apply(sk->store, r->st.cell, c->ents, c->ents_n, on_applied, c);
-			if (rc < 0) {
-				c->ents_n = 0;
-				conn_close(c, rc, "apply");
-				return;
-			}
-			c->applying = 1;
-			return;
-		}
-		/* Nothing (more) to apply in this frame. */
+		if (rc != 0)
+			break; /* chunk full, frame not finished */
 		c->in_frame = 0;
 		c->rb.pos += c->frame_len;
-		send_ack(c, r->st.applied_seq);
+		if (c->ents_n >= APPLY_CHUNK || !take_entries_frame(c))
+			break;
 	}
+	if (c->ents_n > 0) {
+		rc = mc_store_apply(sk->store, r->st.cell, c->ents, c->ents_n, on_applied, c);
+		if (rc < 0) {
+			c->ents_n = 0;
+			conn_close(c, rc, "apply");
+			return;
+		}
+		c->applying = 1;
+		return;
+	}
+	send_ack(c, r->st.applied_seq);
 }
 
 static int on_entries(struct sconn *c, const mc_repl_frame *f, size_t frame_len)
@@ -392,7 +421,7 @@ static int on_entries(struct sconn *c, const mc_repl_frame *f, size_t frame_len)
 /* Decodes and handles buffered frames until one needs the store (or none is left). */
 static void process(struct sconn *c)
 {
-	while (!c->closing && !c->in_frame) {
+	while (!c->closing && !c->in_frame && !c->applying) {
 		mc_repl_frame f;
 		int r = mc_repl_frame_decode(mc_repl_rbuf_head(&c->rb), mc_repl_rbuf_unread(&c->rb),
 					     MC_REPL_MAX_FRAME, &f);
@@ -459,7 +488,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	c->rb.b.len += (size_t)nread;
 	c->last_rx_ns = mc_now_ns();
-	if (c->in_frame) {
+	if (c->in_frame || c->applying) {
 		/* Keep reading (pipelining) up to the bound while the store works. */
 		if (mc_repl_rbuf_unread(&c->rb) >= READ_CAP && c->reading) {
 			uv_read_stop(s);
