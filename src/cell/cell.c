@@ -99,11 +99,7 @@ void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const c
 	va_end(ap);
 	mc_buf body;
 	mc_buf_init(&body);
-	mc_buf_append_str(&body, "{\"error\":");
-	mc_buf_append_json(&body, code, strlen(code));
-	mc_buf_append_str(&body, ",\"message\":");
-	mc_buf_append_json(&body, msg, strlen(msg));
-	mc_buf_append_str(&body, "}\n");
+	mc_http_error_body(&body, code, msg);
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
 	mc_cell_finish(r, status, outcome, &ct, 1, body.data, body.len);
 	mc_buf_fini(&body);
@@ -274,11 +270,6 @@ static void on_admin(void *ctx, mc_http_exchange *ex)
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-static void on_signal_closed(uv_handle_t *h)
-{
-	(void)h;
-}
-
 static void stop(cell *c)
 {
 	if (c->stopping)
@@ -296,15 +287,12 @@ static void stop(cell *c)
 	 * store's last handle closes and uv_run() returns. */
 	mc_store_close(c->store);
 	c->store = NULL;
-	for (size_t i = 0; i < 2; i++)
-		if (c->sig[i].loop && !uv_is_closing((uv_handle_t *)&c->sig[i]))
-			uv_close((uv_handle_t *)&c->sig[i], on_signal_closed);
+	mc_net_stop_signals_close(&c->signals);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void on_stop_signal(void *arg)
 {
-	(void)signum;
-	stop(h->data);
+	stop(arg);
 }
 
 static int setup_routes(cell *c)
@@ -387,11 +375,7 @@ static int start(cell *c)
 			cf->region_repl, mc_strerror(rc));
 		return rc;
 	}
-	for (int i = 0; i < 2; i++) {
-		uv_signal_init(c->loop, &c->sig[i]);
-		c->sig[i].data = c;
-		uv_signal_start(&c->sig[i], on_signal, i == 0 ? SIGTERM : SIGINT);
-	}
+	mc_net_stop_signals_start(&c->signals, c->loop, on_stop_signal, c);
 	char hh[64], ah[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);

@@ -7,6 +7,7 @@
 #include "common/common.h"
 #include "config/config.h"
 #include "http/http.h"
+#include "net/net.h"
 #include "obs/obs.h"
 #include "repl/repl.h"
 #include "state/state.h"
@@ -53,7 +54,7 @@ typedef struct cell {
 	size_t nroutes;
 	mc_metrics *metrics;
 	uint64_t start_ns;
-	uv_signal_t sig[2];
+	mc_net_stop_signals signals;
 	int stopping;
 } cell;
 

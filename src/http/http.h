@@ -152,6 +152,9 @@ int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header
 			  size_t nheaders, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
 
+/* Appends the JSON error body {"error": code, "message": message} and a newline. */
+void mc_http_error_body(mc_buf *out, const char *code, const char *message);
+
 /* Percent-decodes s[0..n) into out (reset first). Returns 0, or MC_EINVAL for a
  * malformed escape or a decoded NUL byte. */
 int mc_http_percent_decode(const char *s, size_t n, mc_buf *out);

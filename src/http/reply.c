@@ -18,11 +18,7 @@ int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header
 
 	mc_buf body;
 	mc_buf_init(&body);
-	mc_buf_append_str(&body, "{\"error\":");
-	mc_buf_append_json(&body, code, strlen(code));
-	mc_buf_append_str(&body, ",\"message\":");
-	mc_buf_append_json(&body, msg, strlen(msg));
-	mc_buf_append_str(&body, "}\n");
+	mc_http_error_body(&body, code, msg);
 
 	mc_http_header all[MAX_EXTRA_HEADERS + 1];
 	size_t n = MC_MIN(nheaders, (size_t)MAX_EXTRA_HEADERS);
@@ -32,6 +28,15 @@ int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header
 	int rc = mc_http_respond(ex, status, all, n, body.data, body.len);
 	mc_buf_fini(&body);
 	return rc;
+}
+
+void mc_http_error_body(mc_buf *out, const char *code, const char *message)
+{
+	mc_buf_append_str(out, "{\"error\":");
+	mc_buf_append_json(out, code, strlen(code));
+	mc_buf_append_str(out, ",\"message\":");
+	mc_buf_append_json(out, message, strlen(message));
+	mc_buf_append_str(out, "}\n");
 }
 
 static int hexval(char c)

@@ -1,6 +1,7 @@
 /* Listening sockets with SO_REUSEPORT handed to libuv, and address helpers. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -104,4 +105,34 @@ uint16_t mc_net_local_port(const uv_tcp_t *handle)
 	if (ss.ss_family == AF_INET6)
 		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	return 0;
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+	(void)signum;
+	mc_net_stop_signals *s = h->data;
+	s->fn(s->arg);
+}
+
+void mc_net_stop_signals_start(mc_net_stop_signals *s, uv_loop_t *loop, void (*fn)(void *arg),
+			       void *arg)
+{
+	static const int signums[2] = {SIGTERM, SIGINT};
+	s->fn = fn;
+	s->arg = arg;
+	for (int i = 0; i < 2; i++) {
+		uv_signal_init(loop, &s->sig[i]);
+		s->sig[i].data = s;
+		uv_signal_start(&s->sig[i], on_stop_signal, signums[i]);
+	}
+	s->started = 1;
+}
+
+void mc_net_stop_signals_close(mc_net_stop_signals *s)
+{
+	if (!s->started)
+		return;
+	s->started = 0;
+	for (int i = 0; i < 2; i++)
+		uv_close((uv_handle_t *)&s->sig[i], NULL);
 }

@@ -25,6 +25,21 @@ void mc_net_addr_format(const struct sockaddr *sa, char *buf, size_t cap);
 int mc_net_listen(uv_loop_t *loop, uv_tcp_t *handle, const char *hostport, int reuseport,
 		  int backlog, uv_connection_cb cb);
 
+/* SIGTERM and SIGINT handlers that call fn(arg) once, for a clean stop of a
+ * server process. The struct is caller-owned and must stay valid until the loop
+ * has run after mc_net_stop_signals_close(). */
+typedef struct mc_net_stop_signals {
+	uv_signal_t sig[2];
+	void (*fn)(void *arg);
+	void *arg;
+	int started;
+} mc_net_stop_signals;
+
+void mc_net_stop_signals_start(mc_net_stop_signals *s, uv_loop_t *loop, void (*fn)(void *arg),
+			       void *arg);
+/* Closes the handles (safe to call when never started, or twice). */
+void mc_net_stop_signals_close(mc_net_stop_signals *s);
+
 /* Returns the local port a listening handle is bound to (0 on error). */
 uint16_t mc_net_local_port(const uv_tcp_t *handle);
 

@@ -26,7 +26,7 @@ typedef struct region {
 	mc_http_server *http;
 	mc_metrics *metrics;
 	uint64_t start_ns;
-	uv_signal_t sig[2];
+	mc_net_stop_signals signals;
 	int stopping;
 } region;
 
@@ -180,11 +180,6 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	}
 }
 
-static void on_signal_closed(uv_handle_t *h)
-{
-	(void)h;
-}
-
 static void stop(region *g)
 {
 	if (g->stopping)
@@ -197,15 +192,12 @@ static void stop(region *g)
 	g->sink = NULL;
 	mc_store_close(g->store);
 	g->store = NULL;
-	for (size_t i = 0; i < 2; i++)
-		if (g->sig[i].loop && !uv_is_closing((uv_handle_t *)&g->sig[i]))
-			uv_close((uv_handle_t *)&g->sig[i], on_signal_closed);
+	mc_net_stop_signals_close(&g->signals);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void on_stop_signal(void *arg)
 {
-	(void)signum;
-	stop(h->data);
+	stop(arg);
 }
 
 static int start(region *g)
@@ -252,11 +244,7 @@ static int start(region *g)
 			cf->listen_http, mc_strerror(rc));
 		return rc;
 	}
-	for (int i = 0; i < 2; i++) {
-		uv_signal_init(g->loop, &g->sig[i]);
-		g->sig[i].data = g;
-		uv_signal_start(&g->sig[i], on_signal, i == 0 ? SIGTERM : SIGINT);
-	}
+	mc_net_stop_signals_start(&g->signals, g->loop, on_stop_signal, g);
 	char hh[64], rh[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);
