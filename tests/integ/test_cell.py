@@ -14,7 +14,7 @@ from conftest import free_port, http_json, http_request, wait_until
 class Cluster:
     """Writes configs and starts a region, workers and one cell on free ports."""
 
-    def __init__(self, procs, tmp_path, binary, cell="lax", nworkers=2):
+    def __init__(self, procs, tmp_path, binary, cell="lax", nworkers=2, link_delay_ms=None):
         self.procs = procs
         self.tmp = tmp_path
         self.bin = binary
@@ -28,6 +28,11 @@ class Cluster:
         self.cell_dir = os.path.join(str(tmp_path), "%s-data" % cell)
         self.region_conf = os.path.join(str(tmp_path), "region.json")
         self.cell_conf = os.path.join(str(tmp_path), "%s.json" % cell)
+        # Optionally the cell reaches the region through a `metrocell link` relay.
+        self.link_delay_ms = link_delay_ms
+        self.link_listen = "127.0.0.1:%d" % free_port()
+        self.link_admin = "127.0.0.1:%d" % free_port()
+        cell_repl = self.link_listen if link_delay_ms is not None else self.region_repl
         with open(self.region_conf, "w") as f:
             json.dump({"region": "us-west",
                        "listen": {"http": self.region_http, "repl": self.region_repl},
@@ -37,7 +42,7 @@ class Cluster:
             json.dump({"cell": cell,
                        "listen": {"http": self.cell_http, "admin": self.cell_admin},
                        "data_dir": self.cell_dir,
-                       "region": {"repl": self.region_repl, "http": self.region_http},
+                       "region": {"repl": cell_repl, "http": self.region_http},
                        "replication": {"heartbeat_ms": 200, "dead_after_ms": 1000},
                        "pools": {"app": {"workers": self.workers, "timeout_ms": 5000}},
                        "routes": [{"name": "app", "prefix": "/app/", "kind": "proxy", "pool": "app"},
@@ -62,8 +67,16 @@ class Cluster:
                                       ready="cell %s ready" % self.cell)
         return self.cellp
 
+    def start_link(self):
+        return self.procs.start([self.bin, "link", "--listen", self.link_listen, "--to",
+                                 self.region_repl, "--delay", str(self.link_delay_ms),
+                                 "--admin", self.link_admin, "--name", "lax-region"],
+                                "link", ready="link lax-region listening")
+
     def start_all(self):
         self.start_region()
+        if self.link_delay_ms is not None:
+            self.start_link()
         self.start_workers()
         self.start_cell()
         return self
@@ -190,6 +203,35 @@ def test_region_down_cell_serves_and_catches_up_in_order(cluster):
     rs = http_json(cluster.region_http, "GET", "/v1/status")[2]
     lax = [c for c in rs["cells"] if c["cell"] == "lax"][0]
     assert lax["applied_seq"] == st["last_seq"] == 201
+
+
+def test_partition_through_link_then_catch_up(procs, tmp_path, metrocell_bin):
+    c = Cluster(procs, tmp_path, metrocell_bin, link_delay_ms=20).start_all()
+    first = c.put("p:first", b"0")
+    c.wait_replicated()
+    status, hdrs, _ = c.region_get("p:first")
+    assert status == 200 and hdrs["x-metrocell-version"] == first["version"]
+    lag = c.status()["replication"]
+    assert lag["lag_count"] >= 1 and lag["lag_p50_ms"] >= 40.0  # two 20 ms hops at least
+    status, _, _ = http_request(c.link_admin, "POST", "/cut")
+    assert status == 200
+    wait_until(lambda: not c.status()["replication"]["connected"], timeout=5.0,
+               what="the cell to notice the cut")
+    acked = [c.put("p:%d" % i, b"during-partition-%d" % i) for i in range(100)]
+    status, _, body = http_request(c.cell_http, "GET", "/app/during")
+    assert status == 200 and json.loads(body)["path"] == "/app/during"
+    status, _, _ = c.region_get("p:0")
+    assert status == 404, "nothing crosses a cut link"
+    st = c.status()["replication"]
+    assert st["lag_entries"] == 100 and st["oldest_unacked_ms"] > 0
+    status, _, _ = http_request(c.link_admin, "POST", "/restore")
+    assert status == 200
+    st = c.wait_replicated(timeout=15.0)
+    assert st["reconnects"] >= 1
+    for i, doc in enumerate(acked):
+        status, hdrs, body = c.region_get("p:%d" % i)
+        assert status == 200 and body == b"during-partition-%d" % i
+        assert hdrs["x-metrocell-version"] == doc["version"]
 
 
 def test_sigkill_after_acked_writes_loses_nothing(cluster):
