@@ -309,6 +309,23 @@ static int setup_routes(cell *c)
 	return 0;
 }
 
+/* Requests the HTTP server refuses itself (malformed, too large, too slow) never
+ * reach a route: they are counted here and carry the cell's headers. */
+static void on_reject(void *ctx, int status)
+{
+	cell *c = ctx;
+	mc_buf labels;
+	mc_buf_init(&labels);
+	mc_buf_append_str(&labels, "cell=\"");
+	mc_metrics_label_escape(&labels, c->conf->cell);
+	mc_buf_printf(&labels, "\",status=\"%d\"", status);
+	mc_metrics_series(c->metrics, "metrocell_http_rejected_total",
+			  "Requests refused by the HTTP layer before routing (400, 408, 413, 431).",
+			  MC_METRIC_COUNTER, labels.data)
+		->value += 1;
+	mc_buf_fini(&labels);
+}
+
 static void server_opts(const mc_limits_conf *l, mc_http_server_opts *o)
 {
 	mc_http_server_opts_default(o);
@@ -349,6 +366,13 @@ static int start(cell *c)
 
 	mc_http_server_opts ho;
 	server_opts(&cf->limits, &ho);
+	c->reject_headers[0] = (mc_http_header){"X-Metrocell-Cell", 16, cf->cell, strlen(cf->cell)};
+	c->reject_headers[1] = (mc_http_header){"X-Metrocell-Outcome", 19, "refused", 7};
+	c->reject_headers[2] = (mc_http_header){"X-Metrocell-Route", 17, "-", 1};
+	c->reject_headers[3] = (mc_http_header){"Server-Timing", 13, "edge;dur=0", 10};
+	ho.error_headers = c->reject_headers;
+	ho.nerror_headers = MC_ARRAY_LEN(c->reject_headers);
+	ho.on_reject = on_reject;
 	rc = mc_http_server_new(&c->http, c->loop, cf->listen_http, &ho, on_request, c);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot listen on %s (listen.http): %s\n",

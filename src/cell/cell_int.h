@@ -55,6 +55,7 @@ typedef struct cell {
 	mc_metrics *metrics;
 	uint64_t start_ns;
 	mc_net_stop_signals signals;
+	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
 	int stopping;
 } cell;
 

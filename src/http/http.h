@@ -66,6 +66,12 @@ typedef struct mc_http_server_opts {
 	uint32_t request_timeout_ms; /* whole request must arrive within (default 30000) */
 	size_t max_connections;    /* further accepts are closed at once (default 10000) */
 	int reuseport;             /* set SO_REUSEPORT on the listener */
+	/* Headers added to the responses the server answers itself (400, 408, 413,
+	 * 431); the array must outlive the server. */
+	const mc_http_header *error_headers;
+	size_t nerror_headers;
+	/* Called (may be NULL) with the status of each such response. */
+	void (*on_reject)(void *ctx, int status);
 } mc_http_server_opts;
 
 /* Fills the defaults above. mc_http_server_new() also treats a zero field as its

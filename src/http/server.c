@@ -272,12 +272,12 @@ static void conn_send_error(conn *c, int status, const char *code, const char *m
 	c->close_after = 1;
 	mc_buf *b = &c->outbody;
 	mc_buf_reset(b);
-	mc_buf_append_str(b, "{\"error\":");
-	mc_buf_append_json(b, code, strlen(code));
-	mc_buf_append_str(b, ",\"message\":");
-	mc_buf_append_json(b, msg, strlen(msg));
-	mc_buf_append_str(b, "}\n");
-	build_head(c, status, NULL, 0, b->len, 1, "Content-Type: application/json\r\n");
+	mc_http_error_body(b, code, msg);
+	const mc_http_server_opts *o = &c->srv->opts;
+	build_head(c, status, o->error_headers, o->nerror_headers, b->len, 1,
+		   "Content-Type: application/json\r\n");
+	if (o->on_reject)
+		o->on_reject(c->srv->ctx, status);
 	conn_write(c);
 }
 

@@ -158,6 +158,13 @@ def test_kv_roundtrip_and_errors(cluster):
     assert status == 400
     status, hdrs, body = http_request(cluster.cell_http, "POST", "/v1/kv/x", body=b"1")
     assert status == 405 and "PUT" in hdrs["allow"]
+    # a body over limits.max_body_bytes is refused by the HTTP layer, with the cell's headers
+    status, hdrs, body = http_request(cluster.cell_http, "PUT", "/v1/kv/big", body=b"x" * (1 << 21))
+    assert status == 413 and json.loads(body)["error"] == "payload_too_large"
+    assert hdrs["x-metrocell-cell"] == "lax" and hdrs["x-metrocell-outcome"] == "refused"
+    assert "server-timing" in hdrs
+    text = http_request(cluster.cell_admin, "GET", "/metrics")[2].decode()
+    assert 'metrocell_http_rejected_total{cell="lax",status="413"} 1' in text
 
 
 def test_put_reaches_region_with_version_and_home(cluster):
