@@ -136,6 +136,31 @@ def test_proxy_returns_worker_body_and_cell_headers(cluster):
     assert 'metrocell_request_duration_seconds_bucket{cell="lax",route="app",outcome="local",le="+Inf"} 20' in text
 
 
+def test_worker_killed_idempotent_requests_retry_on_the_other(cluster):
+    cluster.start_all()
+    for i in range(10):  # warm both keep-alive pools
+        assert http_request(cluster.cell_http, "GET", "/app/warm%d" % i)[0] == 200
+    cluster.worker_procs[0].kill9()
+    workers = set()
+    for i in range(40):
+        status, hdrs, body = http_request(cluster.cell_http, "GET", "/app/after%d" % i)
+        assert status == 200, body
+        workers.add(json.loads(body)["worker"])
+    assert workers == {"w1"}
+    # a non-idempotent request is not retried: either it reached w1 or it failed
+    # with a JSON 502 naming the dead worker, never a silent duplicate
+    for i in range(10):
+        status, hdrs, body = http_request(cluster.cell_http, "POST", "/app/p%d" % i, body=b"x")
+        if status != 200:
+            assert status == 502 and json.loads(body)["error"] == "upstream_failed"
+            assert cluster.workers[0] in json.loads(body)["message"]
+            assert hdrs["x-metrocell-outcome"] == "refused"
+    cluster.worker_procs[1].kill9()
+    status, hdrs, body = http_request(cluster.cell_http, "GET", "/app/none")
+    assert status == 502 and hdrs["x-metrocell-outcome"] == "refused"
+    assert json.loads(body)["error"] == "upstream_failed"
+
+
 def test_kv_roundtrip_and_errors(cluster):
     cluster.start_all()
     doc = cluster.put("session:abc", b"hello world")
