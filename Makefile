@@ -124,7 +124,8 @@ build/asan/tests/fuzz_%_replay: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $$(call 
 
 # libFuzzer builds, for fuzzing sessions (needs clang): make fuzz FUZZ=repl
 FUZZ ?= repl
-fuzz: deps
+fuzz:
+	@./scripts/deps.sh clang
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Isrc \
 	  tests/fuzz/fuzz_$(FUZZ).c $(call mod_srcs,$(FUZZ)) $(call mod_srcs,common) \
 	  -o build/fuzz_$(FUZZ) -lpthread -lm
@@ -167,7 +168,7 @@ help:
 	@echo "  make demo-quick the same, bounded to under 30 s"
 	@echo "  make clean      remove build/ (keeps nothing)"
 	@echo "  make format     clang-format the sources"
-	@echo "  make fuzz FUZZ=repl  run a libFuzzer target for 60 s (needs clang)"
+	@echo "  make fuzz FUZZ=repl  run a libFuzzer target for 60 s (installs clang if missing)"
 	@echo "Set CI=true to build with -Werror."
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d) build/rel/src/main.d build/asan/src/main.d

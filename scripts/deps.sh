@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Metrocell needs to build, test and run its demo,
 # and unpacks llhttp's C sources into build/llhttp when no libllhttp is installed.
-# Fast no-op when everything is already present.
+# Fast no-op when everything is already present. Arguments name extra packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential pkg-config libuv1-dev liblmdb-dev libjansson-dev libcmocka-dev
       libssl-dev libnghttp2-dev libjwt-dev python3 python3-pytest procps curl)
+# Extra packages for optional targets, e.g. `scripts/deps.sh clang` for make fuzz.
+PKGS+=("$@")
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
