@@ -122,14 +122,18 @@ build/asan/tests/fuzz_%_replay: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $$(call 
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) -o $@ $< tests/fuzz/replay.c $(call libs,asan,$(LIBS_$*)) $(LDLIBS_ALL)
 
-# libFuzzer builds, for fuzzing sessions (needs clang): make fuzz FUZZ=repl
+# libFuzzer builds, for fuzzing sessions: make fuzz FUZZ=repl. FUZZ_CODE_<name>
+# lists the code under test (pure codecs: no I/O dependencies).
 FUZZ ?= repl
+FUZZ_SECONDS ?= 60
+FUZZ_CODE_repl := src/repl/codec.c
 fuzz:
 	@./scripts/deps.sh clang
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Isrc \
-	  tests/fuzz/fuzz_$(FUZZ).c $(call mod_srcs,$(FUZZ)) $(call mod_srcs,common) \
+	  tests/fuzz/fuzz_$(FUZZ).c $(FUZZ_CODE_$(FUZZ)) $(call mod_srcs,common) \
 	  -o build/fuzz_$(FUZZ) -lpthread -lm
-	./build/fuzz_$(FUZZ) -max_total_time=60 tests/fuzz/corpus/$(FUZZ)
+	@mkdir -p build/fuzz-corpus/$(FUZZ)
+	./build/fuzz_$(FUZZ) -max_total_time=$(FUZZ_SECONDS) build/fuzz-corpus/$(FUZZ) tests/fuzz/corpus/$(FUZZ)
 
 unit: deps
 	@$(MAKE) --no-print-directory $(UNIT_BINS) $(FUZZ_REPLAY_BINS)
