@@ -115,22 +115,32 @@ class Procs:
         pytest.fail("%s did not become ready (exit %s); log:\n%s" % (name, p.poll(), proc.log()))
 
     def stop_all(self):
+        """Stops every process; returns the ones that did not exit cleanly (status 0
+        after SIGTERM, or SIGKILL sent by the test itself), e.g. a sanitizer report."""
+        bad = []
         for proc in reversed(self.started):
             try:
-                proc.stop(timeout=10)
-            except Exception:
-                pass
+                rc = proc.stop(timeout=10)
+            except Exception as e:  # noqa: BLE001 - reported below
+                rc = repr(e)
             if proc.popen.stdout:
                 proc.popen.stdout.close()
+            if rc not in (0, -signal.SIGKILL):
+                bad.append((proc, rc))
+        return bad
 
 
 @pytest.fixture
 def procs(tmp_path):
     ps = Procs(tmp_path)
+    bad = []
     try:
         yield ps
     finally:
-        ps.stop_all()
+        bad = ps.stop_all()
+    if bad:
+        pytest.fail("\n".join("process %s exited with %s; log tail:\n%s" %
+                              (p.popen.args, rc, p.log()[-3000:]) for p, rc in bad))
 
 
 def http_request(addr, method, path, body=None, headers=None, timeout=10.0):
