@@ -13,6 +13,10 @@
 /* A peer that does not read its ACKs and heartbeats gets closed past this. */
 #define WRITE_QUEUE_MAX (1u << 20)
 #define READ_CAP ((size_t)MC_REPL_HDR + MC_REPL_MAX_FRAME + MC_REPL_TRAILER)
+/* Largest HELLO payload (proto u16, cell_len u8, cell, epoch, last_acked, config
+ * version): all a peer may send before it has said who it is, so an unidentified
+ * connection never makes the sink buffer more than one read. */
+#define HELLO_MAX_PAYLOAD (3u + MC_STATE_MAX_HOME + 24u)
 
 struct cellrec {
 	mc_repl_cell_stats st;
@@ -424,7 +428,7 @@ static void process(struct sconn *c)
 	while (!c->closing && !c->in_frame && !c->applying) {
 		mc_repl_frame f;
 		int r = mc_repl_frame_decode(mc_repl_rbuf_head(&c->rb), mc_repl_rbuf_unread(&c->rb),
-					     MC_REPL_MAX_FRAME, &f);
+					     c->cell ? MC_REPL_MAX_FRAME : HELLO_MAX_PAYLOAD, &f);
 		if (r == MC_EAGAIN)
 			break;
 		if (r < 0) {

@@ -79,7 +79,11 @@ struct mc_store {
 	uint64_t w_last_seq;
 	uint64_t w_acked_seq;
 	uint64_t w_hlc_max;
-	int trim_pending; /* entries <= w_acked_seq may remain in the log */
+	int trim_pending; /* entries <= w_acked_seq (or w_trim_want) may remain in the log */
+	/* Highest acknowledged seq a trim asked for (capped by what was committed):
+	 * a trim that went down with a failed batch is not lost. */
+	uint64_t w_trim_want;
+	int trim_retry; /* run the next trim alone, before taking the queue */
 	int last_rc;	  /* last LMDB error logged, to log each failure kind once */
 
 	pthread_mutex_t stat_mu; /* guards log */
@@ -375,7 +379,15 @@ static uint64_t run_batch(mc_store *s, struct req *list)
 	MDB_txn *txn = NULL;
 	struct req *r;
 	int trim = s->trim_pending, more = 0;
-	int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+	int rc;
+
+	/* Noted before anything can fail: see trim_retry below. */
+	for (r = list; r; r = r->next)
+		if (r->kind == REQ_TRIM)
+			s->w_trim_want = MC_MAX(s->w_trim_want, MC_MIN(r->upto, s->w_last_seq));
+	if (trim)
+		b.acked_seq = MC_MAX(b.acked_seq, s->w_trim_want);
+	rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 
 	if (rc)
 		goto fail;
@@ -442,7 +454,12 @@ fail:
 		r->version = 0;
 		r->seq = 0;
 	}
-	s->trim_pending = 0; /* retried with the next trim request or at open */
+	/* A trim that shared the failed transaction (say with writes failing on a full
+	 * map) is retried once on its own: it is what frees the space, and the shipper
+	 * does not ask again for a seq it already asked to trim. A failed retry waits for
+	 * the next trim request. */
+	s->trim_retry = list != NULL && s->w_trim_want > s->w_acked_seq;
+	s->trim_pending = s->trim_retry;
 	return 0;
 }
 
@@ -460,15 +477,19 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&s->cv, &s->mu);
 		if (!s->q_head && s->stop)
 			break;
-		head = s->q_head;
-		for (r = head; r && n < s->max_batch; r = r->next, n++)
-			tail = r;
-		s->q_head = r;
-		if (!r)
-			s->q_tail = NULL;
-		if (tail)
-			tail->next = NULL;
-		atomic_fetch_sub(&s->queue_depth, n);
+		head = NULL;
+		if (!s->trim_retry) {
+			head = s->q_head;
+			for (r = head; r && n < s->max_batch; r = r->next, n++)
+				tail = r;
+			s->q_head = r;
+			if (!r)
+				s->q_tail = NULL;
+			if (tail)
+				tail->next = NULL;
+			atomic_fetch_sub(&s->queue_depth, n);
+		}
+		s->trim_retry = 0;
 		pthread_mutex_unlock(&s->mu);
 
 		seq = run_batch(s, head);
@@ -622,6 +643,7 @@ static int load(mc_store *s)
 	if (rc)
 		return rc;
 	s->w_acked_seq = MC_MIN(s->w_acked_seq, s->w_last_seq);
+	s->w_trim_want = s->w_acked_seq;
 	s->trim_pending = first && first <= s->w_acked_seq;
 	s->w_hlc_max = hlc;
 	mc_hlc_init(&s->hlc, hlc);

@@ -893,6 +893,22 @@ static void test_sink_raw_peers(void **state)
 	assert_int_equal(f.type, MC_FRAME_FENCE);
 	close(c);
 
+	/* Before HELLO only a HELLO (at most 3 + 31 + 24 payload bytes) is valid: a peer
+	 * that has not said who it is is refused from the length alone, not left to make
+	 * the sink buffer up to a maximal frame until the silence timeout (1 s here). */
+	uint32_t pre_hello_len[] = {(1u << 20) + 1, 1 + 3 + MC_STATE_MAX_HOME + 24 + 1};
+	for (size_t i = 0; i < MC_ARRAY_LEN(pre_hello_len); i++) {
+		c = raw_connect(port);
+		mc_put_u32(hdr, pre_hello_len[i]);
+		hdr[4] = i == 0 ? MC_FRAME_ENTRIES : MC_FRAME_HELLO;
+		raw_send(c, hdr, sizeof(hdr));
+		mc_buf_reset(&rx);
+		uint64_t t0 = mc_now_ns();
+		assert_int_equal(raw_next(&t->loop, c, &rx, &f), 0);
+		assert_true(mc_now_ns() - t0 < 500 * 1000000ull);
+		close(c);
+	}
+
 	mc_repl_cell_stats cs[4];
 	size_t n = mc_repl_sink_stats(t->sink, cs, 4);
 	assert_true(n >= 1);

@@ -14,6 +14,8 @@
 
 #include "state/state.h"
 #include "state/state_int.h"
+/* The store itself, to reach run_batch() (test_trim_survives_failed_batch). */
+#include "state/store.c"
 
 /* ---- helpers --------------------------------------------------------------------- */
 
@@ -739,6 +741,81 @@ static void test_map_full(void **state)
 	free(v);
 }
 
+/* Writes logged value v (vlen bytes) under key and waits; returns the error. */
+static int put_big_sync(fixture *f, const char *key, const char *v, size_t vlen)
+{
+	wres w;
+
+	memset(&w, 0, sizeof w);
+	w.f = f;
+	assert_int_equal(mc_store_write(f->s, MC_OP_PUT, key, strlen(key), v, vlen, 0, 1, on_write,
+					&w),
+			 0);
+	f->pending++;
+	drain(f);
+	return w.err;
+}
+
+/* A full map: writes fail with MC_EFULL, and a trim (which is what frees the space
+ * once the region has acknowledged) lands in the same group commit as such a write.
+ * The whole transaction fails; the trim must still happen, on its own, because the
+ * shipper never asks twice for the same seq and no new ACK comes while writes fail.
+ * The batch is run here directly (the writer thread is idle meanwhile) so that the
+ * two requests share one transaction deterministically. */
+static void test_trim_survives_failed_batch(void **state)
+{
+	fixture *f = *state;
+	enum { VLEN = 64 * 1024 };
+	char *v = malloc(VLEN);
+	char key[32];
+	int i;
+	mc_log_stats ls;
+
+	memset(v, 'y', VLEN);
+	assert_int_equal(store_open_opts(f, "lax", 1 << 20), 0); /* 1 MiB map */
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof key, "k%d", i);
+		if (put_big_sync(f, key, v, VLEN) != 0)
+			break;
+	}
+	assert_true(i > 0 && i < 64); /* the map filled up */
+	mc_store_log_stats(f->s, &ls);
+	assert_true(ls.entries > 0);
+	uint64_t last = ls.last_seq;
+
+	struct req *w = mc_calloc(1, sizeof *w), *t = mc_calloc(1, sizeof *t);
+	w->kind = REQ_WRITE;
+	w->op = MC_OP_PUT;
+	w->log = 1;
+	w->key = mc_strdup("one-more");
+	w->klen = strlen(w->key);
+	w->value = mc_alloc(VLEN);
+	memset(w->value, 'z', VLEN);
+	w->vlen = VLEN;
+	w->next = t;
+	t->kind = REQ_TRIM;
+	t->upto = last;
+	assert_int_equal(run_batch(f->s, w), 0);
+	assert_int_equal(w->err, MC_EFULL);
+	assert_int_equal(t->err, MC_EFULL);
+	req_free(w);
+	req_free(t);
+
+	/* Wake the writer: the trim runs alone and empties the log. */
+	pthread_mutex_lock(&f->s->mu);
+	pthread_cond_signal(&f->s->cv);
+	pthread_mutex_unlock(&f->s->mu);
+	for (i = 0; i < 2000; i++) {
+		mc_store_log_stats(f->s, &ls);
+		if (ls.entries == 0)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(ls.entries, 0);
+	assert_int_equal(ls.acked_seq, last);
+	free(v);
+}
+
 static uint64_t hook_seq;
 static int hook_calls;
 
@@ -819,6 +896,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trim_survives_failed_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 	};
