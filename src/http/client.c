@@ -23,7 +23,7 @@ struct creq {
 	mc_http_response_cb cb;
 	void *arg;
 	int err; /* for a deferred failure */
-	uint8_t is_head, retried, fresh;
+	uint8_t is_head, idempotent, retried, fresh;
 };
 
 enum { PC_CONNECTING, PC_BUSY, PC_IDLE, PC_CLOSING };
@@ -90,7 +90,7 @@ static void req_release(mc_http_pool *p, creq *r)
 	r->cb = NULL;
 	r->arg = NULL;
 	r->err = 0;
-	r->is_head = r->retried = r->fresh = 0;
+	r->is_head = r->idempotent = r->retried = r->fresh = 0;
 	if (!p->closing && p->nfree < FREE_REQS_MAX && r->wire.cap <= MC_HTTP_KEEP_BUF) {
 		mc_http_list_push_back(&p->freereqs, &r->link);
 		p->nfree++;
@@ -187,15 +187,16 @@ static int map_err(int err)
 }
 
 /* The connection failed while carrying its request: close it, then either retry
- * the request once on a fresh connection (a reused connection that closed before
- * any response byte: the stale keep-alive race) or report err. sync is set when
- * called from inside pool_dispatch. */
+ * the request once on a fresh connection (an idempotent request on a reused
+ * connection that closed before any response byte: the stale keep-alive race) or
+ * report err. A POST is never resent: the server may have acted on it before
+ * closing. sync is set when called from inside pool_dispatch. */
 static void pconn_fail(pconn *c, int err, int sync)
 {
 	mc_http_pool *p = c->pool;
 	creq *r = c->req;
-	int retry = c->reused && !c->got_bytes && err != MC_ETIMEDOUT && err != MC_ETOOBIG &&
-		    err != MC_EPROTO;
+	int retry = r && r->idempotent && c->reused && !c->got_bytes && err != MC_ETIMEDOUT &&
+		    err != MC_ETOOBIG && err != MC_EPROTO;
 	c->req = NULL;
 	pconn_close(c);
 	if (!r)
@@ -663,6 +664,9 @@ int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target
 	r->cb = cb;
 	r->arg = arg;
 	r->is_head = !strcmp(method, "HEAD");
+	r->idempotent = r->is_head || !strcmp(method, "GET") || !strcmp(method, "PUT") ||
+			!strcmp(method, "DELETE") || !strcmp(method, "OPTIONS") ||
+			!strcmp(method, "TRACE");
 	mc_http_list_push_back(&p->queue, &r->link);
 	p->nqueue++;
 	p->outstanding++;

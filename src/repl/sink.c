@@ -503,13 +503,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	process(c);
 }
 
+/* Starts (or resumes after backpressure) reading. The silence clock restarts
+ * too: while the region was not reading, the cell was not silent. */
 static void start_read(struct sconn *c)
 {
 	int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-	if (rc < 0)
+	if (rc < 0) {
 		conn_close(c, rc, "read start");
-	else
-		c->reading = 1;
+		return;
+	}
+	c->reading = 1;
+	c->last_rx_ns = mc_now_ns();
 }
 
 /* ---- listener and timer ------------------------------------------------------------------------ */
@@ -560,7 +564,7 @@ static void on_tick(uv_timer_t *t)
 		next = c->next;
 		uint64_t silent_ms = (now - c->last_rx_ns) / 1000000;
 		/* A connection waiting on the store may have stopped reading on purpose. */
-		if (silent_ms >= sk->o.dead_after_ms && !c->applying) {
+		if (silent_ms >= sk->o.dead_after_ms && !c->applying && c->reading) {
 			conn_close(c, MC_ETIMEDOUT, "cell silent");
 			continue;
 		}

@@ -729,6 +729,15 @@ static void test_client_stale_retry(void **state)
 	assert_int_equal(cs.nconns, 2);
 	assert_int_equal(cs.nreqs, 3);
 
+	/* a POST on a connection that closes under it is never resent: the server
+	 * may have acted on it */
+	result r3 = {0};
+	mc_http_pool_request(pool, "POST", "/", NULL, 0, "x", 1, on_response, &r3);
+	assert_true(run_until(&loop, &r3.done, 5000));
+	assert_int_equal(r3.err, MC_ECLOSED);
+	assert_int_equal(cs.nconns, 2);
+	assert_int_equal(cs.nreqs, 4);
+
 	mc_http_pool_free(pool);
 	canned_stop(&cs);
 	loop_finish(&loop);
