@@ -93,6 +93,9 @@ static void kv_write(cell_req *r, mc_op op, const void *value, size_t vlen)
 	if (rc == MC_ETOOBIG)
 		mc_cell_finish_error(r, 413, OUTCOME_LOCAL, "value_too_large",
 				     "value of %zu bytes is over the store's limit", vlen);
+	else if (rc == MC_EFULL)
+		mc_cell_finish_error(r, 503, OUTCOME_LOCAL, "overloaded",
+				     "too many writes are waiting for the disk; retry later");
 	else if (rc == MC_ECLOSED)
 		mc_cell_finish_error(r, 503, OUTCOME_LOCAL, "shutting_down",
 				     "the cell is stopping; retry on another node");

@@ -25,6 +25,8 @@ typedef struct mc_store_opts {
 	size_t map_size;         /* LMDB map size, default 4 GiB */
 	int durable;             /* 1: fsync each group commit (default); 0: no sync */
 	size_t max_batch;        /* max writes per transaction (default 4096) */
+	size_t max_queue_bytes;  /* key+value bytes waiting for the writer; beyond it writes
+				  * and applies get MC_EFULL (default 256 MiB) */
 	const char *home;        /* this process's cell name ("" for the region) */
 } mc_store_opts;
 
@@ -63,8 +65,9 @@ typedef void (*mc_store_write_cb)(void *arg, int err, uint64_t version, uint64_t
 
 /* Queues a put or delete of key (key and value are copied). When log is set the
  * change is appended to the write log in the same transaction. cb runs once
- * the transaction is durable (or failed). Returns 0, MC_EINVAL (bad key), or
- * MC_ETOOBIG (value over MC_STATE_MAX_VALUE); cb is not called then. */
+ * the transaction is durable (or failed). Returns 0, MC_EINVAL (bad key),
+ * MC_ETOOBIG (value over MC_STATE_MAX_VALUE), MC_EFULL (the writer's queue holds
+ * max_queue_bytes already) or MC_ECLOSED; cb is not called then. */
 int mc_store_write(mc_store *s, mc_op op, const char *key, size_t klen, const void *value,
 		   size_t vlen, uint64_t expires_ms, int log, mc_store_write_cb cb, void *arg);
 

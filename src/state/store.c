@@ -17,6 +17,7 @@
 #define COMP "state"
 #define DEFAULT_MAP_SIZE ((size_t)4 << 30)
 #define DEFAULT_MAX_BATCH 4096
+#define DEFAULT_MAX_QUEUE_BYTES ((size_t)256 << 20)
 #define MAX_READERS 1022   /* concurrent read transactions (slots in lock.mdb) */
 #define RTXN_POOL 64	   /* reset read transactions kept for reuse */
 #define TRIM_PER_TXN 50000 /* log deletions per commit, bounds dirty pages */
@@ -33,6 +34,7 @@ enum req_kind { REQ_WRITE = 1, REQ_TRIM, REQ_APPLY };
 struct req {
 	struct req *next;
 	enum req_kind kind;
+	size_t qbytes; /* key and value bytes it holds, counted against max_queue_bytes */
 	mc_store_write_cb cb;
 	void *arg;
 	int err;
@@ -69,6 +71,7 @@ struct mc_store {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct req *q_head, *q_tail;
+	size_t q_bytes, max_queue_bytes;
 	struct req *done_head, *done_tail;
 	uint64_t hook_seq; /* last seq of commits since the last delivery, 0: none */
 	int stop;
@@ -106,6 +109,7 @@ void mc_store_opts_default(mc_store_opts *o)
 	o->map_size = DEFAULT_MAP_SIZE;
 	o->durable = 1;
 	o->max_batch = DEFAULT_MAX_BATCH;
+	o->max_queue_bytes = DEFAULT_MAX_QUEUE_BYTES;
 	o->home = "";
 }
 
@@ -480,8 +484,10 @@ static void *writer_main(void *arg)
 		head = NULL;
 		if (!s->trim_retry) {
 			head = s->q_head;
-			for (r = head; r && n < s->max_batch; r = r->next, n++)
+			for (r = head; r && n < s->max_batch; r = r->next, n++) {
 				tail = r;
+				s->q_bytes -= r->qbytes;
+			}
 			s->q_head = r;
 			if (!r)
 				s->q_tail = NULL;
@@ -565,6 +571,14 @@ static int submit(mc_store *s, struct req *r)
 		req_free(r);
 		return MC_ECLOSED;
 	}
+	/* Bounded memory: a write that would push the queued bytes over the limit is
+	 * refused (the queue always takes one, so a single large write passes). */
+	if (r->qbytes && s->q_head && s->q_bytes + r->qbytes > s->max_queue_bytes) {
+		pthread_mutex_unlock(&s->mu);
+		req_free(r);
+		return MC_EFULL;
+	}
+	s->q_bytes += r->qbytes;
 	if (s->q_tail)
 		s->q_tail->next = r;
 	else
@@ -677,6 +691,7 @@ int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o)
 	s = mc_calloc(1, sizeof *s);
 	s->loop = loop;
 	s->max_batch = o->max_batch ? o->max_batch : DEFAULT_MAX_BATCH;
+	s->max_queue_bytes = o->max_queue_bytes ? o->max_queue_bytes : DEFAULT_MAX_QUEUE_BYTES;
 	if (o->home)
 		memcpy(s->home, o->home, strlen(o->home));
 	pthread_mutex_init(&s->mu, NULL);
@@ -815,6 +830,7 @@ int mc_store_write(mc_store *s, mc_op op, const char *key, size_t klen, const vo
 		return MC_EINVAL;
 	r = mc_calloc(1, sizeof *r);
 	r->kind = REQ_WRITE;
+	r->qbytes = klen + vlen;
 	r->cb = cb;
 	r->arg = arg;
 	r->op = (uint8_t)op;
@@ -924,6 +940,7 @@ int mc_store_apply(mc_store *s, const char *cell, const mc_log_entry *entries, s
 	}
 	r = mc_calloc(1, sizeof *r);
 	r->kind = REQ_APPLY;
+	r->qbytes = total;
 	r->cb = cb;
 	r->arg = arg;
 	memcpy(r->cell, cell, cl);

@@ -617,6 +617,48 @@ static void test_group_commit(void **state)
 	free(w);
 }
 
+static void test_queue_bound(void **state)
+{
+	fixture *f = *state;
+	mc_store_opts o;
+	mc_store_opts_default(&o);
+	o.dir = f->dir;
+	o.home = "lax";
+	o.max_queue_bytes = 10000;
+	assert_int_equal(mc_store_open(&f->s, &f->loop, &o), 0);
+	static char val[4000];
+	memset(val, 'v', sizeof val);
+	wres *w = calloc(200, sizeof *w);
+	int accepted = 0, full = 0;
+	char key[16];
+	/* the writer fsyncs while this loop queues: the queue fills up */
+	for (int i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "q%d", i);
+		w[i].f = f;
+		int rc = mc_store_write(f->s, MC_OP_PUT, key, strlen(key), val, sizeof val, 0, 1,
+					on_write, &w[i]);
+		if (rc == 0) {
+			f->pending++;
+			accepted++;
+		} else {
+			assert_int_equal(rc, MC_EFULL);
+			full++;
+		}
+	}
+	drain(f);
+	assert_true(accepted >= 2);
+	assert_true(full > 0);
+	for (int i = 0; i < 200; i++)
+		if (w[i].done)
+			assert_int_equal(w[i].err, 0);
+	/* once drained, the queue takes writes again */
+	wres after;
+	put(f, &after, "after", "v", 0, 1);
+	drain(f);
+	assert_int_equal(after.err, 0);
+	free(w);
+}
+
 static void test_expiry(void **state)
 {
 	fixture *f = *state;
@@ -893,6 +935,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_apply_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_apply_lww, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
