@@ -172,12 +172,15 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 	set_gauge(c, "metrocell_replication_acked_seq",
 		  "Last sequence number the region acknowledged.", MC_METRIC_GAUGE,
 		  (double)rs->acked_seq);
+	set_gauge(c, "metrocell_replication_lag_entries",
+		  "Committed writes the region has not acknowledged yet.", MC_METRIC_GAUGE,
+		  (double)(ls.last_seq > rs->acked_seq ? ls.last_seq - rs->acked_seq : 0));
 	set_gauge(c, "metrocell_replication_backlog_entries",
-		  "Write-log entries not yet acknowledged by the region.", MC_METRIC_GAUGE,
-		  (double)ls.entries);
+		  "Entries held in the write log (unacknowledged, or acknowledged and not yet "
+		  "trimmed).",
+		  MC_METRIC_GAUGE, (double)ls.entries);
 	set_gauge(c, "metrocell_replication_backlog_bytes",
-		  "Key and value bytes in the write log not yet acknowledged.", MC_METRIC_GAUGE,
-		  (double)ls.bytes);
+		  "Key and value bytes held in the write log.", MC_METRIC_GAUGE, (double)ls.bytes);
 	set_gauge(c, "metrocell_replication_oldest_unacked_seconds",
 		  "Age of the oldest unacknowledged write (the current loss window).",
 		  MC_METRIC_GAUGE, (double)rs->oldest_unacked_ms / 1000.0);
@@ -220,12 +223,14 @@ static void admin_status(cell *c, mc_http_exchange *ex)
 	mc_buf_append_json(&b, c->conf->cell, strlen(c->conf->cell));
 	mc_buf_printf(&b,
 		      ",\"uptime_s\":%.3f,\"replication\":{\"connected\":%s,\"last_seq\":%llu,"
-		      "\"acked_seq\":%llu,\"lag_entries\":%llu,\"backlog_bytes\":%llu,"
+		      "\"acked_seq\":%llu,\"lag_entries\":%llu,\"backlog_entries\":%llu,"
+		      "\"backlog_bytes\":%llu,"
 		      "\"oldest_unacked_ms\":%llu,\"lag_p50_ms\":%.3f,\"lag_p95_ms\":%.3f,"
 		      "\"lag_p99_ms\":%.3f,\"lag_max_ms\":%.3f,\"lag_count\":%llu,"
 		      "\"reconnects\":%llu,\"sent_entries\":%llu}}\n",
 		      (double)(mc_now_ns() - c->start_ns) / 1e9, rs->connected ? "true" : "false",
 		      (unsigned long long)ls.last_seq, (unsigned long long)rs->acked_seq,
+		      (unsigned long long)(ls.last_seq > rs->acked_seq ? ls.last_seq - rs->acked_seq : 0),
 		      (unsigned long long)ls.entries, (unsigned long long)ls.bytes,
 		      (unsigned long long)rs->oldest_unacked_ms,
 		      ms(mc_hist_quantile(&rs->lag_us, 0.5)), ms(mc_hist_quantile(&rs->lag_us, 0.95)),
@@ -254,12 +259,7 @@ static void on_admin(void *ctx, mc_http_exchange *ex)
 		mc_repl_shipper_stats *rs = mc_alloc(sizeof *rs);
 		refresh_gauges(c, rs);
 		free(rs);
-		mc_buf b;
-		mc_buf_init(&b);
-		mc_metrics_render(c->metrics, &b);
-		mc_http_header ct = {"Content-Type", 12, "text/plain; version=0.0.4", 25};
-		mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
-		mc_buf_fini(&b);
+		mc_http_respond_metrics(ex, c->metrics);
 	} else if (strcmp(req->path, "/v1/status") == 0) {
 		admin_status(c, ex);
 	} else {

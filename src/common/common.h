@@ -182,6 +182,8 @@ uint64_t mc_hist_bucket_upper(size_t idx);
 /* Parses "host:port" (IPv4 dotted quad, "localhost", or [IPv6]) into host (NUL
  * terminated, at most hostcap-1 bytes) and port. Returns 0 or MC_EINVAL. */
 int mc_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port);
+/* Value of a hexadecimal digit, or -1. */
+int mc_hexval(char c);
 /* Parses a decimal unsigned integer in [0, max]; whole string must be digits. */
 int mc_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out);
 /* Parses the arguments of a server subcommand, which take exactly "-c FILE" (or

@@ -4,6 +4,17 @@
 
 #include "common/common.h"
 
+int mc_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 int mc_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
 {
 	if (n == 0 || n > 20)

@@ -84,24 +84,13 @@ static bool skip_value(const char *t, size_t len, size_t p, size_t *end)
 	return true;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool hex4(const char *s, size_t n, unsigned *out)
 {
 	if (n < 4)
 		return false;
 	unsigned v = 0;
 	for (size_t i = 0; i < 4; i++) {
-		int h = hexval(s[i]);
+		int h = mc_hexval(s[i]);
 		if (h < 0)
 			return false;
 		v = (v << 4) | (unsigned)h;

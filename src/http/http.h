@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "obs/obs.h"
 
 typedef struct mc_http_header {
 	const char *name;
@@ -157,6 +158,9 @@ void mc_http_pool_free(mc_http_pool *p);
 int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header *headers,
 			  size_t nheaders, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
+
+/* Answers 200 with the registry in Prometheus text format. */
+int mc_http_respond_metrics(mc_http_exchange *ex, const mc_metrics *m);
 
 /* Appends the JSON error body {"error": code, "message": message} and a newline. */
 void mc_http_error_body(mc_buf *out, const char *code, const char *message);

@@ -30,6 +30,17 @@ int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header
 	return rc;
 }
 
+int mc_http_respond_metrics(mc_http_exchange *ex, const mc_metrics *m)
+{
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_metrics_render(m, &b);
+	mc_http_header ct = {"Content-Type", 12, "text/plain; version=0.0.4", 25};
+	int rc = mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
+	mc_buf_fini(&b);
+	return rc;
+}
+
 void mc_http_error_body(mc_buf *out, const char *code, const char *message)
 {
 	mc_buf_append_str(out, "{\"error\":");
@@ -37,17 +48,6 @@ void mc_http_error_body(mc_buf *out, const char *code, const char *message)
 	mc_buf_append_str(out, ",\"message\":");
 	mc_buf_append_json(out, message, strlen(message));
 	mc_buf_append_str(out, "}\n");
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 int mc_http_percent_decode(const char *s, size_t n, mc_buf *out)
@@ -59,7 +59,7 @@ int mc_http_percent_decode(const char *s, size_t n, mc_buf *out)
 		if (c == '%') {
 			if (i + 2 >= n)
 				return MC_EINVAL;
-			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			int hi = mc_hexval(s[i + 1]), lo = mc_hexval(s[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return MC_EINVAL;
 			c = (char)(hi * 16 + lo);

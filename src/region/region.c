@@ -166,12 +166,7 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	} else if (strcmp(req->path, "/metrics") == 0) {
 		size_t n;
 		free(refresh(g, &n));
-		mc_buf b;
-		mc_buf_init(&b);
-		mc_metrics_render(g->metrics, &b);
-		mc_http_header ct = {"Content-Type", 12, "text/plain; version=0.0.4", 25};
-		mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
-		mc_buf_fini(&b);
+		mc_http_respond_metrics(ex, g->metrics);
 	} else if (strcmp(req->path, "/v1/status") == 0) {
 		status(g, ex);
 	} else {
