@@ -332,7 +332,19 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t n)
 static int cb_header_field_complete(llhttp_t *p)
 {
 	conn *c = p->data;
-	return mc_http_head_field_done(&c->head);
+	mc_http_head *h = &c->head;
+	mc_http_head_field_done(h);
+	if (h->done || h->nspans == 0)
+		return 0;
+	/* llhttp 8 lets some non-token bytes (e.g. a space) into field names; such a
+	 * request is refused here so it is never routed or forwarded. */
+	const mc_http_hspan *sp = &h->spans[h->nspans - 1];
+	if (!mc_http_token_valid(h->arena.data + sp->name_off, sp->name_len)) {
+		c->err_status = 400;
+		snprintf(c->err_msg, sizeof c->err_msg, "invalid character in a header field name");
+		return HPE_USER;
+	}
+	return 0;
 }
 
 static int cb_header_value(llhttp_t *p, const char *at, size_t n)
@@ -459,6 +471,8 @@ static size_t conn_parse(conn *c, const char *data, size_t len)
 		conn_send_error(c, 413, "payload_too_large", c->err_msg);
 	else if (c->err_status == 431)
 		conn_send_error(c, 431, "request_header_fields_too_large", c->err_msg);
+	else if (c->err_status == 400)
+		conn_send_error(c, 400, "bad_request", c->err_msg);
 	else
 		conn_send_error(c, 400, "bad_request", llhttp_get_error_reason(&c->parser));
 	return len;

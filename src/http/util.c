@@ -112,6 +112,22 @@ void mc_http_buf_u64(mc_buf *b, uint64_t v)
 	mc_buf_append(b, tmp + i, sizeof tmp - i);
 }
 
+int mc_http_token_valid(const char *s, size_t n)
+{
+	/* RFC 9110 section 5.6.2: token = 1*tchar */
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+			continue;
+		if (ch == 0 || !strchr(extra, ch))
+			return 0;
+	}
+	return 1;
+}
+
 int mc_http_field_safe(const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {

@@ -76,3 +76,47 @@ def test_hostile_clients_do_not_hurt_the_cell(procs, tmp_path, metrocell_bin):
     assert 'metrocell_http_rejected_total{cell="lax",status="400"}' in text
     st = http_json(c.cell_admin, "GET", "/v1/status")[2]
     assert st["cell"] == "lax"
+
+
+def raw_exchange(port, data, timeout=3.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    s.close()
+    return out
+
+
+def test_smuggling_vectors_are_refused_and_never_forwarded(procs, tmp_path, metrocell_bin):
+    c = Cluster(procs, tmp_path, metrocell_bin, nworkers=1).start_all()
+    port = int(c.cell_http.rsplit(":", 1)[1])
+
+    def worker_count():
+        status, _, body = http_request(c.cell_http, "GET", "/app/count")
+        assert status == 200
+        return json.loads(body)["n"]
+
+    before = worker_count()
+    vectors = [
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        b"POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        b"GET /app/x HTTP/1.1\nHost: a\n\n",
+        b"GET /app/x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHo st: a\r\n\r\n",
+    ]
+    for v in vectors:
+        out = raw_exchange(port, v)
+        assert out.startswith(b"HTTP/1.1 400 "), (v, out[:200])
+        assert b"X-Metrocell-Outcome: refused" in out
+        assert out.count(b"HTTP/1.1 ") == 1, "nothing after the refused request is answered"
+    # the worker saw exactly the two counting requests, nothing smuggled in between
+    assert worker_count() == before + 1

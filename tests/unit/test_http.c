@@ -569,6 +569,11 @@ static void test_limits_and_bad_requests(void **state)
 		     "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 		     "HTTP/1.1 400 ", "bad_request");
 	expect_error(&loop, port, "GARBAGE\r\n\r\n", "HTTP/1.1 400 ", "bad_request");
+	/* field names must be tokens (llhttp 8 alone lets a space through) */
+	expect_error(&loop, port, "GET /x HTTP/1.1\r\nHo st: a\r\n\r\n", "HTTP/1.1 400 ",
+		     "bad_request");
+	expect_error(&loop, port, "GET /x HTTP/1.1\r\nX-A(b): 1\r\n\r\n", "HTTP/1.1 400 ",
+		     "bad_request");
 	assert_int_equal(sc.calls, 0); /* the handler never saw any of them */
 
 	/* a chunked body within limits reaches the handler decoded */
