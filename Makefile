@@ -127,11 +127,14 @@ build/asan/tests/fuzz_%_replay: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $$(call 
 FUZZ ?= repl
 FUZZ_SECONDS ?= 60
 FUZZ_CODE_repl := src/repl/codec.c
+FUZZ_CODE_config := $(call mod_srcs,config)
+FUZZ_CODE_state := src/state/codec.c
+FUZZ_LIBS_config := -ljansson
 fuzz:
 	@./scripts/deps.sh clang
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Isrc \
 	  tests/fuzz/fuzz_$(FUZZ).c $(FUZZ_CODE_$(FUZZ)) $(call mod_srcs,common) \
-	  -o build/fuzz_$(FUZZ) -lpthread -lm
+	  -o build/fuzz_$(FUZZ) $(FUZZ_LIBS_$(FUZZ)) -lpthread -lm
 	@mkdir -p build/fuzz-corpus/$(FUZZ)
 	./build/fuzz_$(FUZZ) -max_total_time=$(FUZZ_SECONDS) build/fuzz-corpus/$(FUZZ) tests/fuzz/corpus/$(FUZZ)
 

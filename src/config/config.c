@@ -98,6 +98,11 @@ __attribute__((format(printf, 2, 3))) static void set_err(vctx *v, const char *f
 	va_start(ap, fmt);
 	vsnprintf(v->err, v->errcap, fmt, ap);
 	va_end(ap);
+	/* Keys in the path and jansson's quotes of the input come from the file:
+	 * the message stays one line, free of control characters (they become '?'). */
+	for (char *p = v->err; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 }
 
 /* Reports an error at the value of the current path, or, with member set, at

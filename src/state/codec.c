@@ -31,6 +31,9 @@ int mc_state_record_decode(const uint8_t *p, size_t n, mc_record *r)
 	hl = p[17];
 	if (hl > MC_STATE_MAX_HOME || n - MC_STATE_REC_HDR < hl)
 		return MC_EINVAL;
+	for (size_t i = 0; i < hl; i++) /* cell names are printable, never NUL */
+		if (p[MC_STATE_REC_HDR + i] <= 0x20 || p[MC_STATE_REC_HDR + i] >= 0x7f)
+			return MC_EINVAL;
 	r->version = mc_get_u64(p);
 	r->expires_ms = mc_get_u64(p + 8);
 	r->deleted = (p[16] & MC_STATE_REC_DELETED) ? 1 : 0;

@@ -25,7 +25,7 @@ size_t mc_state_record_size(size_t home_len, size_t vlen);
  * bytes. The home name must be at most MC_STATE_MAX_HOME bytes. */
 void mc_state_record_encode(uint8_t *p, const mc_record *r);
 /* Decodes n bytes at p into *r; r->value points into p. Returns 0 or MC_EINVAL when
- * the bytes are truncated or the home name is too long. */
+ * the bytes are truncated or the home name is too long or not printable ASCII. */
 int mc_state_record_decode(const uint8_t *p, size_t n, mc_record *r);
 
 /* Encoded size of a log entry with klen key bytes and vlen value bytes. */

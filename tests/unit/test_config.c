@@ -485,6 +485,21 @@ static void test_routes_max(void **state)
 	}
 }
 
+/* Found by the config fuzzer: jansson quotes raw input, newlines included; the
+ * message must stay one line. */
+static void test_error_is_one_line(void **state)
+{
+	(void)state;
+	const char doc[] = "{\"cell\": \"a\\\n\"}";
+	char err[MC_CONFIG_ERR_MAX];
+	mc_cell_conf *c = NULL;
+	assert_int_equal(mc_cell_conf_parse("cell.json", doc, sizeof doc - 1, &c, err, sizeof err),
+			 MC_ECONFIG);
+	assert_null(c);
+	assert_null(strchr(err, '\n'));
+	assert_string_equal(err, "cell.json:2:1: invalid JSON: invalid escape near '\"a\\?'");
+}
+
 static void test_load_errors(void **state)
 {
 	(void)state;
@@ -617,6 +632,7 @@ int main(void)
 	    cmocka_unit_test(test_prefix_length),
 	    cmocka_unit_test(test_routes_max),
 	    cmocka_unit_test(test_load_errors),
+	    cmocka_unit_test(test_error_is_one_line),
 	    cmocka_unit_test(test_err_buffer),
 	    cmocka_unit_test(test_jpos),
 	    cmocka_unit_test(test_cell_bad_documents),
