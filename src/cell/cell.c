@@ -275,6 +275,8 @@ static void stop(cell *c)
 	if (c->stopping)
 		return;
 	c->stopping = 1;
+	mc_http_drain_cancel(c->drain);
+	c->drain = NULL;
 	MC_INFO(COMP, "cell %s stopping", c->conf->cell);
 	mc_http_server_free(c->http);
 	c->http = NULL;
@@ -290,9 +292,30 @@ static void stop(cell *c)
 	mc_net_stop_signals_close(&c->signals);
 }
 
+static void on_drained(void *arg, size_t left)
+{
+	cell *c = arg;
+	c->drain = NULL;
+	if (left)
+		MC_WARN(COMP, "cell %s: %zu connections still busy after %u ms of draining; closing them",
+			c->conf->cell, left, (unsigned)c->conf->limits.drain_timeout_ms);
+	stop(c);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let requests in flight finish (at most
+ * limits.drain_timeout_ms), then stop. A second signal stops at once. */
 static void on_stop_signal(void *arg)
 {
-	stop(arg);
+	cell *c = arg;
+	if (c->draining || !c->http) {
+		stop(c);
+		return;
+	}
+	c->draining = 1;
+	MC_INFO(COMP, "cell %s draining %zu connections", c->conf->cell,
+		mc_http_server_connections(c->http));
+	c->drain = mc_http_drain_start(c->loop, c->http, c->conf->limits.drain_timeout_ms,
+					 on_drained, c);
 }
 
 static int setup_routes(cell *c)

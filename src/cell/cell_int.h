@@ -56,6 +56,8 @@ typedef struct cell {
 	uint64_t start_ns;
 	mc_net_stop_signals signals;
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
+	mc_http_drain *drain; /* while draining on SIGTERM */
+	int draining;
 	int stopping;
 } cell;
 

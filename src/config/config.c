@@ -498,7 +498,7 @@ out:
 
 static const char *const LIMITS_KEYS[] = {"max_header_bytes",	"max_headers",
 					  "max_body_bytes",	"idle_timeout_ms",
-					  "request_timeout_ms", "max_connections"};
+					  "request_timeout_ms", "max_connections", "drain_timeout_ms"};
 
 static int parse_limits(vctx *v, json_t *root, mc_limits_conf *out)
 {
@@ -508,6 +508,7 @@ static int parse_limits(vctx *v, json_t *root, mc_limits_conf *out)
 	out->idle_timeout_ms = 60000;
 	out->request_timeout_ms = 30000;
 	out->max_connections = 10000;
+	out->drain_timeout_ms = 10000;
 	json_t *o = json_object_get(root, "limits");
 	if (!o)
 		return 0;
@@ -521,6 +522,7 @@ static int parse_limits(vctx *v, json_t *root, mc_limits_conf *out)
 	CHECK(opt_u32(v, o, "idle_timeout_ms", 100, 3600000, &out->idle_timeout_ms));
 	CHECK(opt_u32(v, o, "request_timeout_ms", 100, 3600000, &out->request_timeout_ms));
 	CHECK(opt_u32(v, o, "max_connections", 1, 1000000, &out->max_connections));
+	CHECK(opt_u32(v, o, "drain_timeout_ms", 0, 600000, &out->drain_timeout_ms));
 out:
 	pop(v);
 	return rc;

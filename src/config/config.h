@@ -35,6 +35,8 @@ typedef struct mc_limits_conf {
 	uint32_t idle_timeout_ms;    /* default 60000, 100..3600000 */
 	uint32_t request_timeout_ms; /* default 30000, 100..3600000 */
 	uint32_t max_connections;    /* default 10000, 1..1000000 */
+	uint32_t drain_timeout_ms;   /* SIGTERM: in-flight requests may finish this long
+				      * (default 10000, 0..600000) */
 } mc_limits_conf;
 
 typedef struct mc_repl_conf {

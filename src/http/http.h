@@ -86,6 +86,22 @@ typedef struct mc_http_server mc_http_server;
  * 400/413/431 and the connection closed; the handler never sees them. */
 int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostport,
 		       const mc_http_server_opts *opts, mc_http_handler handler, void *ctx);
+/* Graceful stop, step one: closes the listener at once, closes idle keep-alive
+ * connections, and lets every request in flight (or still arriving) be answered
+ * with Connection: close. Watch mc_http_server_connections() reach 0, then call
+ * mc_http_server_free(). Accepts NULL. */
+void mc_http_server_drain(mc_http_server *s);
+/* Connections open now (lingering ones included). */
+size_t mc_http_server_connections(const mc_http_server *s);
+/* Drains s and calls done(arg, left) on the loop once no connection is left or
+ * timeout_ms passed (left = connections still open then); the caller then frees
+ * the server. done runs once, never from inside this call, unless the drain is
+ * canceled first. The handle is valid until done runs or it is canceled. */
+typedef struct mc_http_drain mc_http_drain;
+mc_http_drain *mc_http_drain_start(uv_loop_t *loop, mc_http_server *s, uint32_t timeout_ms,
+				   void (*done)(void *arg, size_t left), void *arg);
+/* Stops watching without calling done (e.g. the owner stops at once). Accepts NULL. */
+void mc_http_drain_cancel(mc_http_drain *d);
 /* Bound port (useful with port 0). */
 uint16_t mc_http_server_port(const mc_http_server *s);
 /* Stops accepting and closes every connection; pending exchanges are still freed

@@ -62,6 +62,7 @@ struct mc_http_server {
 	size_t nconns;
 	size_t handles; /* listener + every connection not yet fully closed */
 	int closing;
+	int draining; /* listener closed; connections close after their response */
 	uint16_t port;
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
@@ -437,7 +438,7 @@ static void conn_dispatch(conn *c)
 	c->ex.c = c;
 	c->ex_active = 1;
 	c->refs++;
-	if (!c->keep_alive || c->srv->closing)
+	if (!c->keep_alive || c->srv->closing || c->srv->draining)
 		c->close_after = 1;
 	uv_timer_stop(&c->timer);
 	c->srv->handler(c->srv->ctx, &c->ex);
@@ -726,12 +727,42 @@ uint16_t mc_http_server_port(const mc_http_server *s)
 	return s->port;
 }
 
+void mc_http_server_drain(mc_http_server *s)
+{
+	if (!s || s->closing || s->draining)
+		return;
+	s->draining = 1;
+	uv_close((uv_handle_t *)&s->listener, on_listener_close);
+	mc_http_link *l = s->conns.next;
+	while (l != &s->conns) {
+		conn *c = MC_HTTP_CONTAINER(l, conn, link);
+		l = l->next; /* conn_close unlinks c */
+		if (c->lingering)
+			continue;
+		if (c->ex_active || c->writing)
+			c->close_after = 1; /* the response in progress is the last */
+		else if (!c->msg_active)
+			conn_close(c); /* idle keep-alive: nothing is lost */
+		/* a request still arriving is answered with Connection: close */
+	}
+}
+
+size_t mc_http_server_connections(const mc_http_server *s)
+{
+	return s ? s->nconns : 0;
+}
+
 void mc_http_server_free(mc_http_server *s)
 {
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
-	uv_close((uv_handle_t *)&s->listener, on_listener_close);
+	if (!s->draining) {
+		uv_close((uv_handle_t *)&s->listener, on_listener_close);
+	} else if (s->handles == 0) {
+		free(s); /* drained: listener and connections are all closed */
+		return;
+	}
 	while (!mc_http_list_empty(&s->conns))
 		conn_close(MC_HTTP_CONTAINER(s->conns.next, conn, link));
 }

@@ -27,6 +27,8 @@ typedef struct region {
 	mc_metrics *metrics;
 	uint64_t start_ns;
 	mc_net_stop_signals signals;
+	mc_http_drain *drain;
+	int draining;
 	int stopping;
 } region;
 
@@ -180,6 +182,8 @@ static void stop(region *g)
 	if (g->stopping)
 		return;
 	g->stopping = 1;
+	mc_http_drain_cancel(g->drain);
+	g->drain = NULL;
 	MC_INFO(COMP, "region %s stopping", g->conf->region);
 	mc_http_server_free(g->http);
 	g->http = NULL;
@@ -190,9 +194,26 @@ static void stop(region *g)
 	mc_net_stop_signals_close(&g->signals);
 }
 
+static void on_drained(void *arg, size_t left)
+{
+	region *g = arg;
+	(void)left;
+	g->drain = NULL;
+	stop(g);
+}
+
+/* SIGTERM/SIGINT: readers in flight finish first (limits.drain_timeout_ms at most);
+ * a second signal stops at once. */
 static void on_stop_signal(void *arg)
 {
-	stop(arg);
+	region *g = arg;
+	if (g->draining || !g->http) {
+		stop(g);
+		return;
+	}
+	g->draining = 1;
+	g->drain = mc_http_drain_start(g->loop, g->http, g->conf->limits.drain_timeout_ms,
+					 on_drained, g);
 }
 
 static int start(region *g)

@@ -14,7 +14,9 @@ from conftest import free_port, http_json, http_request, wait_until
 class Cluster:
     """Writes configs and starts a region, workers and one cell on free ports."""
 
-    def __init__(self, procs, tmp_path, binary, cell="lax", nworkers=2, link_delay_ms=None):
+    def __init__(self, procs, tmp_path, binary, cell="lax", nworkers=2, link_delay_ms=None,
+                 work_ms=0):
+        self.work_ms = work_ms
         self.procs = procs
         self.tmp = tmp_path
         self.bin = binary
@@ -59,7 +61,8 @@ class Cluster:
     def start_workers(self):
         for i, w in enumerate(self.workers):
             self.worker_procs.append(self.procs.start(
-                [self.bin, "sample-worker", "--listen", w, "--name", "w%d" % i],
+                [self.bin, "sample-worker", "--listen", w, "--name", "w%d" % i,
+                 "--work-ms", str(self.work_ms)],
                 "worker%d" % i, ready="listening"))
 
     def start_cell(self):
@@ -159,6 +162,42 @@ def test_worker_killed_idempotent_requests_retry_on_the_other(cluster):
     status, hdrs, body = http_request(cluster.cell_http, "GET", "/app/none")
     assert status == 502 and hdrs["x-metrocell-outcome"] == "refused"
     assert json.loads(body)["error"] == "upstream_failed"
+
+
+def test_sigterm_drains_requests_in_flight(procs, tmp_path, metrocell_bin):
+    import signal
+    import socket
+    import time
+    c = Cluster(procs, tmp_path, metrocell_bin, work_ms=1500).start_all()
+    result = {}
+
+    def slow():
+        result["resp"] = http_request(c.cell_http, "GET", "/app/slow", timeout=10)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.4)  # the request is at the worker now
+    idle = socket.create_connection(("127.0.0.1", int(c.cell_http.rsplit(":", 1)[1])))
+    time.sleep(0.1)
+    os.kill(c.cellp.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    # not accepting any more, and an idle keep-alive connection is closed at once
+    try:
+        socket.create_connection(("127.0.0.1", int(c.cell_http.rsplit(":", 1)[1])), timeout=1).close()
+        refused = False
+    except OSError:
+        refused = True
+    assert refused, "the listener must close on SIGTERM"
+    idle.settimeout(2)
+    assert idle.recv(10) == b""
+    idle.close()
+    assert c.cellp.alive(), "the cell waits for the request in flight"
+    t.join(timeout=10)
+    status, hdrs, body = result["resp"]
+    assert status == 200 and json.loads(body)["path"] == "/app/slow"
+    assert hdrs["connection"] == "close"
+    c.cellp.popen.wait(timeout=10)
+    assert c.cellp.popen.returncode == 0
 
 
 def test_kv_roundtrip_and_errors(cluster):
