@@ -47,6 +47,7 @@ static void series_for(cell *c, cell_route *rt, cell_outcome o, mc_series **coun
 static void req_free(cell_req *r)
 {
 	mc_buf_fini(&r->key);
+	mc_buf_fini(&r->xff);
 	free(r->fwd);
 	free(r);
 }
@@ -71,16 +72,19 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 
 	const char *oname = mc_cell_outcome_names[outcome];
 	const char *rname = r->route ? r->route->conf->name : "-";
-	mc_http_header h[40];
+	mc_http_header stack[40];
+	mc_http_header *h = nextra + 4 <= MC_ARRAY_LEN(stack) ? stack : mc_alloc((nextra + 4) * sizeof *h);
 	size_t n = 0;
 	h[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
 	h[n++] = (mc_http_header){"X-Metrocell-Outcome", 19, oname, strlen(oname)};
 	h[n++] = (mc_http_header){"X-Metrocell-Route", 17, rname, strlen(rname)};
 	h[n++] = (mc_http_header){"Server-Timing", 13, timing, strlen(timing)};
-	for (size_t i = 0; i < nextra && n < MC_ARRAY_LEN(h); i++)
+	for (size_t i = 0; i < nextra; i++)
 		h[n++] = extra[i];
 
 	mc_http_respond(r->ex, status, h, n, body, body_len);
+	if (h != stack)
+		free(h);
 
 	mc_series *count, *lat;
 	series_for(c, r->route, outcome, &count, &lat);
@@ -125,6 +129,7 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	r->c = c;
 	r->ex = ex;
 	mc_buf_init(&r->key);
+	mc_buf_init(&r->xff);
 	r->route = route_match(c, req->path, req->path_len);
 	if (!r->route) {
 		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "no_route",

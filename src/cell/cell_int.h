@@ -72,6 +72,7 @@ typedef struct cell_req {
 	int attempt;             /* proxy: 0 first try, 1 retry */
 	size_t worker;           /* proxy: index of the worker used */
 	mc_http_header *fwd;     /* proxy: forwarded request headers */
+	mc_buf xff;              /* proxy: the X-Forwarded-For value sent */
 	size_t nfwd;
 } cell_req;
 

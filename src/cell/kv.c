@@ -163,9 +163,9 @@ void mc_cell_kv_handle(cell_req *r)
 		r->seg_name = NULL;
 		mc_buf body;
 		mc_buf_init(&body);
-		mc_buf_printf(&body, "{\"error\":\"method_not_allowed\",\"message\":\"%s is not "
-				     "allowed on the KV API\"}\n",
-			      strlen(req->method) < 16 ? req->method : "method");
+		char msg[64];
+		snprintf(msg, sizeof msg, "%.16s is not allowed on the KV API", req->method);
+		mc_http_error_body(&body, "method_not_allowed", msg);
 		mc_http_header h[2] = {allow, {"Content-Type", 12, "application/json", 16}};
 		mc_cell_finish(r, 405, OUTCOME_LOCAL, h, 2, body.data, body.len);
 		mc_buf_fini(&body);

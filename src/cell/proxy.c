@@ -138,17 +138,29 @@ void mc_cell_proxy_handle(cell_req *r)
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	r->fwd = mc_alloc((req->nheaders + 3) * sizeof *r->fwd);
 	size_t n = 0;
-	for (size_t i = 0; i < req->nheaders; i++)
-		if (!hop_by_hop(req->headers[i].name, req->headers[i].name_len))
-			r->fwd[n++] = req->headers[i];
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const mc_http_header *h = &req->headers[i];
+		if (!hop_by_hop(h->name, h->name_len) &&
+		    !(h->name_len == 15 && strncasecmp(h->name, "x-forwarded-for", 15) == 0))
+			r->fwd[n++] = *h;
+	}
 	size_t hl;
 	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
 	if (host)
 		r->fwd[n++] = (mc_http_header){"X-Forwarded-Host", 16, host, hl};
-	/* peer is "ip:port"; X-Forwarded-For wants the address alone */
+	/* The client's address is appended to the chain it brought (peer is
+	 * "ip:port"; the header wants the address alone). */
 	const char *colon = strrchr(req->peer, ':');
 	size_t iplen = colon ? (size_t)(colon - req->peer) : strlen(req->peer);
-	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, req->peer, iplen};
+	size_t xl;
+	const char *xff = mc_http_header_find(req->headers, req->nheaders, "x-forwarded-for", &xl);
+	mc_buf_reset(&r->xff);
+	if (xff) {
+		mc_buf_append(&r->xff, xff, xl);
+		mc_buf_append(&r->xff, ", ", 2);
+	}
+	mc_buf_append(&r->xff, req->peer, iplen);
+	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, r->xff.data, r->xff.len};
 	r->fwd[n++] = (mc_http_header){"X-Metrocell-Cell", 16, r->c->conf->cell,
 				       strlen(r->c->conf->cell)};
 	r->nfwd = n;

@@ -383,3 +383,56 @@ def test_cli_help_and_version(metrocell_bin):
     assert r.returncode == 0 and b"-c, --config FILE" in r.stdout
     r = subprocess.run([metrocell_bin, "nope"], capture_output=True, timeout=30)
     assert r.returncode == 2 and b'unknown subcommand "nope"' in r.stderr
+
+
+def test_proxy_forwarding_headers(procs, tmp_path, metrocell_bin):
+    """What crosses the proxy: hop-by-hop headers dropped, X-Forwarded-* added
+    (the client's chain extended), every response header of the worker passed
+    back, however many."""
+    import http.server
+    import socketserver
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            self.send_response(200)
+            for i in range(50):
+                self.send_header("X-Many-%d" % i, str(i))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    srv.daemon_threads = True
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        c = Cluster(procs, tmp_path, metrocell_bin, nworkers=1)
+        c.workers[0] = "127.0.0.1:%d" % srv.server_address[1]
+        with open(c.cell_conf) as f:
+            conf = json.load(f)
+        conf["pools"]["app"]["workers"] = c.workers
+        with open(c.cell_conf, "w") as f:
+            json.dump(conf, f)
+        c.start_region()
+        c.start_cell()
+        status, hdrs, body = http_request(c.cell_http, "GET", "/app/h", headers={
+            "X-Forwarded-For": "203.0.113.7", "Keep-Alive": "timeout=5", "X-App": "a"})
+        assert status == 200
+        seen = json.loads(body)
+        assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+        assert seen["x-forwarded-host"] == c.cell_http
+        assert seen["x-metrocell-cell"] == "lax"
+        assert seen["x-app"] == "a"
+        assert "keep-alive" not in seen
+        for i in range(50):
+            assert hdrs["x-many-%d" % i] == str(i)
+        assert hdrs["x-metrocell-outcome"] == "local"
+    finally:
+        srv.shutdown()
+        srv.server_close()
