@@ -280,8 +280,6 @@ static void stop(cell *c)
 	if (c->stopping)
 		return;
 	c->stopping = 1;
-	mc_http_drain_cancel(c->drain);
-	c->drain = NULL;
 	MC_INFO(COMP, "cell %s stopping", c->conf->cell);
 	mc_http_server_free(c->http);
 	c->http = NULL;
@@ -294,33 +292,12 @@ static void stop(cell *c)
 	 * store's last handle closes and uv_run() returns. */
 	mc_store_close(c->store);
 	c->store = NULL;
-	mc_net_stop_signals_close(&c->signals);
+	mc_http_graceful_close(&c->graceful);
 }
 
-static void on_drained(void *arg, size_t left)
+static void on_stop(void *arg)
 {
-	cell *c = arg;
-	c->drain = NULL;
-	if (left)
-		MC_WARN(COMP, "cell %s: %zu connections still busy after %u ms of draining; closing them",
-			c->conf->cell, left, (unsigned)c->conf->limits.drain_timeout_ms);
-	stop(c);
-}
-
-/* SIGTERM/SIGINT: stop accepting, let requests in flight finish (at most
- * limits.drain_timeout_ms), then stop. A second signal stops at once. */
-static void on_stop_signal(void *arg)
-{
-	cell *c = arg;
-	if (c->draining || !c->http) {
-		stop(c);
-		return;
-	}
-	c->draining = 1;
-	MC_INFO(COMP, "cell %s draining %zu connections", c->conf->cell,
-		mc_http_server_connections(c->http));
-	c->drain = mc_http_drain_start(c->loop, c->http, c->conf->limits.drain_timeout_ms,
-					 on_drained, c);
+	stop(arg);
 }
 
 static int setup_routes(cell *c)
@@ -427,7 +404,8 @@ static int start(cell *c)
 			cf->region_repl, mc_strerror(rc));
 		return rc;
 	}
-	mc_net_stop_signals_start(&c->signals, c->loop, on_stop_signal, c);
+	mc_http_graceful_start(&c->graceful, c->loop, c->http, cf->limits.drain_timeout_ms,
+			       "cell", on_stop, c);
 	char hh[64], ah[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);

@@ -54,10 +54,8 @@ typedef struct cell {
 	size_t nroutes;
 	mc_metrics *metrics;
 	uint64_t start_ns;
-	mc_net_stop_signals signals;
+	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
-	mc_http_drain *drain; /* while draining on SIGTERM */
-	int draining;
 	int stopping;
 } cell;
 

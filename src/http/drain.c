@@ -1,6 +1,8 @@
 /* Graceful stop of a server: drain it, then tell the owner when no connection
- * is left or the deadline passed. */
+ * is left or the deadline passed; and the signal handling of a server process
+ * built on it. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "http/http.h"
 
@@ -52,4 +54,48 @@ void mc_http_drain_cancel(mc_http_drain *d)
 		return;
 	uv_timer_stop(&d->timer);
 	uv_close((uv_handle_t *)&d->timer, on_drain_closed);
+}
+
+static void on_graceful_drained(void *arg, size_t left)
+{
+	mc_http_graceful *g = arg;
+	g->drain = NULL;
+	if (left)
+		MC_WARN("http", "%s: %zu connections still busy after %u ms of draining; closing them",
+			g->name, left, (unsigned)g->timeout_ms);
+	g->stop(g->arg);
+}
+
+static void on_graceful_signal(void *arg)
+{
+	mc_http_graceful *g = arg;
+	if (g->draining) {
+		g->stop(g->arg);
+		return;
+	}
+	g->draining = 1;
+	MC_INFO("http", "%s: draining %zu connections (at most %u ms)", g->name,
+		mc_http_server_connections(g->srv), (unsigned)g->timeout_ms);
+	g->drain = mc_http_drain_start(g->loop, g->srv, g->timeout_ms, on_graceful_drained, g);
+}
+
+void mc_http_graceful_start(mc_http_graceful *g, uv_loop_t *loop, mc_http_server *srv,
+			    uint32_t timeout_ms, const char *name, void (*stop)(void *arg),
+			    void *arg)
+{
+	memset(g, 0, sizeof *g);
+	g->loop = loop;
+	g->srv = srv;
+	g->timeout_ms = timeout_ms;
+	g->name = name;
+	g->stop = stop;
+	g->arg = arg;
+	mc_net_stop_signals_start(&g->signals, loop, on_graceful_signal, g);
+}
+
+void mc_http_graceful_close(mc_http_graceful *g)
+{
+	mc_http_drain_cancel(g->drain);
+	g->drain = NULL;
+	mc_net_stop_signals_close(&g->signals);
 }

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "net/net.h"
 #include "obs/obs.h"
 
 typedef struct mc_http_header {
@@ -102,6 +103,29 @@ mc_http_drain *mc_http_drain_start(uv_loop_t *loop, mc_http_server *s, uint32_t 
 				   void (*done)(void *arg, size_t left), void *arg);
 /* Stops watching without calling done (e.g. the owner stops at once). Accepts NULL. */
 void mc_http_drain_cancel(mc_http_drain *d);
+
+/* A server process's graceful stop: the first SIGTERM/SIGINT drains srv for at
+ * most timeout_ms and then calls stop(arg); a second signal calls stop(arg) at
+ * once. The owner's stop() must call mc_http_graceful_close(). The struct is
+ * caller-owned and must stay valid until the loop has run after that close. */
+typedef struct mc_http_graceful {
+	mc_net_stop_signals signals;
+	uv_loop_t *loop;
+	mc_http_server *srv;
+	uint32_t timeout_ms;
+	mc_http_drain *drain;
+	int draining;
+	void (*stop)(void *arg);
+	void *arg;
+	const char *name; /* for the log lines */
+} mc_http_graceful;
+
+void mc_http_graceful_start(mc_http_graceful *g, uv_loop_t *loop, mc_http_server *srv,
+			    uint32_t timeout_ms, const char *name, void (*stop)(void *arg),
+			    void *arg);
+/* Cancels a drain in progress and closes the signal handles; safe to call twice
+ * or when never started. */
+void mc_http_graceful_close(mc_http_graceful *g);
 /* Bound port (useful with port 0). */
 uint16_t mc_http_server_port(const mc_http_server *s);
 /* Stops accepting and closes every connection; pending exchanges are still freed

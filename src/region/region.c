@@ -26,9 +26,7 @@ typedef struct region {
 	mc_http_server *http;
 	mc_metrics *metrics;
 	uint64_t start_ns;
-	mc_net_stop_signals signals;
-	mc_http_drain *drain;
-	int draining;
+	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	int stopping;
 } region;
 
@@ -182,8 +180,6 @@ static void stop(region *g)
 	if (g->stopping)
 		return;
 	g->stopping = 1;
-	mc_http_drain_cancel(g->drain);
-	g->drain = NULL;
 	MC_INFO(COMP, "region %s stopping", g->conf->region);
 	mc_http_server_free(g->http);
 	g->http = NULL;
@@ -191,29 +187,12 @@ static void stop(region *g)
 	g->sink = NULL;
 	mc_store_close(g->store);
 	g->store = NULL;
-	mc_net_stop_signals_close(&g->signals);
+	mc_http_graceful_close(&g->graceful);
 }
 
-static void on_drained(void *arg, size_t left)
+static void on_stop(void *arg)
 {
-	region *g = arg;
-	(void)left;
-	g->drain = NULL;
-	stop(g);
-}
-
-/* SIGTERM/SIGINT: readers in flight finish first (limits.drain_timeout_ms at most);
- * a second signal stops at once. */
-static void on_stop_signal(void *arg)
-{
-	region *g = arg;
-	if (g->draining || !g->http) {
-		stop(g);
-		return;
-	}
-	g->draining = 1;
-	g->drain = mc_http_drain_start(g->loop, g->http, g->conf->limits.drain_timeout_ms,
-					 on_drained, g);
+	stop(arg);
 }
 
 static int start(region *g)
@@ -260,7 +239,8 @@ static int start(region *g)
 			cf->listen_http, mc_strerror(rc));
 		return rc;
 	}
-	mc_net_stop_signals_start(&g->signals, g->loop, on_stop_signal, g);
+	mc_http_graceful_start(&g->graceful, g->loop, g->http, cf->limits.drain_timeout_ms,
+			       "region", on_stop, g);
 	char hh[64], rh[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);
