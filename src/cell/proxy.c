@@ -81,6 +81,42 @@ static int hop_by_hop(const char *name, size_t len)
 	return 0;
 }
 
+/* Request fields the cell sets itself for the worker: a client's own copy would
+ * come first and be taken for the cell's by most frameworks, so it is dropped
+ * (X-Forwarded-For is extended, not replaced). */
+static int set_by_cell(const char *name, size_t len)
+{
+	static const char *const own[] = {"x-forwarded-for", "x-forwarded-host", "x-metrocell-cell"};
+	for (size_t i = 0; i < MC_ARRAY_LEN(own); i++)
+		if (strlen(own[i]) == len && strncasecmp(own[i], name, len) == 0)
+			return 1;
+	return 0;
+}
+
+/* 1 when name is one of the tokens of a Connection header in h[0..n): those
+ * fields are hop-by-hop too (RFC 9110 section 7.6.1) and never forwarded. */
+static int connection_listed(const mc_http_header *h, size_t n, const char *name, size_t len)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (h[i].name_len != 10 || strncasecmp(h[i].name, "connection", 10) != 0)
+			continue;
+		const char *v = h[i].value, *end = v + h[i].value_len;
+		while (v < end) {
+			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+				v++;
+			const char *tok = v;
+			while (v < end && *v != ',')
+				v++;
+			const char *te = v;
+			while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
+				te--;
+			if ((size_t)(te - tok) == len && strncasecmp(tok, name, len) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
 static int idempotent(const char *method)
 {
 	return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 ||
@@ -109,11 +145,19 @@ static void on_response(void *arg, int err, const mc_http_response *res)
 				     p->conf->name, mc_strerror(err));
 		return;
 	}
+	/* A HEAD answer keeps the worker's Content-Length: it is the length a GET
+	 * would have had, not the (empty) body relayed here. */
+	int head = strcmp(req->method, "HEAD") == 0;
 	mc_http_header *h = mc_alloc((res->nheaders + 1) * sizeof *h);
 	size_t n = 0;
-	for (size_t i = 0; i < res->nheaders; i++)
-		if (!hop_by_hop(res->headers[i].name, res->headers[i].name_len))
-			h[n++] = res->headers[i];
+	for (size_t i = 0; i < res->nheaders; i++) {
+		const mc_http_header *rh = &res->headers[i];
+		int keep_len = head && rh->name_len == 14 &&
+			       strncasecmp(rh->name, "content-length", 14) == 0;
+		if ((keep_len || !hop_by_hop(rh->name, rh->name_len)) &&
+		    !connection_listed(res->headers, res->nheaders, rh->name, rh->name_len))
+			h[n++] = *rh;
+	}
 	mc_cell_finish(r, res->status, OUTCOME_LOCAL, h, n, res->body, res->body_len);
 	free(h);
 }
@@ -124,7 +168,8 @@ static void send_upstream(cell_req *r)
 	cell_pool *p = r->route->pool;
 	r->worker = pick_worker(p, r->attempt ? r->worker : SIZE_MAX);
 	r->seg_name = "upstream";
-	r->seg_start_ns = mc_now_ns();
+	if (!r->attempt) /* a retry's segment includes the failed first attempt */
+		r->seg_start_ns = mc_now_ns();
 	int rc = mc_http_pool_request(p->workers[r->worker], req->method, req->target, r->fwd,
 				      r->nfwd, req->body, req->body_len, on_response, r);
 	if (rc < 0)
@@ -140,8 +185,8 @@ void mc_cell_proxy_handle(cell_req *r)
 	size_t n = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const mc_http_header *h = &req->headers[i];
-		if (!hop_by_hop(h->name, h->name_len) &&
-		    !(h->name_len == 15 && strncasecmp(h->name, "x-forwarded-for", 15) == 0))
+		if (!hop_by_hop(h->name, h->name_len) && !set_by_cell(h->name, h->name_len) &&
+		    !connection_listed(req->headers, req->nheaders, h->name, h->name_len))
 			r->fwd[n++] = *h;
 	}
 	size_t hl;

@@ -56,7 +56,9 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex);
 
 /* Sends the response: status line, the given headers, Content-Length, Date-less,
  * Connection: keep-alive/close as negotiated, then body (copied). Frees the
- * exchange. Returns 0, or MC_ECLOSED when the client was gone (still freed). */
+ * exchange. Returns 0, or MC_ECLOSED when the client was gone (still freed).
+ * Content-Length is always body_len, except on the answer to a HEAD, where a
+ * numeric Content-Length among headers (the length a GET would have) wins. */
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len);
 

@@ -569,7 +569,15 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 	mc_buf_reset(&c->outbody);
 	if (!bodyless && !c->head_req && body_len > 0)
 		mc_buf_append(&c->outbody, body, body_len);
-	build_head(c, status, headers, nheaders, body_len, !bodyless, NULL);
+	/* A HEAD answer announces the length a GET would have; a handler that knows
+	 * it (a proxy relaying a HEAD) passes it as Content-Length. */
+	uint64_t announced = body_len;
+	size_t cl_len;
+	const char *cl =
+	    c->head_req ? mc_http_header_find(headers, nheaders, "content-length", &cl_len) : NULL;
+	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
+		announced = body_len;
+	build_head(c, status, headers, nheaders, (size_t)announced, !bodyless, NULL);
 	rc = conn_write(c);
 out:
 	conn_unref(c);

@@ -469,3 +469,148 @@ def test_region_sigkill_mid_stream_loses_nothing(cluster):
     rs = http_json(cluster.region_http, "GET", "/v1/status")[2]
     lax = [x for x in rs["cells"] if x["cell"] == "lax"][0]
     assert lax["applied_seq"] == cluster.status()["replication"]["last_seq"] == 600
+
+
+def _echo_worker(handler_cls):
+    import socketserver
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler_cls)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _cell_with_workers(procs, tmp_path, metrocell_bin, addrs):
+    c = Cluster(procs, tmp_path, metrocell_bin, nworkers=len(addrs))
+    c.workers = list(addrs)
+    with open(c.cell_conf) as f:
+        conf = json.load(f)
+    conf["pools"]["app"]["workers"] = c.workers
+    with open(c.cell_conf, "w") as f:
+        json.dump(conf, f)
+    return c
+
+
+def test_proxy_connection_tokens_and_head_length(procs, tmp_path, metrocell_bin):
+    """Fields named in Connection are hop-by-hop in both directions (RFC 9110
+    7.6.1), and a relayed HEAD keeps the worker's Content-Length instead of
+    announcing the empty body it relays."""
+    import http.server
+    import socket
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self, with_body):
+            body = json.dumps({k.lower(): ", ".join(self.headers.get_all(k))
+                               for k in self.headers.keys()}).encode()
+            if self.path == "/app/fixed":
+                body = b"f" * 1234
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "X-Hop, keep-alive")
+            self.send_header("X-Hop", "worker-side hop-by-hop")
+            self.send_header("X-End", "end-to-end")
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def do_HEAD(self):
+            self._answer(False)
+
+        def log_message(self, *args):
+            pass
+
+    srv = _echo_worker(Echo)
+    try:
+        c = _cell_with_workers(procs, tmp_path, metrocell_bin,
+                               ["127.0.0.1:%d" % srv.server_address[1]])
+        c.start_region()
+        c.start_cell()
+        status, hdrs, body = http_request(c.cell_http, "GET", "/app/c", headers={
+            "Connection": "X-Secret", "X-Secret": "client-side hop-by-hop", "X-App": "a",
+            "X-Metrocell-Cell": "spoofed", "X-Forwarded-Host": "spoofed.example"})
+        assert status == 200
+        seen = json.loads(body)
+        assert "x-secret" not in seen and seen["x-app"] == "a"
+        # fields the cell sets are the cell's alone (the echo joins every copy)
+        assert seen["x-metrocell-cell"] == "lax" and seen["x-forwarded-host"] == c.cell_http
+        assert "x-hop" not in hdrs and hdrs["x-end"] == "end-to-end"
+        assert int(hdrs["content-length"]) == len(body)
+
+        host, port = c.cell_http.rsplit(":", 1)
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"HEAD /app/fixed HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /app/fixed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        head, rest = data.split(b"\r\n\r\n", 1)
+        head_hdrs = {ln.split(b":", 1)[0].strip().lower(): ln.split(b":", 1)[1].strip()
+                     for ln in head.split(b"\r\n")[1:]}
+        assert head.startswith(b"HTTP/1.1 200")
+        assert head_hdrs[b"content-length"] == b"1234"
+        assert b"x-hop" not in head_hdrs
+        # no body after the HEAD answer: the next bytes are the GET's status line
+        assert rest.startswith(b"HTTP/1.1 200")
+        assert rest.endswith(b"\r\n\r\n" + b"f" * 1234)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_proxy_retry_time_counts_as_upstream(procs, tmp_path, metrocell_bin):
+    """When the first worker fails after a while and the request is retried on
+    the other, Server-Timing puts the whole upstream time (both attempts) in the
+    upstream segment, not in the cell's own edge time."""
+    import socket
+    import time
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    stop = []
+
+    def bad_worker():
+        lst.settimeout(0.2)
+        while not stop:
+            try:
+                conn, _ = lst.accept()
+            except OSError:
+                continue
+            conn.recv(65536)
+            time.sleep(0.4)
+            conn.close()
+
+    th = threading.Thread(target=bad_worker, daemon=True)
+    th.start()
+    try:
+        good = "127.0.0.1:%d" % free_port()
+        c = _cell_with_workers(procs, tmp_path, metrocell_bin,
+                               ["127.0.0.1:%d" % lst.getsockname()[1], good])
+        procs.start([metrocell_bin, "sample-worker", "--listen", good, "--name", "good"],
+                    "good", ready="listening")
+        c.start_region()
+        c.start_cell()
+        retried = 0
+        for i in range(4):
+            t0 = time.time()
+            status, hdrs, body = http_request(c.cell_http, "GET", "/app/r%d" % i)
+            took_ms = (time.time() - t0) * 1000
+            assert status == 200 and json.loads(body)["worker"] == "good"
+            seg = dict(p.strip().split(";dur=") for p in hdrs["server-timing"].split(","))
+            if took_ms >= 380:
+                retried += 1
+                assert float(seg["upstream"]) >= 380, hdrs["server-timing"]
+                assert float(seg["edge"]) < 100, hdrs["server-timing"]
+        assert retried >= 1, "no request went to the failing worker first"
+    finally:
+        stop.append(1)
+        th.join(timeout=5)
+        lst.close()
