@@ -146,8 +146,8 @@ void mc_cell_kv_handle(cell_req *r)
 				     "keys may not contain spaces or control characters");
 		return;
 	}
-	if (strcmp(req->method, "GET") == 0) {
-		kv_get(r);
+	if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0) {
+		kv_get(r); /* the HTTP layer sends no body for HEAD */
 	} else if (strcmp(req->method, "PUT") == 0) {
 		if (req->body_len > sc->max_value_bytes) {
 			mc_cell_finish_error(r, 413, OUTCOME_LOCAL, "value_too_large",
@@ -159,7 +159,7 @@ void mc_cell_kv_handle(cell_req *r)
 	} else if (strcmp(req->method, "DELETE") == 0) {
 		kv_delete(r);
 	} else {
-		mc_http_header allow = {"Allow", 5, "GET, PUT, DELETE", 16};
+		mc_http_header allow = {"Allow", 5, "GET, HEAD, PUT, DELETE", 22};
 		r->seg_name = NULL;
 		mc_buf body;
 		mc_buf_init(&body);

@@ -210,6 +210,9 @@ def test_kv_roundtrip_and_errors(cluster):
     assert hdrs["x-metrocell-home"] == "lax"
     assert hdrs["x-metrocell-outcome"] == "local"
     assert "state;dur=" in hdrs["server-timing"]
+    status, hdrs, body = http_request(cluster.cell_http, "HEAD", "/v1/kv/session:abc")
+    assert status == 200 and body == b"" and hdrs["content-length"] == "11"
+    assert hdrs["x-metrocell-version"] == doc["version"]
     doc2 = cluster.put("session:abc", b"v2")
     assert int(doc2["version"]) > int(doc["version"])
     status, _, body = http_request(cluster.cell_http, "DELETE", "/v1/kv/session:abc")
