@@ -443,7 +443,8 @@ static int start(demo *d, const char *name, const char *role, const char *const 
 	if (rc) {
 		fail(d, "%s", err);
 		fprintf(stderr, "metrocell demo: %s\n", err);
-		if (n > 0)
+		/* the log is this process's only if it got as far as being recorded */
+		if (n > 0 && strcmp(mc_bench_proc_get(n - 1)->name, name) == 0)
 			print_log_tail(mc_bench_proc_get(n - 1)->log_path);
 		return rc;
 	}

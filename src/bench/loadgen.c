@@ -565,6 +565,13 @@ static void verify_refill(verify_run *v)
 			uint64_t left = v->total - v->done - v->inflight;
 			v->all->checked += left;
 			v->all->errors += left;
+			/* the same writes, cell by cell: the rest of the current cell's
+			 * list and every later cell's */
+			for (size_t i = v->cell; v->per_cell && i < v->l->ncells; i++) {
+				uint64_t n = v->l->cells[i].nwrites - (i == v->cell ? v->pos : 0);
+				v->per_cell[i].checked += n;
+				v->per_cell[i].errors += n;
+			}
 			problem(v->all, "%" PRIu64 " writes not read back: %s", left,
 				mc_bench_proc_signalled() ? "interrupted"
 							  : "read-back deadline passed");
