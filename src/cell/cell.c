@@ -440,10 +440,12 @@ int mc_cell_main(int argc, char **argv)
 	c.loop = &loop;
 
 	int code = 0;
+	mc_net_stop_signals_defer(1);
 	if (start(&c) < 0) {
 		code = 1;
 		stop(&c);
 	}
+	mc_net_stop_signals_defer(0);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");

@@ -1,6 +1,7 @@
 /* Listening sockets with SO_REUSEPORT handed to libuv, and address helpers. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,6 +113,15 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	(void)signum;
 	mc_net_stop_signals *s = h->data;
 	s->fn(s->arg);
+}
+
+void mc_net_stop_signals_defer(int on)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(on ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
 void mc_net_stop_signals_start(mc_net_stop_signals *s, uv_loop_t *loop, void (*fn)(void *arg),

@@ -35,6 +35,10 @@ typedef struct mc_net_stop_signals {
 	int started;
 } mc_net_stop_signals;
 
+/* Blocks (on = 1) or unblocks (on = 0) SIGTERM and SIGINT in the calling thread,
+ * so a signal that arrives while a server starts waits until its handlers are in
+ * place instead of killing it; threads started meanwhile inherit the block. */
+void mc_net_stop_signals_defer(int on);
 void mc_net_stop_signals_start(mc_net_stop_signals *s, uv_loop_t *loop, void (*fn)(void *arg),
 			       void *arg);
 /* Closes the handles (safe to call when never started, or twice). */
