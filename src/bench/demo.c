@@ -574,6 +574,22 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
+
+/* A wait loop stops when the demo was signalled or one of its processes died;
+ * returns 1 then (the reason is recorded), else 0. */
+static int interrupted(demo *d)
+{
+	if (mc_bench_proc_signalled()) {
+		fail(d, "interrupted by signal %d", mc_bench_proc_signalled());
+		return 1;
+	}
+	char err[768];
+	if (mc_bench_proc_check(err, sizeof err)) {
+		fail(d, "%s", err);
+		return 1;
+	}
+	return 0;
+}
 static int wait_connected(demo *d)
 {
 	uint64_t t0 = mc_now_ns();
@@ -588,15 +604,8 @@ static int wait_connected(demo *d)
 		}
 		if (n == NCELLS)
 			break;
-		if (mc_bench_proc_signalled()) {
-			fail(d, "interrupted by signal %d", mc_bench_proc_signalled());
+		if (interrupted(d))
 			return -1;
-		}
-		char err[768];
-		if (mc_bench_proc_check(err, sizeof err)) {
-			fail(d, "%s", err);
-			return -1;
-		}
 		if (ms_since(t0) > CONNECT_TIMEOUT_MS) {
 			for (size_t i = 0; i < NCELLS; i++)
 				if (!d->cells[i].connected)
@@ -641,15 +650,8 @@ static int wait_drained(demo *d)
 		}
 		if (n == NCELLS)
 			break;
-		if (mc_bench_proc_signalled()) {
-			fail(d, "interrupted by signal %d", mc_bench_proc_signalled());
+		if (interrupted(d))
 			return -1;
-		}
-		char err[768];
-		if (mc_bench_proc_check(err, sizeof err)) {
-			fail(d, "%s", err);
-			return -1;
-		}
 		if (ms_since(t0) > DRAIN_TIMEOUT_MS) {
 			for (size_t i = 0; i < NCELLS; i++) {
 				json_t *rep = repl_of(&d->cells[i]);
