@@ -96,14 +96,12 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const char *code,
 			  const char *fmt, ...)
 {
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
 	mc_buf body;
 	mc_buf_init(&body);
-	mc_http_error_body(&body, code, msg);
+	va_list ap;
+	va_start(ap, fmt);
+	mc_http_error_bodyv(&body, code, fmt, ap);
+	va_end(ap);
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
 	mc_cell_finish(r, status, outcome, &ct, 1, body.data, body.len);
 	mc_buf_fini(&body);

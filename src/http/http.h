@@ -206,6 +206,9 @@ int mc_http_respond_metrics(mc_http_exchange *ex, const mc_metrics *m);
 
 /* Appends the JSON error body {"error": code, "message": message} and a newline. */
 void mc_http_error_body(mc_buf *out, const char *code, const char *message);
+/* The same with the message formatted from fmt and ap (at most 1 KiB). */
+void mc_http_error_bodyv(mc_buf *out, const char *code, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 
 /* Percent-decodes s[0..n) into out (reset first). Returns 0, or MC_EINVAL for a
  * malformed escape or a decoded NUL byte. */

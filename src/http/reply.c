@@ -10,15 +10,12 @@
 int mc_http_respond_error(mc_http_exchange *ex, int status, const mc_http_header *headers,
 			  size_t nheaders, const char *code, const char *fmt, ...)
 {
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-
 	mc_buf body;
 	mc_buf_init(&body);
-	mc_http_error_body(&body, code, msg);
+	va_list ap;
+	va_start(ap, fmt);
+	mc_http_error_bodyv(&body, code, fmt, ap);
+	va_end(ap);
 
 	mc_http_header all[MAX_EXTRA_HEADERS + 1];
 	size_t n = MC_MIN(nheaders, (size_t)MAX_EXTRA_HEADERS);
@@ -39,6 +36,13 @@ int mc_http_respond_metrics(mc_http_exchange *ex, const mc_metrics *m)
 	int rc = mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
 	mc_buf_fini(&b);
 	return rc;
+}
+
+void mc_http_error_bodyv(mc_buf *out, const char *code, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	mc_http_error_body(out, code, msg);
 }
 
 void mc_http_error_body(mc_buf *out, const char *code, const char *message)
