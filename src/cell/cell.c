@@ -129,17 +129,23 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	mc_buf_init(&r->key);
 	mc_buf_init(&r->xff);
 	r->route = route_match(c, req->path, req->path_len);
+	mc_cell_edge_account(c, r->route, req);
 	if (!r->route) {
 		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "no_route",
 				     "no route of cell %s matches %s", c->conf->cell, req->path);
 		return;
 	}
+	if (r->route->quota && mc_cell_quota_admit(r))
+		return;
 	switch (r->route->conf->kind) {
 	case MC_ROUTE_KV:
 		mc_cell_kv_handle(r);
 		return;
 	case MC_ROUTE_PROXY:
 		mc_cell_proxy_handle(r);
+		return;
+	case MC_ROUTE_FLAGS:
+		mc_cell_flags_handle(r);
 		return;
 	}
 	mc_cell_finish_error(r, 500, OUTCOME_REFUSED, "internal", "route kind not handled");
@@ -338,6 +344,20 @@ static void server_opts(const mc_limits_conf *l, mc_http_server_opts *o)
 	o->idle_timeout_ms = l->idle_timeout_ms;
 	o->request_timeout_ms = l->request_timeout_ms;
 	o->max_connections = l->max_connections;
+	o->header_timeout_ms = l->header_timeout_ms;
+	o->body_timeout_ms = l->body_timeout_ms;
+	o->body_min_rate = l->body_min_rate;
+	o->max_inflight = l->max_inflight;
+}
+
+/* The body limit of a request: its route's max_body_bytes (which defaults to
+ * limits.max_body_bytes). */
+static size_t route_body_limit(void *ctx, const char *method, const char *path, size_t len)
+{
+	cell *c = ctx;
+	(void)method;
+	cell_route *rt = route_match(c, path, len);
+	return rt ? rt->conf->max_body_bytes : c->conf->limits.max_body_bytes;
 }
 
 static void state_dir(const char *data_dir, char *out, size_t cap)
@@ -366,9 +386,11 @@ static int start(cell *c)
 	if ((rc = mc_cell_pools_init(c)) < 0)
 		return rc;
 	setup_routes(c);
+	mc_cell_edge_init(c);
 
 	mc_http_server_opts ho;
 	server_opts(&cf->limits, &ho);
+	ho.body_limit = route_body_limit;
 	c->reject_headers[0] = (mc_http_header){"X-Metrocell-Cell", 16, cf->cell, strlen(cf->cell)};
 	c->reject_headers[1] = (mc_http_header){"X-Metrocell-Outcome", 19, "refused", 7};
 	c->reject_headers[2] = (mc_http_header){"X-Metrocell-Route", 17, "-", 1};
@@ -447,6 +469,7 @@ int mc_cell_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_cell_edge_fini(&c);
 	free(c.routes);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);

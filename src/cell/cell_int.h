@@ -33,10 +33,15 @@ typedef struct cell_pool {
 	uint64_t picks; /* drives the power-of-two choice */
 } cell_pool;
 
+typedef struct cell_edge cell_edge;   /* quotas, flags, locality (src/cell/edge.h) */
+typedef struct cell_quota cell_quota; /* token buckets of one quota (quota.c) */
+
 typedef struct cell_route {
 	const mc_route_conf *conf;
 	size_t prefix_len;
 	cell_pool *pool; /* proxy routes */
+	cell_quota *quota; /* NULL when the route has none */
+	int served;        /* a request reached it since start (first_request cold start) */
 	mc_series *count[OUTCOME_COUNT];
 	mc_series *latency[OUTCOME_COUNT];
 } cell_route;
@@ -56,6 +61,7 @@ typedef struct cell {
 	uint64_t start_ns;
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
+	cell_edge *edge;
 	int stopping;
 } cell;
 
@@ -88,5 +94,27 @@ void mc_cell_proxy_handle(cell_req *r);
 
 int mc_cell_pools_init(cell *c);
 void mc_cell_pools_fini(cell *c);
+
+/* ---- edge features (edge.c, quota.c, flags.c, locality.c) ---- */
+
+/* Builds quotas, the flags documents and the locality map, and registers their
+ * metrics (every family renders from the start). Call after the routes exist. */
+void mc_cell_edge_init(cell *c);
+/* Releases what mc_cell_edge_init built. Accepts a cell without it. */
+void mc_cell_edge_fini(cell *c);
+/* Per routed request, before its quota and handler: locality accounting and
+ * the route's first_request cold start. rt may be NULL (no route matched). */
+void mc_cell_edge_account(cell *c, cell_route *rt, const mc_http_request *req);
+/* Takes one token of r's route quota. Returns 0 when the request may go on, or
+ * 1 when it was answered 429 (r is freed then). */
+int mc_cell_quota_admit(cell_req *r);
+/* `flags` routes: GET {prefix} (all flags) and GET {prefix}/{name}. */
+void mc_cell_flags_handle(cell_req *r);
+/* Counts a request whose critical path crossed to the region, by cause
+ * ("fallback", "regional_route", "read_through", "regional_key", ...). */
+void mc_cell_regional_count(cell *c, const char *cause);
+/* Counts a cold start of kind ("upstream_connect", "tls_full_handshake",
+ * "first_request", ...). */
+void mc_cell_cold_start(cell *c, const char *kind);
 
 #endif

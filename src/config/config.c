@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -498,7 +499,9 @@ out:
 
 static const char *const LIMITS_KEYS[] = {"max_header_bytes",	"max_headers",
 					  "max_body_bytes",	"idle_timeout_ms",
-					  "request_timeout_ms", "max_connections", "drain_timeout_ms"};
+					  "request_timeout_ms", "max_connections", "drain_timeout_ms",
+					  "header_timeout_ms",	"body_timeout_ms",  "body_min_rate",
+					  "max_inflight"};
 
 static int parse_limits(vctx *v, json_t *root, mc_limits_conf *out)
 {
@@ -509,6 +512,10 @@ static int parse_limits(vctx *v, json_t *root, mc_limits_conf *out)
 	out->request_timeout_ms = 30000;
 	out->max_connections = 10000;
 	out->drain_timeout_ms = 10000;
+	out->header_timeout_ms = 10000;
+	out->body_timeout_ms = 10000;
+	out->body_min_rate = 0;
+	out->max_inflight = 1024;
 	json_t *o = json_object_get(root, "limits");
 	if (!o)
 		return 0;
@@ -523,6 +530,10 @@ static int parse_limits(vctx *v, json_t *root, mc_limits_conf *out)
 	CHECK(opt_u32(v, o, "request_timeout_ms", 100, 3600000, &out->request_timeout_ms));
 	CHECK(opt_u32(v, o, "max_connections", 1, 1000000, &out->max_connections));
 	CHECK(opt_u32(v, o, "drain_timeout_ms", 0, 600000, &out->drain_timeout_ms));
+	CHECK(opt_u32(v, o, "header_timeout_ms", 100, 3600000, &out->header_timeout_ms));
+	CHECK(opt_u32(v, o, "body_timeout_ms", 100, 3600000, &out->body_timeout_ms));
+	CHECK(opt_u32(v, o, "body_min_rate", 0, 1073741824, &out->body_min_rate));
+	CHECK(opt_u32(v, o, "max_inflight", 1, 1000000, &out->max_inflight));
 out:
 	pop(v);
 	return rc;
@@ -581,6 +592,416 @@ static int parse_listen(vctx *v, json_t *root, const char *a, char **outa, const
 out:
 	pop(v);
 	return rc;
+}
+
+/* ---- edge: route quotas and body limits, feature flags, locality -------------------- */
+
+#define QUOTA_RATE_MAX 1000000.0
+#define QUOTA_HEADER_MAX 64
+#define FLAGS_MAX 1024
+#define FLAG_NAME_MAX 64
+#define CIDRS_MAX 65536
+
+static const char *const QUOTA_KEYS[] = {"name", "rate", "burst", "key", "max_keys"};
+static const char *const QUOTA_REQUIRED[] = {"name", "rate", "burst", "key", NULL};
+static const char *const LOCALITY_KEYS[] = {"metro", "cidrs", "trust_client_metro_header"};
+
+static void quota_conf_free(mc_quota_conf *q)
+{
+	if (!q)
+		return;
+	free(q->name);
+	free(q->header);
+	free(q);
+}
+
+/* RFC 9110 token characters (a header field name). */
+static bool token_ok(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= 'A' && ch <= 'Z') || (ch && strchr("!#$%&'*+-.^_`|~", ch))))
+			return false;
+	}
+	return true;
+}
+
+static int parse_quota_key(vctx *v, json_t *o, mc_quota_conf *q)
+{
+	json_t *j = json_object_get(o, "key");
+	int rc = 0;
+	push_key(v, "key");
+	const char *s = json_is_string(j) ? json_string_value(j) : NULL;
+	size_t n = s ? json_string_length(j) : 0;
+	if (s && strcmp(s, "ip") == 0 && n == 2) {
+		q->key = MC_QUOTA_KEY_IP;
+	} else if (s && strncmp(s, "header:", 7) == 0) {
+		if (n - 7 > QUOTA_HEADER_MAX || !token_ok(s + 7, n - 7) ||
+		    strlen(s) != n) {
+			rc = fail(v,
+				  "expected \"header:NAME\" with NAME a header field name of 1..%d "
+				  "token characters, got %s",
+				  QUOTA_HEADER_MAX, show(j).s);
+		} else {
+			q->key = MC_QUOTA_KEY_HEADER;
+			q->header = mc_strdup(s + 7);
+		}
+	} else if (s && strcmp(s, "subject") == 0) {
+		rc = fail(v, "key \"subject\" needs edge auth, not available yet (use \"ip\" or "
+			     "\"header:NAME\")");
+	} else {
+		rc = fail(v, "expected \"ip\" or \"header:NAME\", got %s", show(j).s);
+	}
+	pop(v);
+	return rc;
+}
+
+static bool quota_same(const mc_quota_conf *a, const mc_quota_conf *b)
+{
+	return a->rate == b->rate && a->burst == b->burst && a->key == b->key &&
+	       a->max_keys == b->max_keys &&
+	       (a->key != MC_QUOTA_KEY_HEADER || strcasecmp(a->header, b->header) == 0);
+}
+
+/* routes[idx].quota; a name used by an earlier route must be defined identically. */
+static int parse_quota(vctx *v, json_t *o, mc_cell_conf *c, size_t idx)
+{
+	mc_quota_conf *q = mc_calloc(1, sizeof *q);
+	c->routes[idx].quota = q;
+	q->max_keys = 100000;
+	int rc;
+	push_key(v, "quota");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, QUOTA_KEYS, MC_ARRAY_LEN(QUOTA_KEYS), QUOTA_REQUIRED));
+	CHECK(req_name(v, o, "name", true, &q->name));
+	json_t *rate = json_object_get(o, "rate");
+	push_key(v, "rate");
+	if (!json_is_number(rate) || json_number_value(rate) <= 0 ||
+	    json_number_value(rate) > QUOTA_RATE_MAX)
+		rc = fail(v, "expected a number of tokens per second in (0, 1000000], got %s",
+			  show(rate).s);
+	else
+		q->rate = json_number_value(rate);
+	pop(v);
+	if (rc)
+		goto out;
+	CHECK(opt_u32(v, o, "burst", 1, 1000000, &q->burst));
+	CHECK(parse_quota_key(v, o, q));
+	CHECK(opt_u32(v, o, "max_keys", 1, 10000000, &q->max_keys));
+	for (size_t k = 0; k < idx; k++) {
+		const mc_quota_conf *p = c->routes[k].quota;
+		if (p && strcmp(p->name, q->name) == 0 && !quota_same(p, q)) {
+			push_key(v, "name");
+			rc = fail(v,
+				  "quota %s is defined differently in routes[%zu] (routes sharing a "
+				  "quota must define it identically)",
+				  show_str(q->name).s, k);
+			pop(v);
+			goto out;
+		}
+	}
+out:
+	pop(v);
+	return rc;
+}
+
+/* The edge options of routes[idx]: max_body_bytes and quota. */
+static int parse_route_edge(vctx *v, json_t *ro, mc_cell_conf *c, size_t idx)
+{
+	mc_route_conf *r = &c->routes[idx];
+	r->max_body_bytes = c->limits.max_body_bytes;
+	int rc;
+	CHECK(opt_u32(v, ro, "max_body_bytes", 0, 67108864, &r->max_body_bytes));
+	json_t *q = json_object_get(ro, "quota");
+	if (q)
+		CHECK(parse_quota(v, q, c, idx));
+out:
+	return rc;
+}
+
+static bool flag_name_ok(const char *s, size_t n)
+{
+	if (n < 1 || n > FLAG_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+static int parse_flags(vctx *v, json_t *root, mc_cell_conf *c)
+{
+	json_t *o = json_object_get(root, "flags");
+	if (!o)
+		return 0;
+	int rc;
+	push_key(v, "flags");
+	CHECK(check_object(v, o));
+	size_t n = json_object_size(o);
+	if (n > FLAGS_MAX) {
+		rc = fail(v, "expected at most %d flags, got %zu", FLAGS_MAX, n);
+		goto out;
+	}
+	if (n == 0)
+		goto out;
+	c->flags = mc_calloc(n, sizeof *c->flags);
+	const char *name;
+	json_t *val;
+	json_object_foreach(o, name, val)
+	{
+		if (!flag_name_ok(name, strlen(name)))
+			CHECK(fail_key(v, name,
+				       "invalid flag name %s (expected [A-Za-z0-9_.-]{1,%d})",
+				       show_str(name).s, FLAG_NAME_MAX));
+		push_key(v, name);
+		char *js = NULL;
+		if (json_is_null(val))
+			rc = fail(v, "expected a boolean, number, string, array or object, got null");
+		else if (!(js = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY |
+						    JSON_REAL_PRECISION(15))))
+			rc = fail(v, "cannot encode the value");
+		else if (strlen(js) > MC_FLAG_VALUE_MAX)
+			rc = fail(v, "value is %zu bytes as compact JSON, at most %d allowed",
+				  strlen(js), MC_FLAG_VALUE_MAX);
+		pop(v);
+		if (rc) {
+			free(js);
+			goto out;
+		}
+		mc_flag_conf *f = &c->flags[c->nflags++];
+		f->name = mc_strdup(name);
+		f->json_len = strlen(js);
+		f->json = mc_strdup(js);
+		free(js);
+	}
+out:
+	pop(v);
+	return rc;
+}
+
+/* Parses "ADDR/BITS". Returns 0, -1 when malformed, -2 when host bits are set
+ * (out then holds the address with them cleared). */
+static int cidr_parse(const char *s, mc_cidr_conf *out)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	if (!slash || (size_t)(slash - s) >= sizeof addr || slash == s)
+		return -1;
+	memcpy(addr, s, (size_t)(slash - s));
+	addr[slash - s] = '\0';
+	memset(out, 0, sizeof *out);
+	unsigned maxbits;
+	if (inet_pton(AF_INET, addr, out->addr) == 1) {
+		out->family = 4;
+		maxbits = 32;
+	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+		out->family = 6;
+		maxbits = 128;
+	} else {
+		return -1;
+	}
+	const char *b = slash + 1;
+	size_t blen = strlen(b);
+	uint64_t bits;
+	if (blen == 0 || blen > 3 || (blen > 1 && b[0] == '0') ||
+	    mc_parse_u64(b, blen, maxbits, &bits) != 0)
+		return -1;
+	out->bits = (uint8_t)bits;
+	int dirty = 0;
+	for (unsigned i = 0; i < maxbits / 8; i++) {
+		unsigned keep = bits >= (i + 1) * 8 ? 8 : bits > i * 8 ? (unsigned)bits - i * 8 : 0;
+		uint8_t mask = keep ? (uint8_t)(0xFFu << (8 - keep)) : 0;
+		if (out->addr[i] & ~mask)
+			dirty = 1;
+		out->addr[i] &= mask;
+	}
+	return dirty ? -2 : 0;
+}
+
+static void cidr_format(const mc_cidr_conf *c, char *buf, size_t cap)
+{
+	char a[INET6_ADDRSTRLEN];
+	inet_ntop(c->family == 4 ? AF_INET : AF_INET6, c->addr, a, sizeof a);
+	snprintf(buf, cap, "%s/%u", a, c->bits);
+}
+
+typedef struct cidr_at {
+	const mc_cidr_conf *cidr;
+	const char *metro; /* key in cidrs */
+	size_t index;      /* in that metro's array */
+	size_t order;      /* in the whole document */
+} cidr_at;
+
+static int cidr_at_cmp(const void *a, const void *b)
+{
+	const cidr_at *x = a, *y = b;
+	int d = (int)x->cidr->family - (int)y->cidr->family;
+	if (!d)
+		d = (int)x->cidr->bits - (int)y->cidr->bits;
+	if (!d)
+		d = memcmp(x->cidr->addr, y->cidr->addr, sizeof x->cidr->addr);
+	if (d)
+		return d;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* The same network listed twice (under one metro or two) is an error at the
+ * later occurrence. v's path is at locality.cidrs. */
+static int cidrs_check_dups(vctx *v, mc_locality_conf *l, cidr_at *at)
+{
+	size_t n = l->ncidrs;
+	qsort(at, n, sizeof *at, cidr_at_cmp);
+	size_t dup = SIZE_MAX, first = 0;
+	for (size_t i = 1, run = 0; i < n; i++) {
+		if (cidr_at_cmp(&(cidr_at){at[i].cidr, NULL, 0, 0},
+				&(cidr_at){at[i - 1].cidr, NULL, 0, 0}) != 0) {
+			run = i;
+			continue;
+		}
+		if (dup == SIZE_MAX || at[i].order < at[dup].order) {
+			dup = i;
+			first = run;
+		}
+	}
+	if (dup == SIZE_MAX)
+		return 0;
+	char text[64];
+	cidr_format(at[dup].cidr, text, sizeof text);
+	push_key(v, at[dup].metro);
+	push_index(v, at[dup].index);
+	int rc = fail(v, "duplicate network \"%s\" (also cidrs.%s[%zu])", text, at[first].metro,
+		      at[first].index);
+	pop(v);
+	pop(v);
+	return rc;
+}
+
+static int parse_cidrs(vctx *v, json_t *o, mc_locality_conf *l)
+{
+	int rc = 0;
+	cidr_at *at = NULL;
+	push_key(v, "cidrs");
+	CHECK(check_object(v, o));
+	size_t total = 0;
+	const char *metro;
+	json_t *a;
+	json_object_foreach(o, metro, a)
+	{
+		if (!name_ok(metro, strlen(metro), false))
+			CHECK(fail_key(v, metro, "invalid metro name %s (expected [a-z0-9-]{1,31})",
+				       show_str(metro).s));
+		if (!json_is_array(a)) {
+			push_key(v, metro);
+			rc = fail(v, "expected an array of networks like \"10.1.0.0/16\", got %s",
+				  show(a).s);
+			pop(v);
+			goto out;
+		}
+		total += json_array_size(a);
+	}
+	if (total > CIDRS_MAX) {
+		rc = fail(v, "expected at most %d networks in all, got %zu", CIDRS_MAX, total);
+		goto out;
+	}
+	l->nmetros = json_object_size(o);
+	l->metros = mc_calloc(l->nmetros ? l->nmetros : 1, sizeof *l->metros);
+	l->cidrs = mc_calloc(total ? total : 1, sizeof *l->cidrs);
+	at = mc_calloc(total ? total : 1, sizeof *at);
+	size_t m = 0;
+	json_object_foreach(o, metro, a)
+	{
+		l->metros[m] = mc_strdup(metro);
+		push_key(v, metro);
+		for (size_t i = 0; i < json_array_size(a) && rc == 0; i++) {
+			json_t *e = json_array_get(a, i);
+			mc_cidr_conf *cd = &l->cidrs[l->ncidrs];
+			push_index(v, i);
+			int pr = json_is_string(e) && strlen(json_string_value(e)) ==
+							 json_string_length(e)
+					 ? cidr_parse(json_string_value(e), cd)
+					 : -1;
+			if (pr == -1) {
+				rc = fail(v,
+					  "expected a network like \"10.1.0.0/16\" or "
+					  "\"2001:db8::/32\", got %s",
+					  show(e).s);
+			} else if (pr == -2) {
+				char fixed[64];
+				cidr_format(cd, fixed, sizeof fixed);
+				rc = fail(v, "%s has host bits set (did you mean \"%s\"?)",
+					  show(e).s, fixed);
+			} else {
+				cd->metro = (uint32_t)m;
+				at[l->ncidrs] = (cidr_at){cd, l->metros[m], i, l->ncidrs};
+				l->ncidrs++;
+			}
+			pop(v);
+		}
+		pop(v);
+		if (rc)
+			goto out;
+		m++;
+	}
+	CHECK(cidrs_check_dups(v, l, at));
+out:
+	free(at);
+	pop(v);
+	return rc;
+}
+
+static int parse_locality(vctx *v, json_t *root, mc_cell_conf *c)
+{
+	mc_locality_conf *l = &c->locality;
+	json_t *o = json_object_get(root, "locality");
+	int rc = 0;
+	if (!o) {
+		l->metro = mc_strdup(c->cell);
+		return 0;
+	}
+	push_key(v, "locality");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, LOCALITY_KEYS, MC_ARRAY_LEN(LOCALITY_KEYS), NULL));
+	if (json_object_get(o, "metro"))
+		CHECK(req_name(v, o, "metro", false, &l->metro));
+	else
+		l->metro = mc_strdup(c->cell);
+	json_t *t = json_object_get(o, "trust_client_metro_header");
+	if (t) {
+		push_key(v, "trust_client_metro_header");
+		if (!json_is_boolean(t))
+			rc = fail(v, "expected true or false, got %s", show(t).s);
+		l->trust_header = json_is_true(t);
+		pop(v);
+		if (rc)
+			goto out;
+	}
+	json_t *cidrs = json_object_get(o, "cidrs");
+	if (cidrs)
+		CHECK(parse_cidrs(v, cidrs, l));
+out:
+	pop(v);
+	return rc;
+}
+
+static void edge_conf_free(mc_cell_conf *c)
+{
+	for (size_t i = 0; i < c->nflags; i++) {
+		free(c->flags[i].name);
+		free(c->flags[i].json);
+	}
+	free(c->flags);
+	mc_locality_conf *l = &c->locality;
+	free(l->metro);
+	for (size_t i = 0; i < l->nmetros; i++)
+		free(l->metros[i]);
+	free(l->metros);
+	free(l->cidrs);
 }
 
 /* ---- document loading --------------------------------------------------------------- */
@@ -710,15 +1131,18 @@ out:
 /* ---- cell ---------------------------------------------------------------------------- */
 
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
-					"state", "limits", "replication", "pools",  "routes"};
+					"state", "limits", "replication", "pools",  "routes",
+					"flags", "locality"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
 static const char *const POOL_KEYS[] = {"workers", "connect_timeout_ms", "timeout_ms", "max_conns"};
 static const char *const POOL_REQUIRED[] = {"workers", NULL};
-static const char *const ROUTE_KEYS[] = {"name", "prefix", "kind", "pool"};
+static const char *const ROUTE_KEYS[] = {"name", "prefix", "kind", "pool", "quota",
+					 "max_body_bytes"};
 static const char *const ROUTE_REQUIRED[] = {"name", "prefix", "kind", NULL};
-static const char *const ROUTE_KINDS[] = {"proxy", "kv"};
+static const char *const ROUTE_KINDS[] = {"proxy", "kv", "flags"};
+static const mc_route_kind ROUTE_KIND_VALUES[] = {MC_ROUTE_PROXY, MC_ROUTE_KV, MC_ROUTE_FLAGS};
 
 static int parse_region_link(vctx *v, json_t *root, mc_cell_conf *c)
 {
@@ -880,12 +1304,14 @@ static int parse_route(vctx *v, json_t *ro, mc_cell_conf *c, size_t idx)
 		goto out;
 	r->prefix = mc_strdup(json_string_value(pj));
 	CHECK(opt_enum(v, ro, "kind", ROUTE_KINDS, MC_ARRAY_LEN(ROUTE_KINDS), &kind));
-	r->kind = kind == 0 ? MC_ROUTE_PROXY : MC_ROUTE_KV;
+	r->kind = ROUTE_KIND_VALUES[kind];
+	CHECK(parse_route_edge(v, ro, c, idx));
 	json_t *pool = json_object_get(ro, "pool");
-	if (r->kind == MC_ROUTE_KV) {
+	if (r->kind != MC_ROUTE_PROXY) {
 		if (pool) {
 			push_key(v, "pool");
-			rc = fail(v, "a \"kv\" route takes no pool, got %s", show(pool).s);
+			rc = fail(v, "a \"%s\" route takes no pool, got %s", ROUTE_KINDS[kind],
+				  show(pool).s);
 			pop(v);
 		}
 		goto out;
@@ -957,6 +1383,8 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(parse_repl(v, root, &c->repl));
 	CHECK(parse_pools(v, root, c));
 	CHECK(parse_routes(v, root, c));
+	CHECK(parse_flags(v, root, c));
+	CHECK(parse_locality(v, root, c));
 out:
 	return rc;
 }
@@ -1020,8 +1448,10 @@ void mc_cell_conf_free(mc_cell_conf *c)
 	for (size_t i = 0; i < c->nroutes; i++) {
 		free(c->routes[i].name);
 		free(c->routes[i].prefix);
+		quota_conf_free(c->routes[i].quota);
 	}
 	free(c->routes);
+	edge_conf_free(c);
 	free(c);
 }
 

@@ -37,6 +37,14 @@ typedef struct mc_limits_conf {
 	uint32_t max_connections;    /* default 10000, 1..1000000 */
 	uint32_t drain_timeout_ms;   /* SIGTERM: in-flight requests may finish this long
 				      * (default 10000, 0..600000) */
+	uint32_t header_timeout_ms;  /* a request head must arrive within (default 10000,
+				      * 100..3600000) */
+	uint32_t body_timeout_ms;    /* window in which a body must progress (default 10000,
+				      * 100..3600000) */
+	uint32_t body_min_rate;      /* bytes/s a body must average per window (default 0:
+				      * at least one byte per window), 0..1073741824 */
+	uint32_t max_inflight;       /* requests in flight; 503 beyond (default 1024,
+				      * 1..1000000) */
 } mc_limits_conf;
 
 typedef struct mc_repl_conf {
@@ -54,14 +62,58 @@ typedef struct mc_pool_conf {
 	uint32_t max_conns;          /* per worker, default 64, 1..10000 */
 } mc_pool_conf;
 
-typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2 } mc_route_kind;
+typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_FLAGS = 3 } mc_route_kind;
+
+/* What a quota's token buckets are keyed by. */
+typedef enum { MC_QUOTA_KEY_IP = 1, MC_QUOTA_KEY_HEADER = 2 } mc_quota_key;
+
+/* A route's quota (docs/config.md "quota"): token buckets of burst tokens refilled
+ * at rate per second, one per key value. Routes naming the same quota define it
+ * identically and share its buckets. */
+typedef struct mc_quota_conf {
+	char *name;        /* [a-z0-9_-]{1,31} */
+	double rate;       /* tokens per second, (0, 1000000] */
+	uint32_t burst;    /* bucket capacity, 1..1000000 */
+	mc_quota_key key;
+	char *header;      /* header name (MC_QUOTA_KEY_HEADER), else NULL */
+	uint32_t max_keys; /* buckets kept at most (default 100000, 1..10000000) */
+} mc_quota_conf;
 
 typedef struct mc_route_conf {
 	char *name;   /* unique; used as the metrics label */
 	char *prefix; /* path prefix, starts with '/'; longest prefix wins */
 	mc_route_kind kind;
 	size_t pool; /* index into pools (proxy routes only) */
+	mc_quota_conf *quota;    /* NULL when the route has none */
+	uint32_t max_body_bytes; /* the route's own, else limits.max_body_bytes */
 } mc_route_conf;
+
+/* A feature flag: its name and its value rendered as compact JSON. */
+typedef struct mc_flag_conf {
+	char *name;  /* [A-Za-z0-9_.-]{1,64}, unique */
+	char *json;  /* any JSON value but null, at most MC_FLAG_VALUE_MAX bytes */
+	size_t json_len;
+} mc_flag_conf;
+
+#define MC_FLAG_VALUE_MAX 4096
+
+/* One network of the locality map, host bits zero. */
+typedef struct mc_cidr_conf {
+	uint8_t family;   /* 4 or 6 */
+	uint8_t bits;     /* prefix length, 0..32 or 0..128 */
+	uint8_t addr[16]; /* network address (IPv4 uses the first 4 bytes) */
+	uint32_t metro;   /* index into mc_locality_conf.metros */
+} mc_cidr_conf;
+
+/* Where clients come from (docs/config.md "locality"). */
+typedef struct mc_locality_conf {
+	char *metro;        /* this cell's metro (default: the cell name) */
+	char **metros;      /* the keys of cidrs, in document order */
+	size_t nmetros;
+	mc_cidr_conf *cidrs;
+	size_t ncidrs;
+	int trust_header;   /* trust_client_metro_header: X-Client-Metro decides */
+} mc_locality_conf;
 
 typedef struct mc_cell_conf {
 	char *path;         /* the file it came from */
@@ -79,6 +131,9 @@ typedef struct mc_cell_conf {
 	size_t npools;
 	mc_route_conf *routes;
 	size_t nroutes;
+	mc_flag_conf *flags; /* document order */
+	size_t nflags;
+	mc_locality_conf locality;
 } mc_cell_conf;
 
 typedef struct mc_region_conf {

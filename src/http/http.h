@@ -68,8 +68,18 @@ typedef struct mc_http_server_opts {
 	size_t max_body_bytes;     /* 413 beyond (default 1 MiB) */
 	uint32_t idle_timeout_ms;  /* keep-alive idle close (default 60000) */
 	uint32_t request_timeout_ms; /* whole request must arrive within (default 30000) */
-	size_t max_connections;    /* further accepts are closed at once (default 10000) */
+	size_t max_connections;    /* further accepts get 503 and are closed (default 10000) */
 	int reuseport;             /* set SO_REUSEPORT on the listener */
+	uint32_t header_timeout_ms; /* a request head must arrive within (default 10000) */
+	uint32_t body_timeout_ms;  /* a body must progress in every window this long (default
+				    * 10000): at least max(1, body_min_rate * window) bytes */
+	uint32_t body_min_rate;    /* bytes per second, see body_timeout_ms (default 0) */
+	size_t max_inflight;       /* requests in flight, from their first byte until the
+				    * response is written; 503 beyond (default 1024) */
+	/* Called (may be NULL) once a request head is complete, with its method and
+	 * path (NUL terminated): returns that request's body limit (413 beyond) in
+	 * place of max_body_bytes. ctx is the handler's. */
+	size_t (*body_limit)(void *ctx, const char *method, const char *path, size_t path_len);
 	/* Headers added to the responses the server answers itself (400, 408, 413,
 	 * 431); the array must outlive the server. */
 	const mc_http_header *error_headers;
@@ -86,7 +96,8 @@ typedef struct mc_http_server mc_http_server;
 
 /* Starts listening on hostport on loop. Returns 0 and *out, or a negative code
  * (bind errors as -errno). Bad requests are answered by the server itself with
- * 400/413/431 and the connection closed; the handler never sees them. */
+ * 400/408/413/431/505, overload with 503, and the connection closed; the handler
+ * never sees them (docs/operations.md "HTTP hardening" lists the checks). */
 int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostport,
 		       const mc_http_server_opts *opts, mc_http_handler handler, void *ctx);
 /* Graceful stop, step one: closes the listener at once, closes idle keep-alive

@@ -3,8 +3,10 @@
  * handler one at a time per connection (pipelined requests wait in the input
  * buffer) and writes the answers in order, with keep-alive, timeouts and a
  * lingering close after the last response. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <llhttp.h>
 
@@ -17,6 +19,10 @@
 /* How long a closing connection keeps draining the client's input so that our
  * last response is not destroyed by a reset (see nginx's lingering_close). */
 #define LINGER_MS 2000u
+/* Connections refused over max_connections that get their 503 and a short
+ * lingering close; beyond this many at once they are closed without an answer. */
+#define REJECT_LINGER_MAX 64u
+#define REJECT_LINGER_MS 1000u
 
 typedef struct conn conn;
 
@@ -48,6 +54,15 @@ struct conn {
 	uint8_t counted;  /* linked in srv->conns, counted in nconns */
 	uint8_t msg_active, ready, ex_active, writing, close_after, closing, lingering;
 	uint8_t reading, keep_alive, head_req;
+	uint8_t in_body;   /* head complete, body still arriving */
+	uint8_t inflight;  /* counted in srv->inflight */
+	uint8_t prev_byte; /* last byte llhttp consumed before the current execute */
+	uint8_t target_root; /* absolute-form target without a path: "/" */
+	uint32_t target_off; /* origin-form part of the target within the url */
+	const char *pbase;   /* data of the current llhttp_execute() */
+	uint64_t deadline_ns; /* the whole request must have arrived by then */
+	size_t body_limit;    /* of the request being received */
+	size_t win_bytes;     /* body bytes received when the current window began */
 	char err_msg[96];
 	char peer[64];
 };
@@ -64,6 +79,10 @@ struct mc_http_server {
 	int closing;
 	int draining; /* listener closed; connections close after their response */
 	uint16_t port;
+	size_t inflight;     /* requests between first byte and response written */
+	mc_http_link rejects; /* connections refused over max_connections, lingering */
+	size_t nrejects;
+	mc_buf busy;         /* the 503 those get */
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
 
@@ -74,8 +93,10 @@ static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 static void server_release(mc_http_server *s)
 {
 	MC_ASSERT(s->handles > 0);
-	if (--s->handles == 0 && s->closing)
+	if (--s->handles == 0 && s->closing) {
+		mc_buf_fini(&s->busy);
 		free(s);
+	}
 }
 
 static void conn_unref(conn *c)
@@ -102,11 +123,21 @@ static void on_conn_close(uv_handle_t *h)
 	conn_unref(c);
 }
 
+/* The request of c no longer counts as in flight. */
+static void inflight_end(conn *c)
+{
+	if (c->inflight) {
+		c->inflight = 0;
+		c->srv->inflight--;
+	}
+}
+
 /* Closes the connection now; a pending exchange stays valid until answered. */
 static void conn_close(conn *c)
 {
 	if (c->closing)
 		return;
+	inflight_end(c);
 	c->closing = 1;
 	c->msg_active = 0;
 	if (c->counted) {
@@ -187,6 +218,7 @@ static void on_write(uv_write_t *req, int status)
 	c->writing = 0;
 	if (c->closing)
 		return;
+	inflight_end(c);
 	if (status < 0) {
 		conn_close(c);
 		return;
@@ -282,6 +314,126 @@ static void conn_send_error(conn *c, int status, const char *code, const char *m
 	conn_write(c);
 }
 
+/* ---- hardening: request checks, timeouts, overload --------------------------------- */
+
+static int req_fail(conn *c, int status, const char *msg)
+{
+	c->err_status = status;
+	snprintf(c->err_msg, sizeof c->err_msg, "%s", msg);
+	return -1;
+}
+
+static int overload_fail(conn *c)
+{
+	c->err_status = 503;
+	snprintf(c->err_msg, sizeof c->err_msg, "more than %zu requests in flight",
+		 c->srv->opts.max_inflight);
+	return HPE_USER;
+}
+
+/* Origin-form, "*" for OPTIONS, or an absolute URI naming the Host header's host
+ * (the handler then sees its origin-form part). Anything else is refused: the
+ * cell is no forward proxy, and a second host name is a routing ambiguity. */
+static int target_check(conn *c, const llhttp_t *p, const mc_http_header *host)
+{
+	const mc_http_head *h = &c->head;
+	const char *t = h->arena.data + h->url_off;
+	size_t n = h->url_len;
+	if (n > 0 && t[0] == '/')
+		return 0;
+	if (n == 1 && t[0] == '*' && p->method == HTTP_OPTIONS)
+		return 0;
+	size_t a = 0;
+	if (n > 7 && strncasecmp(t, "http://", 7) == 0)
+		a = 7;
+	else if (n > 8 && strncasecmp(t, "https://", 8) == 0)
+		a = 8;
+	if (!a)
+		return req_fail(c, 400, "the request target must be a path or an absolute URI");
+	size_t e = a;
+	while (e < n && t[e] != '/' && t[e] != '?' && t[e] != '#')
+		e++;
+	if (e == a || memchr(t + a, '@', e - a))
+		return req_fail(c, 400, "absolute URI without a host, or with user information");
+	if (e < n && t[e] != '/')
+		return req_fail(c, 400, "absolute URI whose path does not start with \"/\"");
+	if (host && !(host->value_len == e - a && strncasecmp(host->value, t + a, e - a) == 0))
+		return req_fail(c, 400, "absolute URI names another host than the Host header");
+	if (e == n)
+		c->target_root = 1;
+	else
+		c->target_off = (uint32_t)e;
+	return 0;
+}
+
+/* Framing and routing checks llhttp 8 leaves to us, run once the head is
+ * complete and before anything is dispatched (docs/operations.md lists them). */
+static int request_check(conn *c, const llhttp_t *p)
+{
+	const mc_http_head *h = &c->head;
+	c->target_off = 0;
+	c->target_root = 0;
+	if (p->http_major != 1)
+		return req_fail(c, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
+	size_t nhost = 0, nte = 0;
+	const mc_http_header *host = NULL, *te = NULL;
+	for (size_t i = 0; i < h->nspans; i++) {
+		const mc_http_header *f = &h->hdrs[i];
+		if (mc_http_token_eq(f->name, f->name_len, "host")) {
+			nhost++;
+			host = f;
+		} else if (mc_http_token_eq(f->name, f->name_len, "transfer-encoding")) {
+			nte++;
+			te = f;
+		}
+	}
+	if (nhost > 1)
+		return req_fail(c, 400, "more than one Host header field");
+	if (nte > 0 && p->http_minor == 0)
+		return req_fail(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
+	if (nte > 1 || (te && !mc_http_token_eq(te->value, te->value_len, "chunked")))
+		return req_fail(c, 400, "a transfer coding other than a single \"chunked\"");
+	return target_check(c, p, host);
+}
+
+/* Arms the timer for the next body window, cut at the request deadline. */
+static void body_window_arm(conn *c)
+{
+	uint64_t now = mc_now_ns();
+	uint64_t left = c->deadline_ns > now ? (c->deadline_ns - now + 999999u) / 1000000u : 1;
+	timer_arm(c, (uint32_t)MC_MIN((uint64_t)c->srv->opts.body_timeout_ms, left));
+}
+
+/* The timer of a request still arriving: past the whole-request deadline, a
+ * head not complete in time, or a body window that brought too few bytes is
+ * answered 408 and closed; a body that progressed gets its next window. */
+static void request_timer_fired(conn *c)
+{
+	const mc_http_server_opts *o = &c->srv->opts;
+	char msg[128];
+	if (mc_now_ns() + 1000000u >= c->deadline_ns) {
+		snprintf(msg, sizeof msg, "request not received within %u ms",
+			 (unsigned)o->request_timeout_ms);
+	} else if (c->in_body) {
+		size_t got = c->body.len - c->win_bytes;
+		uint64_t need = (uint64_t)o->body_min_rate * o->body_timeout_ms / 1000u;
+		if (need < 1)
+			need = 1;
+		if (got >= need) {
+			c->win_bytes = c->body.len;
+			body_window_arm(c);
+			return;
+		}
+		snprintf(msg, sizeof msg,
+			 "request body too slow: %zu bytes in %u ms, at least %llu required", got,
+			 (unsigned)o->body_timeout_ms, (unsigned long long)need);
+	} else {
+		snprintf(msg, sizeof msg, "request head not received within %u ms",
+			 (unsigned)o->header_timeout_ms);
+	}
+	conn_send_error(c, 408, "request_timeout", msg);
+}
+
 /* ---- parsing ---------------------------------------------------------------------- */
 
 static int head_fail(conn *c)
@@ -300,21 +452,30 @@ static int head_fail(conn *c)
 static int body_fail(conn *c)
 {
 	c->err_status = 413;
-	snprintf(c->err_msg, sizeof c->err_msg, "request body exceeds %zu bytes",
-		 c->srv->opts.max_body_bytes);
+	snprintf(c->err_msg, sizeof c->err_msg, "request body exceeds %zu bytes", c->body_limit);
 	return HPE_USER;
 }
 
 static int cb_message_begin(llhttp_t *p)
 {
 	conn *c = p->data;
+	mc_http_server *s = c->srv;
 	c->msg_active = 1;
+	c->in_body = 0;
 	c->start_ns = mc_now_ns();
 	mc_http_head_reset(&c->head);
 	if (c->body.cap > MC_HTTP_KEEP_BUF)
 		mc_buf_fini(&c->body);
 	mc_buf_reset(&c->body);
-	timer_arm(c, c->srv->opts.request_timeout_ms);
+	c->body_limit = s->opts.max_body_bytes;
+	if (!c->inflight) {
+		if (s->inflight >= s->opts.max_inflight)
+			return overload_fail(c);
+		c->inflight = 1;
+		s->inflight++;
+	}
+	c->deadline_ns = c->start_ns + (uint64_t)s->opts.request_timeout_ms * 1000000u;
+	timer_arm(c, MC_MIN(s->opts.header_timeout_ms, s->opts.request_timeout_ms));
 	return 0;
 }
 
@@ -351,6 +512,16 @@ static int cb_header_field_complete(llhttp_t *p)
 static int cb_header_value(llhttp_t *p, const char *at, size_t n)
 {
 	conn *c = p->data;
+	/* A value piece that starts a line is an obs-fold continuation, which llhttp
+	 * 8 joins to the previous value; RFC 9112 section 5.2 lets a server reject it,
+	 * and a proxy behind or in front of us may read it differently. */
+	uint8_t before = at > c->pbase ? (uint8_t)at[-1] : c->prev_byte;
+	if (before == '\n') {
+		c->err_status = 400;
+		snprintf(c->err_msg, sizeof c->err_msg,
+			 "obsolete line folding in a header field value");
+		return HPE_USER;
+	}
 	return mc_http_head_value(&c->head, at, n) < 0 ? head_fail(c) : 0;
 }
 
@@ -365,10 +536,23 @@ static int cb_headers_complete(llhttp_t *p)
 	conn *c = p->data;
 	mc_http_head *h = &c->head;
 	mc_http_head_finish(h, 1);
+	if (request_check(c, p) < 0)
+		return -1;
+	const mc_http_server_opts *o = &c->srv->opts;
+	if (o->body_limit)
+		c->body_limit =
+		    o->body_limit(c->srv->ctx, llhttp_method_name((llhttp_method_t)p->method),
+				  h->arena.data + h->path_off, h->path_len);
 	int has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
-	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->opts.max_body_bytes) {
+	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->body_limit) {
 		body_fail(c);
 		return -1;
+	}
+	if (has_body) {
+		/* from here the body must keep progressing (on_timer checks it) */
+		c->in_body = 1;
+		c->win_bytes = 0;
+		body_window_arm(c);
 	}
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)
 		mc_buf_reserve(&c->body, (size_t)p->content_length);
@@ -387,7 +571,7 @@ static int cb_headers_complete(llhttp_t *p)
 static int cb_body(llhttp_t *p, const char *at, size_t n)
 {
 	conn *c = p->data;
-	if (n > c->srv->opts.max_body_bytes - c->body.len)
+	if (n > c->body_limit - c->body.len)
 		return body_fail(c);
 	mc_buf_append(&c->body, at, n);
 	return 0;
@@ -397,6 +581,7 @@ static int cb_message_complete(llhttp_t *p)
 {
 	conn *c = p->data;
 	c->msg_active = 0;
+	c->in_body = 0;
 	c->ready = 1;
 	c->keep_alive = llhttp_should_keep_alive(p) && !llhttp_get_upgrade(p);
 	return HPE_PAUSED;
@@ -421,10 +606,11 @@ static void conn_dispatch(conn *c)
 	mc_http_head *h = &c->head;
 	uint8_t method = llhttp_get_method(&c->parser);
 	r->method = llhttp_method_name((llhttp_method_t)method);
-	r->target = h->arena.data + h->url_off;
+	/* an absolute-form target reaches the handler in origin form */
+	r->target = c->target_root ? "/" : h->arena.data + h->url_off + c->target_off;
 	r->path = h->arena.data + h->path_off;
 	r->path_len = h->path_len;
-	const char *q = memchr(r->target, '?', h->url_len);
+	const char *q = strchr(r->target, '?');
 	r->query = q ? q + 1 : "";
 	r->headers = h->hdrs;
 	r->nheaders = h->nspans;
@@ -453,11 +639,17 @@ static int conn_can_parse(const conn *c)
  * the bytes consumed. A complete request is dispatched before returning. */
 static size_t conn_parse(conn *c, const char *data, size_t len)
 {
+	c->pbase = data;
 	llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
-	if (e == HPE_OK)
+	if (e == HPE_OK) {
+		if (len > 0)
+			c->prev_byte = (uint8_t)data[len - 1];
 		return len;
+	}
 	if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
 		size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+		if (used > 0)
+			c->prev_byte = (uint8_t)data[used - 1];
 		if (e == HPE_PAUSED)
 			llhttp_resume(&c->parser);
 		else
@@ -474,6 +666,10 @@ static size_t conn_parse(conn *c, const char *data, size_t len)
 		conn_send_error(c, 431, "request_header_fields_too_large", c->err_msg);
 	else if (c->err_status == 400)
 		conn_send_error(c, 400, "bad_request", c->err_msg);
+	else if (c->err_status == 503)
+		conn_send_error(c, 503, "overloaded", c->err_msg);
+	else if (c->err_status == 505)
+		conn_send_error(c, 505, "http_version_not_supported", c->err_msg);
 	else
 		conn_send_error(c, 400, "bad_request", llhttp_get_error_reason(&c->parser));
 	return len;
@@ -527,10 +723,7 @@ static void on_timer(uv_timer_t *t)
 	if (c->closing)
 		return;
 	if (c->msg_active && !c->writing && !c->ex_active && !c->close_after) {
-		char msg[96];
-		snprintf(msg, sizeof msg, "request not received within %u ms",
-			 (unsigned)c->srv->opts.request_timeout_ms);
-		conn_send_error(c, 408, "request_timeout", msg);
+		request_timer_fired(c);
 		return;
 	}
 	conn_close(c); /* idle, send or linger timeout */
@@ -596,6 +789,10 @@ void mc_http_server_opts_default(mc_http_server_opts *o)
 	o->request_timeout_ms = 30000;
 	o->max_connections = 10000;
 	o->reuseport = 0;
+	o->header_timeout_ms = 10000;
+	o->body_timeout_ms = 10000;
+	o->body_min_rate = 0;
+	o->max_inflight = 1024;
 }
 
 static void on_reject_close(uv_handle_t *h)
@@ -605,9 +802,136 @@ static void on_reject_close(uv_handle_t *h)
 	server_release(s);
 }
 
+/* A connection over max_connections: it gets the prebuilt 503, a half-close and
+ * up to REJECT_LINGER_MS of discarded input (so the answer is not destroyed by a
+ * reset), then it is closed. */
+typedef struct reject {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_shutdown_t sreq;
+	mc_http_server *s;
+	mc_http_link link; /* in s->rejects */
+	int open;	   /* handles not closed yet */
+	int closing;
+} reject;
+
+static void on_reject_handle_close(uv_handle_t *h)
+{
+	reject *r = h->data;
+	if (--r->open > 0)
+		return;
+	mc_http_server *s = r->s;
+	free(r);
+	server_release(s);
+}
+
+static void reject_close(reject *r)
+{
+	if (r->closing)
+		return;
+	r->closing = 1;
+	mc_http_list_remove(&r->link);
+	r->s->nrejects--;
+	uv_close((uv_handle_t *)&r->tcp, on_reject_handle_close);
+	uv_close((uv_handle_t *)&r->timer, on_reject_handle_close);
+}
+
+static void on_reject_timer(uv_timer_t *t)
+{
+	reject_close(t->data);
+}
+
+static void on_reject_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	reject *r = h->data;
+	(void)suggested;
+	buf->base = r->s->slab;
+	buf->len = sizeof r->s->slab;
+}
+
+static void on_reject_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	(void)buf;
+	if (nread < 0)
+		reject_close(st->data);
+}
+
+static void on_reject_shutdown(uv_shutdown_t *req, int status)
+{
+	(void)req; /* the close that follows does the rest */
+	(void)status;
+}
+
+/* Answers 503 on a new connection; 0, or -1 when it could not (it is closed). */
+static int server_reject_busy(mc_http_server *s)
+{
+	reject *r = mc_calloc(1, sizeof *r);
+	if (uv_tcp_init(s->loop, &r->tcp) < 0) {
+		free(r);
+		return -1;
+	}
+	r->s = s;
+	r->tcp.data = r;
+	r->timer.data = r;
+	uv_timer_init(s->loop, &r->timer);
+	r->open = 2;
+	s->handles++;
+	mc_http_list_push_back(&s->rejects, &r->link);
+	s->nrejects++;
+	if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&r->tcp) < 0) {
+		reject_close(r);
+		return -1;
+	}
+	if (s->opts.on_reject)
+		s->opts.on_reject(s->ctx, 503);
+	uv_buf_t b = uv_buf_init(s->busy.data, (unsigned)s->busy.len);
+	r->sreq.data = r;
+	if (uv_try_write((uv_stream_t *)&r->tcp, &b, 1) != (int)s->busy.len ||
+	    uv_shutdown(&r->sreq, (uv_stream_t *)&r->tcp, on_reject_shutdown) < 0 ||
+	    uv_read_start((uv_stream_t *)&r->tcp, on_reject_alloc, on_reject_read) < 0) {
+		reject_close(r);
+		return 0;
+	}
+	uv_timer_start(&r->timer, on_reject_timer, REJECT_LINGER_MS, 0);
+	return 0;
+}
+
+/* The prebuilt answer for connections over max_connections. */
+static void busy_build(mc_http_server *s)
+{
+	mc_buf body;
+	mc_buf_init(&body);
+	char msg[96];
+	snprintf(msg, sizeof msg, "more than %zu connections are open", s->opts.max_connections);
+	mc_http_error_body(&body, "overloaded", msg);
+	mc_buf *o = &s->busy;
+	mc_buf_init(o);
+	mc_buf_append_str(o, "HTTP/1.1 503 Service Unavailable\r\n");
+	for (size_t i = 0; i < s->opts.nerror_headers; i++) {
+		const mc_http_header *h = &s->opts.error_headers[i];
+		if (h->name_len == 0 || is_reserved_header(h) ||
+		    !mc_http_field_safe(h->name, h->name_len) || memchr(h->name, ':', h->name_len) ||
+		    !mc_http_field_safe(h->value, h->value_len))
+			continue;
+		mc_buf_append(o, h->name, h->name_len);
+		mc_buf_append(o, ": ", 2);
+		mc_buf_append(o, h->value, h->value_len);
+		mc_buf_append(o, "\r\n", 2);
+	}
+	mc_buf_append_str(o, "Content-Type: application/json\r\nContent-Length: ");
+	mc_http_buf_u64(o, body.len);
+	mc_buf_append_str(o, "\r\nConnection: close\r\n\r\n");
+	mc_buf_append(o, body.data, body.len);
+	mc_buf_fini(&body);
+}
+
 /* Accepts and closes at once: the connection limit is reached. */
 static void server_reject(mc_http_server *s)
 {
+	if (s->nrejects < REJECT_LINGER_MAX && s->busy.len > 0) {
+		server_reject_busy(s);
+		return;
+	}
 	uv_tcp_t *t = mc_alloc(sizeof *t);
 	if (uv_tcp_init(s->loop, t) < 0) {
 		free(t);
@@ -662,7 +986,8 @@ static void on_connection(uv_stream_t *l, int status)
 	else
 		strcpy(c->peer, "?");
 	uv_tcp_nodelay(&c->tcp, 1);
-	timer_arm(c, MC_MIN(s->opts.idle_timeout_ms, s->opts.request_timeout_ms));
+	timer_arm(c, MC_MIN(MC_MIN(s->opts.idle_timeout_ms, s->opts.request_timeout_ms),
+			    s->opts.header_timeout_ms));
 	conn_update_read(c);
 }
 
@@ -697,6 +1022,12 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 			s->opts.request_timeout_ms = d.request_timeout_ms;
 		if (!s->opts.max_connections)
 			s->opts.max_connections = d.max_connections;
+		if (!s->opts.header_timeout_ms)
+			s->opts.header_timeout_ms = d.header_timeout_ms;
+		if (!s->opts.body_timeout_ms)
+			s->opts.body_timeout_ms = d.body_timeout_ms;
+		if (!s->opts.max_inflight)
+			s->opts.max_inflight = d.max_inflight;
 	} else {
 		s->opts = d;
 	}
@@ -708,6 +1039,7 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 	s->handler = handler;
 	s->ctx = ctx;
 	mc_http_list_init(&s->conns);
+	mc_http_list_init(&s->rejects);
 	s->listener.data = s;
 	rc = mc_net_listen(loop, &s->listener, hostport, s->opts.reuseport, 1024, on_connection);
 	if (rc < 0) {
@@ -723,6 +1055,7 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 	s->listener.data = s;
 	s->handles = 1;
 	s->port = mc_net_local_port(&s->listener);
+	busy_build(s);
 	*out = s;
 	s = NULL;
 out:
@@ -768,9 +1101,12 @@ void mc_http_server_free(mc_http_server *s)
 	if (!s->draining) {
 		uv_close((uv_handle_t *)&s->listener, on_listener_close);
 	} else if (s->handles == 0) {
+		mc_buf_fini(&s->busy);
 		free(s); /* drained: listener and connections are all closed */
 		return;
 	}
 	while (!mc_http_list_empty(&s->conns))
 		conn_close(MC_HTTP_CONTAINER(s->conns.next, conn, link));
+	while (!mc_http_list_empty(&s->rejects))
+		reject_close(MC_HTTP_CONTAINER(s->rejects.next, reject, link));
 }

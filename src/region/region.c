@@ -233,6 +233,10 @@ static int start(region *g)
 	ho.idle_timeout_ms = cf->limits.idle_timeout_ms;
 	ho.request_timeout_ms = cf->limits.request_timeout_ms;
 	ho.max_connections = cf->limits.max_connections;
+	ho.header_timeout_ms = cf->limits.header_timeout_ms;
+	ho.body_timeout_ms = cf->limits.body_timeout_ms;
+	ho.body_min_rate = cf->limits.body_min_rate;
+	ho.max_inflight = cf->limits.max_inflight;
 	rc = mc_http_server_new(&g->http, g->loop, cf->listen_http, &ho, on_request, g);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell region: cannot listen on %s (listen.http): %s\n",

@@ -122,7 +122,7 @@ static const bad_case cell_bad[] = {
 		"\"kind\": \"proxy\", \"pool\": \"app\"}]}",
      "cell.json:7:29: routes[1].prefix: duplicate prefix \"/v1/kv/\" (also routes[0])"},
     {HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"/v1/kv/\", \"kind\": \"cache\"}]}",
-     "cell.json:5:57: routes[0].kind: expected \"proxy\" or \"kv\", got \"cache\""},
+     "cell.json:5:57: routes[0].kind: expected one of \"proxy\", \"kv\", \"flags\", got \"cache\""},
     {HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"v1/kv/\", \"kind\": \"kv\"}]}",
      "cell.json:5:38: routes[0].prefix: expected a path prefix starting with \"/\", got "
      "\"v1/kv/\""},

@@ -639,7 +639,18 @@ static void test_max_connections(void **state)
 	assert_non_null(sc.held);
 	raw_start(&b, &loop, port, "GET /x HTTP/1.1\r\n\r\n", 19);
 	assert_true(run_until(&loop, &b.closed, 5000));
-	assert_int_equal(b.in.len, 0); /* over the limit: closed without an answer */
+	/* over the limit: a 503 from the server itself, then the close */
+	static const char busy_body[] =
+	    "{\"error\":\"overloaded\",\"message\":\"more than 1 connections are open\"}\n";
+	mc_buf want;
+	mc_buf_init(&want);
+	mc_buf_printf(&want,
+		      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+		      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+		      sizeof busy_body - 1, busy_body);
+	assert_int_equal(b.in.len, want.len);
+	assert_memory_equal(b.in.data, want.data, want.len);
+	mc_buf_fini(&want);
 	assert_int_equal(sc.calls, 1);
 	uv_close((uv_handle_t *)&a.tcp, raw_on_close);
 	run_for(&loop, 50);

@@ -1,0 +1,120 @@
+/* The cell's edge features wired together: quotas per route, the feature-flag
+ * documents, locality accounting, and the regional-dependency and cold-start
+ * counter families, which render from the start (at 0) so dashboards and the
+ * fleet telemetry always find them. docs/operations.md explains each metric. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cell/edge.h"
+
+static const char *const REGIONAL_CAUSES[] = {"fallback", "regional_route", "read_through",
+					      "regional_key"};
+static const char *const COLD_KINDS[] = {"upstream_connect", "tls_full_handshake",
+					 "first_request"};
+
+#define REGIONAL_NAME "metrocell_regional_requests_total"
+#define REGIONAL_HELP "Requests whose critical path crossed to the region, by cause"
+#define COLD_NAME "metrocell_cold_starts_total"
+#define COLD_HELP                                                                                  \
+	"Cold starts by kind: new upstream connection, full TLS handshake, first request of a "   \
+	"route after start"
+
+mc_series *mc_cell_series(cell *c, const char *name, const char *help, mc_metric_type type,
+			  const char *k1, const char *v1, const char *k2, const char *v2)
+{
+	mc_buf labels;
+	mc_buf_init(&labels);
+	mc_buf_append_str(&labels, "cell=\"");
+	mc_metrics_label_escape(&labels, c->conf->cell);
+	mc_buf_append_str(&labels, "\"");
+	if (k1) {
+		mc_buf_printf(&labels, ",%s=\"", k1);
+		mc_metrics_label_escape(&labels, v1);
+		mc_buf_append_str(&labels, "\"");
+	}
+	if (k2) {
+		mc_buf_printf(&labels, ",%s=\"", k2);
+		mc_metrics_label_escape(&labels, v2);
+		mc_buf_append_str(&labels, "\"");
+	}
+	mc_series *s = mc_metrics_series(c->metrics, name, help, type, labels.data);
+	mc_buf_fini(&labels);
+	return s;
+}
+
+void mc_cell_regional_count(cell *c, const char *cause)
+{
+	mc_cell_series(c, REGIONAL_NAME, REGIONAL_HELP, MC_METRIC_COUNTER, "cause", cause, NULL,
+		       NULL)
+		->value += 1;
+}
+
+void mc_cell_cold_start(cell *c, const char *kind)
+{
+	mc_cell_series(c, COLD_NAME, COLD_HELP, MC_METRIC_COUNTER, "kind", kind, NULL, NULL)
+		->value += 1;
+}
+
+/* One cell_quota per distinct quota name; routes naming it share it (the config
+ * made sure they define it identically). */
+static void quotas_init(cell *c, cell_edge *e)
+{
+	e->quotas = mc_calloc(c->nroutes ? c->nroutes : 1, sizeof *e->quotas);
+	for (size_t i = 0; i < c->nroutes; i++) {
+		const mc_quota_conf *qc = c->routes[i].conf->quota;
+		if (!qc)
+			continue;
+		cell_quota *q = NULL;
+		for (size_t k = 0; k < e->nquotas && !q; k++)
+			if (strcmp(mc_cell_quota_conf(e->quotas[k])->name, qc->name) == 0)
+				q = e->quotas[k];
+		if (!q) {
+			q = mc_cell_quota_new(c, qc);
+			e->quotas[e->nquotas++] = q;
+		}
+		c->routes[i].quota = q;
+	}
+}
+
+void mc_cell_edge_init(cell *c)
+{
+	cell_edge *e = mc_calloc(1, sizeof *e);
+	c->edge = e;
+	for (size_t i = 0; i < MC_ARRAY_LEN(REGIONAL_CAUSES); i++)
+		mc_cell_series(c, REGIONAL_NAME, REGIONAL_HELP, MC_METRIC_COUNTER, "cause",
+			       REGIONAL_CAUSES[i], NULL, NULL);
+	for (size_t i = 0; i < MC_ARRAY_LEN(COLD_KINDS); i++)
+		mc_cell_series(c, COLD_NAME, COLD_HELP, MC_METRIC_COUNTER, "kind", COLD_KINDS[i],
+			       NULL, NULL);
+	quotas_init(c, e);
+	mc_buf_init(&e->flags_all);
+	mc_cell_flags_render(c->conf, &e->flags_all);
+	e->loc = mc_cell_locality_new(c);
+}
+
+void mc_cell_edge_fini(cell *c)
+{
+	cell_edge *e = c->edge;
+	if (!e)
+		return;
+	for (size_t i = 0; i < e->nquotas; i++)
+		mc_cell_quota_free(e->quotas[i]);
+	free(e->quotas);
+	mc_buf_fini(&e->flags_all);
+	mc_cell_locality_free(e->loc);
+	free(e);
+	c->edge = NULL;
+	for (size_t i = 0; i < c->nroutes; i++)
+		c->routes[i].quota = NULL;
+}
+
+void mc_cell_edge_account(cell *c, cell_route *rt, const mc_http_request *req)
+{
+	if (!c->edge)
+		return;
+	mc_cell_locality_account(c->edge->loc, req);
+	if (rt && !rt->served) {
+		rt->served = 1;
+		mc_cell_cold_start(c, "first_request");
+	}
+}
