@@ -374,7 +374,7 @@ static int request_check(conn *c, const llhttp_t *p)
 	c->target_off = 0;
 	c->target_root = 0;
 	if (p->http_major != 1)
-		return req_fail(c, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
+		return req_fail(c, 505, "only HTTP versions 1.0 and 1.1 are served here");
 	size_t nhost = 0, nte = 0;
 	const mc_http_header *host = NULL, *te = NULL;
 	for (size_t i = 0; i < h->nspans; i++) {
