@@ -875,7 +875,7 @@ static int cidrs_check_dups(vctx *v, mc_locality_conf *l, cidr_at *at)
 	cidr_format(at[dup].cidr, text, sizeof text);
 	push_key(v, at[dup].metro);
 	push_index(v, at[dup].index);
-	int rc = fail(v, "duplicate network \"%s\" (also cidrs.%s[%zu])", text, at[first].metro,
+	int rc = fail(v, "duplicate network \"%s\" (also locality.cidrs.%s[%zu])", text, at[first].metro,
 		      at[first].index);
 	pop(v);
 	pop(v);

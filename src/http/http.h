@@ -28,7 +28,8 @@ const char *mc_http_header_find(const mc_http_header *h, size_t n, const char *n
 /* A parsed request. Every pointer stays valid until the exchange is answered. */
 typedef struct mc_http_request {
 	const char *method; /* "GET", "PUT", ... NUL terminated */
-	const char *target; /* raw request target, NUL terminated */
+	const char *target; /* request target in origin form ("/p?q"; an absolute-form
+			     * target naming the Host is reduced to it), NUL terminated */
 	const char *path;   /* target up to '?', NUL terminated, not decoded */
 	size_t path_len;
 	const char *query; /* after '?' (NUL terminated, "" when absent) */

@@ -622,6 +622,170 @@ static void test_jpos(void **state)
 			 MC_ENOTFOUND);
 }
 
+/* ---- edge keys: quotas, body limits, flags, locality, hardening limits ---------- */
+
+#define QROUTE(q)                                                                                  \
+	HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"/\", \"kind\": \"kv\", \"quota\": " q  \
+	     "}]}"
+#define QUOTA_OK "{\"name\": \"q\", \"rate\": 1, \"burst\": 1, \"key\": \"ip\"}"
+
+static const bad_case cell_edge_bad[] = {
+    {QROUTE("{\"name\": \"q\", \"rate\": 1, \"burst\": 1, \"key\": \"subject\"}"),
+     "cell.json:5:110: routes[0].quota.key: key \"subject\" needs edge auth, not available yet "
+     "(use \"ip\" or \"header:NAME\")"},
+    {QROUTE("{\"name\": \"q\", \"rate\": 1, \"burst\": 1, \"key\": \"cookie\"}"),
+     "cell.json:5:110: routes[0].quota.key: expected \"ip\" or \"header:NAME\", got \"cookie\""},
+    {QROUTE("{\"name\": \"q\", \"rate\": 1, \"burst\": 1, \"key\": \"header:X Y\"}"),
+     "cell.json:5:110: routes[0].quota.key: expected \"header:NAME\" with NAME a header field "
+     "name of 1..64 token characters, got \"header:X Y\""},
+    {QROUTE("{\"name\": \"q\", \"rate\": 0, \"burst\": 1, \"key\": \"ip\"}"),
+     "cell.json:5:88: routes[0].quota.rate: expected a number of tokens per second in (0, "
+     "1000000], got 0"},
+    {QROUTE("{\"name\": \"q\", \"rate\": \"5\", \"burst\": 1, \"key\": \"ip\"}"),
+     "cell.json:5:88: routes[0].quota.rate: expected a number of tokens per second in (0, "
+     "1000000], got \"5\""},
+    {QROUTE("{\"name\": \"q\", \"rate\": 1, \"burst\": 1.5, \"key\": \"ip\"}"),
+     "cell.json:5:100: routes[0].quota.burst: expected an integer in 1..1000000, got 1.5"},
+    {QROUTE("{\"name\": \"q\", \"rate\": 1, \"burst\": 1}"),
+     "cell.json:5:66: routes[0].quota: missing required key \"key\""},
+    {QROUTE("{\"name\": \"q\", \"ratee\": 1, \"burst\": 1, \"key\": \"ip\"}"),
+     "cell.json:5:80: routes[0].quota: unknown key \"ratee\" (did you mean \"rate\"?)"},
+    {QROUTE("{\"name\": \"Q\", \"rate\": 1, \"burst\": 1, \"key\": \"ip\"}"),
+     "cell.json:5:75: routes[0].quota.name: expected a name matching [a-z0-9_-]{1,31}, got "
+     "\"Q\""},
+    {QROUTE("{\"name\": \"q\", \"rate\": 1, \"burst\": 1, \"key\": \"ip\", \"max_keys\": 0}"),
+     "cell.json:5:128: routes[0].quota.max_keys: expected an integer in 1..10000000, got 0"},
+    {QROUTE("[]"), "cell.json:5:66: routes[0].quota: expected an object, got an array"},
+    {HEAD " \"routes\": [{\"name\": \"a\", \"prefix\": \"/a\", \"kind\": \"kv\", \"quota\": " QUOTA_OK
+	  "},\n  {\"name\": \"b\", \"prefix\": \"/b\", \"kind\": \"kv\", \"quota\": {\"name\": "
+	  "\"q\", \"rate\": 1, \"burst\": 2, \"key\": \"ip\"}}]}",
+     "cell.json:6:65: routes[1].quota.name: quota \"q\" is defined differently in routes[0] "
+     "(routes sharing a quota must define it identically)"},
+    {HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"/\", \"kind\": \"kv\", "
+	  "\"max_body_bytes\": -1}]}",
+     "cell.json:5:75: routes[0].max_body_bytes: expected an integer in 0..67108864, got -1"},
+    {HEAD " \"routes\": [{\"name\": \"f\", \"prefix\": \"/f\", \"kind\": \"flags\", \"pool\": "
+	  "\"app\"}]}",
+     "cell.json:5:68: routes[0].pool: a \"flags\" route takes no pool, got \"app\""},
+    {HEAD " \"flags\": [],\n" ROUTES, "cell.json:5:11: flags: expected an object, got an array"},
+    {HEAD " \"flags\": {\"ok\": true, \"bad name\": 1},\n" ROUTES,
+     "cell.json:5:24: flags: invalid flag name \"bad name\" (expected [A-Za-z0-9_.-]{1,64})"},
+    {HEAD " \"flags\": {\"ok\": true, \"nothing\": null},\n" ROUTES,
+     "cell.json:5:35: flags.nothing: expected a boolean, number, string, array or object, got "
+     "null"},
+    {HEAD " \"locality\": {\"cidrs\": {\"sfo\": [\"10.0.0.0/33\"]}},\n" ROUTES,
+     "cell.json:5:33: locality.cidrs.sfo[0]: expected a network like \"10.1.0.0/16\" or "
+     "\"2001:db8::/32\", got \"10.0.0.0/33\""},
+    {HEAD " \"locality\": {\"cidrs\": {\"sfo\": [\"10.0.0.0\"]}},\n" ROUTES,
+     "cell.json:5:33: locality.cidrs.sfo[0]: expected a network like \"10.1.0.0/16\" or "
+     "\"2001:db8::/32\", got \"10.0.0.0\""},
+    {HEAD " \"locality\": {\"cidrs\": {\"sfo\": [\"10.1.2.3/16\"]}},\n" ROUTES,
+     "cell.json:5:33: locality.cidrs.sfo[0]: \"10.1.2.3/16\" has host bits set (did you mean "
+     "\"10.1.0.0/16\"?)"},
+    {HEAD " \"locality\": {\"cidrs\": {\"sfo\": [\"2001:db8::1/32\"]}},\n" ROUTES,
+     "cell.json:5:33: locality.cidrs.sfo[0]: \"2001:db8::1/32\" has host bits set (did you mean "
+     "\"2001:db8::/32\"?)"},
+    {HEAD " \"locality\": {\"cidrs\": {\"sfo\": [\"10.0.0.0/8\"], \"lax\": [\"10.0.0.0/8\"]}},\n"
+	 ROUTES,
+     "cell.json:5:56: locality.cidrs.lax[0]: duplicate network \"10.0.0.0/8\" (also "
+     "locality.cidrs.sfo[0])"},
+    {HEAD " \"locality\": {\"cidrs\": {\"SFO\": [\"10.0.0.0/8\"]}},\n" ROUTES,
+     "cell.json:5:25: locality.cidrs: invalid metro name \"SFO\" (expected [a-z0-9-]{1,31})"},
+    {HEAD " \"locality\": {\"cidrs\": {\"sfo\": \"10.0.0.0/8\"}},\n" ROUTES,
+     "cell.json:5:32: locality.cidrs.sfo: expected an array of networks like \"10.1.0.0/16\", "
+     "got \"10.0.0.0/8\""},
+    {HEAD " \"locality\": {\"trust_client_metro_header\": 1},\n" ROUTES,
+     "cell.json:5:44: locality.trust_client_metro_header: expected true or false, got 1"},
+    {HEAD " \"locality\": {\"metro\": \"Lax\"},\n" ROUTES,
+     "cell.json:5:24: locality.metro: expected a name matching [a-z0-9-]{1,31}, got \"Lax\""},
+    {HEAD " \"locality\": {\"metros\": {}},\n" ROUTES,
+     "cell.json:5:15: locality: unknown key \"metros\" (did you mean \"metro\"?)"},
+    {HEAD " \"limits\": {\"header_timeout_ms\": 50},\n" ROUTES,
+     "cell.json:5:34: limits.header_timeout_ms: expected an integer in 100..3600000, got 50"},
+    {HEAD " \"limits\": {\"max_inflight\": 0},\n" ROUTES,
+     "cell.json:5:29: limits.max_inflight: expected an integer in 1..1000000, got 0"},
+};
+
+static void test_cell_edge_bad_documents(void **state)
+{
+	(void)state;
+	run_table(cell_edge_bad, MC_ARRAY_LEN(cell_edge_bad), false, "cell.json");
+}
+
+static void test_cell_edge_example(void **state)
+{
+	(void)state;
+	char path[512], err[MC_CONFIG_ERR_MAX];
+	mc_cell_conf *c = NULL;
+	example("cell-edge.json", path, sizeof path);
+	int rc = mc_cell_conf_load(path, &c, err, sizeof err);
+	if (rc)
+		print_message("%s\n", err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(c->limits.header_timeout_ms, 10000);
+	assert_int_equal(c->limits.body_timeout_ms, 10000);
+	assert_int_equal(c->limits.body_min_rate, 1024);
+	assert_int_equal(c->limits.max_inflight, 1024);
+	assert_int_equal(c->nroutes, 4);
+	const mc_route_conf *kv = &c->routes[0], *fl = &c->routes[1], *up = &c->routes[2],
+			    *app = &c->routes[3];
+	assert_int_equal(kv->max_body_bytes, 65536);
+	assert_non_null(kv->quota);
+	assert_string_equal(kv->quota->name, "kv-writers");
+	assert_true(kv->quota->rate == 50.0);
+	assert_int_equal(kv->quota->burst, 100);
+	assert_int_equal(kv->quota->key, MC_QUOTA_KEY_IP);
+	assert_null(kv->quota->header);
+	assert_int_equal(kv->quota->max_keys, 100000);
+	assert_int_equal(fl->kind, MC_ROUTE_FLAGS);
+	assert_null(fl->quota);
+	assert_int_equal(fl->max_body_bytes, 1048576); /* limits.max_body_bytes */
+	assert_int_equal(up->max_body_bytes, 16777216);
+	assert_true(app->quota->rate == 0.5);
+	assert_int_equal(app->quota->key, MC_QUOTA_KEY_HEADER);
+	assert_string_equal(app->quota->header, "X-User-Id");
+	assert_int_equal(app->quota->max_keys, 200000);
+	assert_int_equal(c->nflags, 4);
+	assert_string_equal(c->flags[0].name, "new-checkout");
+	assert_string_equal(c->flags[0].json, "true");
+	assert_string_equal(c->flags[1].json, "50");
+	assert_string_equal(c->flags[2].json, "\"Welcome to LA\"");
+	assert_string_equal(c->flags[3].name, "rollout");
+	assert_string_equal(c->flags[3].json, "{\"percent\":10,\"cohorts\":[\"beta\",\"staff\"]}");
+	assert_int_equal(c->flags[3].json_len, strlen(c->flags[3].json));
+	const mc_locality_conf *l = &c->locality;
+	assert_string_equal(l->metro, "lax");
+	assert_int_equal(l->trust_header, 0);
+	assert_int_equal(l->nmetros, 3);
+	assert_string_equal(l->metros[1], "sfo");
+	assert_int_equal(l->ncidrs, 5);
+	assert_int_equal(l->cidrs[1].family, 6);
+	assert_int_equal(l->cidrs[1].bits, 48);
+	assert_int_equal(l->cidrs[1].metro, 0);
+	static const uint8_t sfo4[16] = {10, 2};
+	assert_int_equal(l->cidrs[2].family, 4);
+	assert_int_equal(l->cidrs[2].bits, 16);
+	assert_memory_equal(l->cidrs[2].addr, sfo4, 16);
+	assert_int_equal(l->cidrs[4].metro, 2);
+	mc_cell_conf_free(c);
+
+	/* without the keys: no flags, the metro is the cell, no map; a 0.1 rate and a
+	 * real flag value keep their short form */
+	const char *doc = HEAD " \"flags\": {\"r\": 0.1},\n"
+			       " \"routes\": [{\"name\": \"kv\", \"prefix\": \"/\", \"kind\": \"kv\", "
+			       "\"quota\": {\"name\": \"q\", \"rate\": 0.1, \"burst\": 1, \"key\": "
+			       "\"header:x-a\"}}]}";
+	assert_int_equal(mc_cell_conf_parse("cell.json", doc, strlen(doc), &c, err, sizeof err), 0);
+	assert_string_equal(c->flags[0].json, "0.1");
+	assert_true(c->routes[0].quota->rate == 0.1);
+	assert_string_equal(c->locality.metro, "lax");
+	assert_int_equal(c->locality.ncidrs, 0);
+	assert_int_equal(c->limits.header_timeout_ms, 10000);
+	assert_int_equal(c->limits.body_min_rate, 0);
+	assert_int_equal(c->limits.max_inflight, 1024);
+	mc_cell_conf_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -637,6 +801,8 @@ int main(void)
 	    cmocka_unit_test(test_jpos),
 	    cmocka_unit_test(test_cell_bad_documents),
 	    cmocka_unit_test(test_region_bad_documents),
+	    cmocka_unit_test(test_cell_edge_bad_documents),
+	    cmocka_unit_test(test_cell_edge_example),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -622,6 +622,79 @@ static void test_server_timeouts(void **state)
 	loop_finish(&loop);
 }
 
+/* Sends req raw and checks the status line and the exact JSON error message. */
+static void expect_message(uv_loop_t *loop, uint16_t port, const char *req, const char *status_line,
+			   const char *code, const char *message)
+{
+	expect_error(loop, port, req, status_line, code);
+	raw r;
+	raw_roundtrip(&r, loop, port, req);
+	char want[256];
+	snprintf(want, sizeof want, "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, message);
+	mc_buf_append(&r.in, "", 1);
+	if (!strstr(r.in.data, want))
+		fail_msg("want %s in %s", want, r.in.data);
+	raw_fini(&r);
+}
+
+static void test_server_hardening(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	srvctx sc = {0};
+	mc_http_server_opts o;
+	mc_http_server_opts_default(&o);
+	o.header_timeout_ms = 200;
+	o.body_timeout_ms = 200;
+	o.request_timeout_ms = 5000;
+	o.max_inflight = 1;
+	mc_http_server *srv = start_server(&loop, &sc, &o);
+	uint16_t port = mc_http_server_port(srv);
+
+	expect_message(&loop, port, "GET /x HTTP/1.1\r\nHost:", "HTTP/1.1 408 ", "request_timeout",
+		       "request head not received within 200 ms");
+	/* the bytes that came with the head fill the first window, the second is empty */
+	expect_message(&loop, port, "POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+		       "HTTP/1.1 408 ", "request_timeout",
+		       "request body too slow: 0 bytes in 200 ms, at least 1 required");
+	expect_message(&loop, port, "GET /x HTTP/1.1\r\nX-A: 1\r\n 2\r\n\r\n", "HTTP/1.1 400 ",
+		       "bad_request", "obsolete line folding in a header field value");
+	expect_message(&loop, port, "GET /x HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "HTTP/1.1 400 ",
+		       "bad_request", "more than one Host header field");
+	expect_message(&loop, port,
+		       "PUT /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		       "HTTP/1.1 400 ", "bad_request",
+		       "a transfer coding other than a single \\\"chunked\\\"");
+	expect_message(&loop, port, "GET http://a/x HTTP/1.1\r\nHost: b\r\n\r\n", "HTTP/1.1 400 ",
+		       "bad_request", "absolute URI names another host than the Host header");
+	assert_int_equal(sc.calls, 0);
+
+	/* one request in flight: the next one is shed at its first byte */
+	raw a;
+	raw_start(&a, &loop, port, "GET /hang HTTP/1.1\r\n\r\n", 22);
+	run_until(&loop, &sc.calls, 5000);
+	assert_non_null(sc.held);
+	expect_message(&loop, port, "GET /x HTTP/1.1\r\n\r\n", "HTTP/1.1 503 ", "overloaded",
+		       "more than 1 requests in flight");
+	assert_int_equal(mc_http_respond(sc.held, 200, NULL, 0, "done", 4), 0);
+	/* answered: the next request is served */
+	raw r;
+	raw_roundtrip(&r, &loop, port, "GET /after HTTP/1.1\r\nConnection: close\r\n\r\n");
+	mc_buf want;
+	mc_buf_init(&want);
+	expected_echo(&want, "GET", "/after", 0);
+	assert_int_equal(r.in.len, want.len);
+	assert_memory_equal(r.in.data, want.data, want.len);
+	mc_buf_fini(&want);
+	raw_fini(&r);
+	uv_close((uv_handle_t *)&a.tcp, raw_on_close);
+	run_for(&loop, 20);
+	raw_fini(&a);
+	mc_http_server_free(srv);
+	loop_finish(&loop);
+}
+
 static void test_max_connections(void **state)
 {
 	(void)state;
@@ -1035,6 +1108,7 @@ int main(void)
 	    cmocka_unit_test(test_limits_and_bad_requests),
 	    cmocka_unit_test(test_server_timeouts),
 	    cmocka_unit_test(test_max_connections),
+	    cmocka_unit_test(test_server_hardening),
 	    cmocka_unit_test(test_client_chunked_and_eof_bodies),
 	    cmocka_unit_test(test_client_stale_retry),
 	    cmocka_unit_test(test_client_bad_and_big_responses),
