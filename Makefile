@@ -103,10 +103,10 @@ build/asan/%.o: %.c
 # llhttp is generated C: compiled without our warning set, in its strict mode
 # (CRLF after chunk data, token-only header names; docs/operations.md).
 LLHTTP_BUILD_FLAGS := -DLLHTTP_STRICT_MODE=1
-build/rel/llhttp/%.o: build/llhttp/%.c
+build/rel/llhttp/%.o: build/llhttp/%.c Makefile
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -g $(LLHTTP_BUILD_FLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
-build/asan/llhttp/%.o: build/llhttp/%.c
+build/asan/llhttp/%.o: build/llhttp/%.c Makefile
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O1 -g $(ASAN_FLAGS) $(LLHTTP_BUILD_FLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
 
