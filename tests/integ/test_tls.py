@@ -51,7 +51,7 @@ class TlsCell:
     proxy route); no region is needed for these tests."""
 
     def __init__(self, procs, tmp_path, binary, name, cert, key, ticket_keys=None,
-                 worker=False, tls_extra=None, limits=None):
+                 worker=False, tls_extra=None, limits=None, worker_args=None):
         self.procs = procs
         self.bin = binary
         self.name = name
@@ -64,6 +64,7 @@ class TlsCell:
         self.key = os.path.join(str(tmp_path), "%s.key" % name)
         self.install(cert, key)
         self.worker = "127.0.0.1:%d" % free_port() if worker else None
+        self.worker_args = worker_args or []
         tls = {"listen": self.tls, "cert": self.cert, "key": self.key,
                "handshake_timeout_ms": 1000}
         if ticket_keys is not None:
@@ -98,7 +99,8 @@ class TlsCell:
     def start(self):
         if self.worker:
             self.procs.start([self.bin, "sample-worker", "--listen", self.worker, "--name",
-                              "w0"], self.name + "-worker", ready="listening")
+                              "w0"] + self.worker_args, self.name + "-worker",
+                             ready="listening")
         self.proc = self.procs.start([self.bin, "cell", "-c", self.conf], self.name,
                                      ready="cell %s ready" % self.name)
         return self
@@ -503,3 +505,135 @@ def test_http2_rapid_reset_flood_is_cut_off(procs, tmp_path, metrocell_bin, cert
     r = curl("--http2", "-i", "https://%s/nowhere" % c.tls)
     assert parse_heads(r.stdout)[0].startswith("HTTP/2 404")
     assert c.proc.alive()
+
+
+class RawH2:
+    """A minimal HTTP/2 client over TLS for frame-level tests (no h2 library):
+    requests with literal HPACK fields, RST_STREAM, PING, and a frame reader."""
+
+    def __init__(self, port):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.s = ctx.wrap_socket(raw)
+        assert self.s.selected_alpn_protocol() == "h2"
+        self.buf = b""
+        self.closed = False
+        self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(0x4, 0, 0))
+
+    def request(self, sid, path):
+        p = path.encode()
+        assert len(p) < 127
+        # :method GET, :scheme https (static), :path and :authority literal
+        block = b"\x82\x87\x04" + bytes([len(p)]) + p + b"\x01\x01x"
+        self.s.sendall(h2_frame(0x1, 0x4 | 0x1, sid, block))  # END_HEADERS|END_STREAM
+
+    def rst(self, sid, code=0x8):
+        self.s.sendall(h2_frame(0x3, 0, sid, struct.pack(">I", code)))
+
+    def frames(self, timeout=10):
+        """Yields (type, flags, stream, payload) until the peer closes or timeout."""
+        deadline = time.time() + timeout
+        while True:
+            while len(self.buf) >= 9:
+                length = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + length:
+                    break
+                ftype, flags = self.buf[3], self.buf[4]
+                sid = struct.unpack(">I", self.buf[5:9])[0] & 0x7fffffff
+                payload = self.buf[9:9 + length]
+                self.buf = self.buf[9 + length:]
+                if ftype == 0x4 and not flags & 0x1:
+                    self.s.sendall(h2_frame(0x4, 0x1, 0))  # ACK their SETTINGS
+                yield ftype, flags, sid, payload
+            left = deadline - time.time()
+            if self.closed or left <= 0:
+                return
+            self.s.settimeout(left)
+            try:
+                chunk = self.s.recv(65536)
+            except (socket.timeout, ssl.SSLError, OSError):
+                chunk = b""
+            if not chunk:
+                self.closed = True
+            self.buf += chunk
+
+    def ping(self, opaque=b"12345678", timeout=10):
+        """Sends a PING and returns the frames seen before its ACK: frames are
+        handled in order, so everything sent before was processed."""
+        self.s.sendall(h2_frame(0x6, 0, 0, opaque))
+        seen = []
+        for f in self.frames(timeout):
+            if f[0] == 0x6 and f[1] & 0x1 and f[3] == opaque:
+                return seen
+            seen.append(f)
+        raise AssertionError("no PING ACK; frames: %r" % seen)
+
+    def close(self):
+        self.s.close()
+
+
+def test_sigterm_drains_http2_streams_in_flight(procs, tmp_path, metrocell_bin, certs):
+    c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"], worker=True,
+                worker_args=["--work-ms", "800"]).start()
+    h = RawH2(c.tls_port)
+    try:
+        h.request(1, "/app/slow")
+        h.ping()  # the request reached the cell and went to the worker
+        os.kill(c.proc.pid, signal.SIGTERM)
+        goaway = headers = None
+        body = b""
+        for ftype, flags, sid, payload in h.frames(timeout=20):
+            if ftype == 0x7:
+                goaway = struct.unpack(">II", payload[:8])
+            elif ftype == 0x1 and sid == 1:
+                headers = payload
+            elif ftype == 0x0 and sid == 1:
+                body += payload
+        # GOAWAY(last stream 1, NO_ERROR) first, the answer still complete, then EOF
+        assert goaway == (1, 0)
+        assert headers is not None and headers[:1] == b"\x88"  # :status 200 (HPACK static 8)
+        assert json.loads(body)["worker"] == "w0"
+        assert h.closed
+    finally:
+        h.close()
+    assert c.proc.popen.wait(timeout=20) == 0
+
+
+def test_reset_streams_still_count_until_answered(procs, tmp_path, metrocell_bin, certs):
+    """Rapid reset with slow handlers: a stream the client reset keeps its slot
+    until its handler answered, so new streams are refused meanwhile."""
+    c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"], worker=True,
+                worker_args=["--work-ms", "1500"],
+                tls_extra={"h2": {"max_concurrent_streams": 4}}).start()
+    h = RawH2(c.tls_port)
+    try:
+        for sid in (1, 3, 5, 7):
+            h.request(sid, "/app/slow")
+            h.rst(sid)
+        h.ping()
+        h.request(9, "/nowhere")  # answered at once, but no slot is free
+        refused = None
+        for ftype, flags, sid, payload in h.frames(timeout=5):
+            if ftype == 0x3 and sid == 9:
+                refused = struct.unpack(">I", payload)[0]
+                break
+        assert refused == 0x7  # REFUSED_STREAM
+        # once the worker answered the reset requests, the slots are free again
+        answered = False
+        for attempt in range(40):
+            sid = 11 + 2 * attempt
+            h.request(sid, "/nowhere")
+            for ftype, flags, fsid, payload in h.frames(timeout=5):
+                if fsid == sid and ftype in (0x1, 0x3):
+                    answered = ftype == 0x1
+                    break
+            if answered:
+                break
+            time.sleep(0.1)
+        assert answered
+        assert payload[:1] == b"\x8d"  # :status 404 (HPACK static 13)
+    finally:
+        h.close()
