@@ -58,6 +58,8 @@ struct mc_http_h2 {
 };
 
 static void h2_flush(mc_http_h2 *h);
+static void exchange_release(stream *st);
+static int stream_gone(const stream *st);
 
 /* ---- lifetime --------------------------------------------------------------------- */
 
@@ -203,15 +205,14 @@ int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *h
 {
 	stream *st = ex->h2;
 	mc_http_h2 *h = st->h;
-	MC_ASSERT(st->ex_active);
+	MC_ASSERT(st->ex_active && !st->answered);
+	if (stream_gone(st)) {
+		exchange_release(st);
+		return MC_ECLOSED;
+	}
 	st->ex_active = 0;
 	ex->userdata = NULL;
 	h->handlers--;
-	if (!h->attached || !st->ng_open) {
-		if (!st->ng_open)
-			stream_free(st);
-		return MC_ECLOSED;
-	}
 	if (status < 200 || status > 999) {
 		MC_WARN("http", "handler answered with status %d; sending 500", status);
 		status = 500;
@@ -235,6 +236,102 @@ int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *h
 	if (!h->in_cb)
 		h2_flush(h);
 	return rc;
+}
+
+/* Ends the handler's hold on the exchange: the stream goes once nghttp2 is done. */
+static void exchange_release(stream *st)
+{
+	mc_http_h2 *h = st->h;
+	st->ex_active = 0;
+	st->ex.userdata = NULL;
+	h->handlers--;
+	if (!st->ng_open)
+		stream_free(st);
+}
+
+static int stream_gone(const stream *st)
+{
+	return !st->h->attached || !st->ng_open;
+}
+
+int mc_http_h2_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			      size_t nheaders)
+{
+	stream *st = ex->h2;
+	mc_http_h2 *h = st->h;
+	MC_ASSERT(st->ex_active && !st->answered);
+	if (stream_gone(st)) {
+		st->answered = 1;
+		return MC_ECLOSED;
+	}
+	if (status < 200 || status > 999)
+		status = 500;
+	size_t cl_len;
+	uint64_t cl_val = 0;
+	const char *cl = mc_http_header_find(headers, nheaders, "content-length", &cl_len);
+	int with_length = cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &cl_val) == 0;
+	int bodyless = st->head_req || status == 204 || status == 304;
+	mc_buf_reset(&st->out);
+	st->out_off = 0;
+	int rc = submit_response(st, status, headers, nheaders, cl_val, with_length && status != 204,
+				 !bodyless);
+	st->resp_eof = bodyless; /* the body follows through write_body / end */
+	h->last_ns = mc_now_ns();
+	if (!h->in_cb)
+		h2_flush(h);
+	return rc;
+}
+
+int mc_http_h2_write_body(mc_http_exchange *ex, const void *data, size_t len)
+{
+	stream *st = ex->h2;
+	mc_http_h2 *h = st->h;
+	MC_ASSERT(st->ex_active && st->answered);
+	if (stream_gone(st))
+		return MC_ECLOSED;
+	if (len == 0 || st->resp_eof)
+		return 0;
+	if (st->out_off > 0 && st->out_off == st->out.len) {
+		mc_buf_reset(&st->out);
+		st->out_off = 0;
+	} else if (st->out_off > MC_HTTP_KEEP_BUF) {
+		mc_buf_consume(&st->out, st->out_off); /* framed already */
+		st->out_off = 0;
+	}
+	mc_buf_append(&st->out, data, len);
+	nghttp2_session_resume_data(h->ng, st->id);
+	if (!h->in_cb)
+		h2_flush(h);
+	return 0;
+}
+
+int mc_http_h2_end_response(mc_http_exchange *ex, int complete)
+{
+	stream *st = ex->h2;
+	mc_http_h2 *h = st->h;
+	MC_ASSERT(st->ex_active && st->answered);
+	int rc = 0;
+	if (stream_gone(st)) {
+		rc = MC_ECLOSED;
+	} else if (!complete) {
+		nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+	} else if (!st->resp_eof) {
+		st->resp_eof = 1;
+		nghttp2_session_resume_data(h->ng, st->id);
+	}
+	int flush = !stream_gone(st) && !h->in_cb;
+	h->refs++;
+	exchange_release(st);
+	if (flush)
+		h2_flush(h);
+	h2_unref(h);
+	return rc;
+}
+
+size_t mc_http_h2_pending(const mc_http_exchange *ex)
+{
+	const stream *st = ex->h2;
+	return st->out.len - st->out_off;
 }
 
 /* ---- requests ------------------------------------------------------------------------ */

@@ -150,6 +150,20 @@ void mc_http_h2_detach(mc_http_h2 *h);
 /* mc_http_respond() for an exchange with ex->h2 set. */
 int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		       size_t nheaders, const void *body, size_t body_len);
+/* A response whose body is produced piece by piece (the HTTP/2 side of a
+ * streaming response API). start sends status and headers (a numeric
+ * Content-Length among them is kept and must then be honoured); write_body
+ * queues a copy of the bytes and frames them as the flow-control window
+ * allows; end finishes the body (complete = 1) or, complete = 0, resets the
+ * stream so the client sees the truncation, and releases the exchange. start
+ * and write_body return 0 or MC_ECLOSED (the client went away; call end
+ * anyway); end returns the same. */
+int mc_http_h2_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			      size_t nheaders);
+int mc_http_h2_write_body(mc_http_exchange *ex, const void *data, size_t len);
+int mc_http_h2_end_response(mc_http_exchange *ex, int complete);
+/* Response bytes queued on the stream and not yet framed (for backpressure). */
+size_t mc_http_h2_pending(const mc_http_exchange *ex);
 
 /* Buffers larger than this are freed after a message instead of kept. */
 #define MC_HTTP_KEEP_BUF (64u * 1024u)
