@@ -32,23 +32,24 @@ static void metrics_init(cell *c)
 {
 	cell_tls *t = &c->tls;
 	static const char conns_help[] = "Client connections accepted, by protocol and TLS.";
-	t->conns[0] = series(c, "metrocell_connections_total", conns_help,
-			     "proto=\"h1\",tls=\"false\"");
+	t->conns[0] =
+	    series(c, "metrocell_connections_total", conns_help, "proto=\"h1\",tls=\"false\"");
 	if (!c->conf->tls.enabled)
 		return;
-	t->conns[1] = series(c, "metrocell_connections_total", conns_help,
-			     "proto=\"h1\",tls=\"true\"");
-	t->conns[2] = series(c, "metrocell_connections_total", conns_help,
-			     "proto=\"h2\",tls=\"true\"");
+	t->conns[1] =
+	    series(c, "metrocell_connections_total", conns_help, "proto=\"h1\",tls=\"true\"");
+	t->conns[2] =
+	    series(c, "metrocell_connections_total", conns_help, "proto=\"h2\",tls=\"true\"");
 	static const char hs_help[] =
 	    "Completed TLS handshakes, by whether the session was resumed from a ticket.";
-	t->handshakes[0] = series(c, "metrocell_tls_handshakes_total", hs_help, "resumed=\"false\"");
+	t->handshakes[0] =
+	    series(c, "metrocell_tls_handshakes_total", hs_help, "resumed=\"false\"");
 	t->handshakes[1] = series(c, "metrocell_tls_handshakes_total", hs_help, "resumed=\"true\"");
 	t->cold_full = series(c, "metrocell_cold_starts_total", "Cold starts by kind",
 			      "kind=\"tls_full_handshake\"");
-	t->failures = series(c, "metrocell_tls_handshake_failures_total",
-			     "TLS handshakes that failed (bad input, timeouts are not counted).",
-			     NULL);
+	t->failures =
+	    series(c, "metrocell_tls_handshake_failures_total",
+		   "TLS handshakes that failed (bad input, timeouts are not counted).", NULL);
 	static const char rl_help[] = "Certificate reloads on SIGHUP, by result.";
 	t->reloads[0] = series(c, "metrocell_tls_reloads_total", rl_help, "result=\"ok\"");
 	t->reloads[1] = series(c, "metrocell_tls_reloads_total", rl_help, "result=\"error\"");
@@ -102,7 +103,8 @@ static void on_hup(uv_signal_t *h, int signum)
 	int rc = build_ctx(c, &n, err, sizeof err);
 	if (rc < 0) {
 		c->tls.reloads[1]->value += 1;
-		MC_ERROR(COMP, "SIGHUP: TLS reload failed, keeping the previous certificate: %s", err);
+		MC_ERROR(COMP, "SIGHUP: TLS reload failed, keeping the previous certificate: %s",
+			 err);
 		return;
 	}
 	mc_http_server_tls_ctx_set(c->http, n);
@@ -156,8 +158,8 @@ int mc_cell_tls_start(cell *c)
 				     .connection_window_size = tc->h2.connection_window_size}};
 	rc = mc_http_server_listen_tls(c->http, tc->listen, t->ctx, &o);
 	if (rc < 0) {
-		fprintf(stderr, "metrocell cell: cannot listen on %s (tls.listen): %s\n", tc->listen,
-			mc_strerror(rc));
+		fprintf(stderr, "metrocell cell: cannot listen on %s (tls.listen): %s\n",
+			tc->listen, mc_strerror(rc));
 		return rc;
 	}
 	char host[64], desc[400];

@@ -119,9 +119,9 @@ static int reserved_header(const mc_http_header *hd)
 {
 	/* connection-specific fields are forbidden in HTTP/2 (RFC 9113 8.2.2);
 	 * content-length is ours to set */
-	static const char *const names[] = {"connection",	"keep-alive", "transfer-encoding",
-					    "upgrade",		"proxy-connection", "te",
-					    "content-length"};
+	static const char *const names[] = {
+	    "connection",	"keep-alive", "transfer-encoding", "upgrade",
+	    "proxy-connection", "te",	      "content-length"};
 	for (size_t i = 0; i < MC_ARRAY_LEN(names); i++)
 		if (mc_http_token_eq(hd->name, hd->name_len, names[i]))
 			return 1;
@@ -142,8 +142,8 @@ static int submit_response(stream *st, int status, const mc_http_header *hd, siz
 		names_len += hd[i].name_len;
 	char *lower = mc_alloc(names_len + 1);
 	size_t nn = 0, at = 0;
-	nv[nn++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_s, 7, 3,
-				NGHTTP2_NV_FLAG_NONE};
+	nv[nn++] =
+	    (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_s, 7, 3, NGHTTP2_NV_FLAG_NONE};
 	for (size_t i = 0; i < n; i++) {
 		if (hd[i].name_len == 0 || reserved_header(&hd[i]) ||
 		    !mc_http_token_valid(hd[i].name, hd[i].name_len) ||
@@ -230,8 +230,8 @@ int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *h
 	    st->head_req ? mc_http_header_find(headers, nheaders, "content-length", &cl_len) : NULL;
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
 		announced = body_len;
-	int rc = submit_response(st, status, headers, nheaders, announced, !bodyless,
-				 st->out.len > 0);
+	int rc =
+	    submit_response(st, status, headers, nheaders, announced, !bodyless, st->out.len > 0);
 	h->last_ns = mc_now_ns();
 	if (!h->in_cb)
 		h2_flush(h);
@@ -273,8 +273,8 @@ int mc_http_h2_start_response(mc_http_exchange *ex, int status, const mc_http_he
 	int bodyless = st->head_req || status == 204 || status == 304;
 	mc_buf_reset(&st->out);
 	st->out_off = 0;
-	int rc = submit_response(st, status, headers, nheaders, cl_val, with_length && status != 204,
-				 !bodyless);
+	int rc = submit_response(st, status, headers, nheaders, cl_val,
+				 with_length && status != 204, !bodyless);
 	st->resp_eof = bodyless; /* the body follows through write_body / end */
 	h->last_ns = mc_now_ns();
 	if (!h->in_cb)
@@ -473,15 +473,15 @@ static void finish_head(stream *st)
 		return;
 	mc_http_head_finish(&st->head, 1);
 	size_t cl_len;
-	const char *cl = mc_http_header_find(st->head.hdrs, st->head.nspans, "content-length",
-					     &cl_len);
+	const char *cl =
+	    mc_http_header_find(st->head.hdrs, st->head.nspans, "content-length", &cl_len);
 	uint64_t declared;
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &declared) == 0) {
 		if (declared > o->max_body_bytes) {
 			st->err_status = 413;
 			snprintf(st->err_code, sizeof st->err_code, "payload_too_large");
-			snprintf(st->err_msg, sizeof st->err_msg,
-				 "request body exceeds %zu bytes", o->max_body_bytes);
+			snprintf(st->err_msg, sizeof st->err_msg, "request body exceeds %zu bytes",
+				 o->max_body_bytes);
 			return;
 		}
 		mc_buf_reserve(&st->body, (size_t)declared);
@@ -612,7 +612,8 @@ static void h2_schedule(mc_http_h2 *h)
 		stream *st = MC_HTTP_CONTAINER(l, stream, link);
 		busy = 1;
 		if (!st->req_done && !st->answered && !st->dispatched)
-			due = MC_MIN(due, st->start_ns + (uint64_t)o->request_timeout_ms * 1000000u);
+			due =
+			    MC_MIN(due, st->start_ns + (uint64_t)o->request_timeout_ms * 1000000u);
 	}
 	if (!busy && h->handlers == 0)
 		due = MC_MIN(due, h->last_ns + (uint64_t)o->idle_timeout_ms * 1000000u);
@@ -751,8 +752,9 @@ void mc_http_h2_drain(mc_http_h2 *h)
 	h->draining = 1;
 	/* after a GOAWAY nghttp2 stops wanting to read once the open streams ended;
 	 * h2_check_end closes the connection then */
-	nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ng),
-			      NGHTTP2_NO_ERROR, NULL, 0);
+	nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE,
+			      nghttp2_session_get_last_proc_stream_id(h->ng), NGHTTP2_NO_ERROR,
+			      NULL, 0);
 	h2_flush(h);
 }
 

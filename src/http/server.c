@@ -78,8 +78,7 @@ static int conn_io_read_stop(conn *c)
 {
 	return c->tls ? mc_tls_stream_read_stop(c->tls) : uv_read_stop((uv_stream_t *)&c->tcp);
 }
-static int conn_io_write(conn *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
-			 uv_write_cb cb)
+static int conn_io_write(conn *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
 	return c->tls ? mc_tls_stream_write(c->tls, req, bufs, n, cb)
 		      : uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, cb);

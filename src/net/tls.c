@@ -20,8 +20,8 @@
 /* TLS 1.2 suites (TLS 1.3 keeps OpenSSL's defaults): ECDHE with AEAD only, which
  * is also what RFC 9113 section 9.2.2 requires for HTTP/2. */
 #define TLS12_CIPHERS                                                                              \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                \
-	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 /* Binds sessions to Metrocell: a ticket from another application sharing the
  * keys by accident is not resumed. */
@@ -71,7 +71,7 @@ static void take_ssl_error(char *buf, size_t cap)
 }
 
 __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t cap, const char *fmt,
-							   ...)
+							  ...)
 {
 	if (!err || cap == 0)
 		return;
@@ -134,8 +134,8 @@ static int mac_init(EVP_MAC_CTX *hctx, const uint8_t *key)
  * tickets alike). enc: pick keys[0]; decrypt: find the key by name; 1 = use it,
  * 2 = use it and issue a fresh ticket under keys[0], 0 = unknown key (full
  * handshake), -1 = error. */
-static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv,
-			 EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+			 EVP_MAC_CTX *hctx, int enc)
 {
 	const mc_tls_ctx *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	if (!c || c->nkeys == 0)
@@ -212,8 +212,7 @@ static mc_tls_ctx *ctx_alloc(int server)
 	return c;
 }
 
-int mc_tls_ctx_server_new(mc_tls_ctx **out, const mc_tls_server_opts *o, char *err,
-			  size_t errcap)
+int mc_tls_ctx_server_new(mc_tls_ctx **out, const mc_tls_server_opts *o, char *err, size_t errcap)
 {
 	char why[160];
 	int rc = MC_ECONFIG;
@@ -221,8 +220,7 @@ int mc_tls_ctx_server_new(mc_tls_ctx **out, const mc_tls_server_opts *o, char *e
 	ERR_clear_error();
 	mc_tls_ctx *c = ctx_alloc(1);
 	int minv = version_of(o->min_version, 12);
-	if (minv < 0 || !o->cert_file || !o->key_file ||
-	    o->nticket_keys > MC_TLS_TICKET_KEYS_MAX) {
+	if (minv < 0 || !o->cert_file || !o->key_file || o->nticket_keys > MC_TLS_TICKET_KEYS_MAX) {
 		set_err(err, errcap, "invalid TLS options");
 		rc = MC_EINVAL;
 		goto out;
@@ -242,16 +240,15 @@ int mc_tls_ctx_server_new(mc_tls_ctx **out, const mc_tls_server_opts *o, char *e
 	SSL_CTX_set_max_proto_version(c->ssl, TLS1_3_VERSION);
 	/* Renegotiation is a DoS lever and useless to HTTP/2 (RFC 9113 9.2.1). */
 	SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-					    SSL_OP_NO_COMPRESSION);
+					SSL_OP_NO_COMPRESSION);
 	/* Tickets on; no server-side session cache: TLS 1.2 resumes through the
 	 * ticket, TLS 1.3 issues stateless tickets, both sealed with our keys. */
 	SSL_CTX_clear_options(c->ssl, SSL_OP_NO_TICKET);
 	SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(c->ssl, 2);
 	SSL_CTX_set_timeout(c->ssl, o->session_timeout_s ? o->session_timeout_s
-							  : DEFAULT_SESSION_TIMEOUT_S);
-	SSL_CTX_set_session_id_context(c->ssl, (const unsigned char *)SID_CTX,
-				       sizeof SID_CTX - 1);
+							 : DEFAULT_SESSION_TIMEOUT_S);
+	SSL_CTX_set_session_id_context(c->ssl, (const unsigned char *)SID_CTX, sizeof SID_CTX - 1);
 	SSL_CTX_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_cipher_list(c->ssl, TLS12_CIPHERS) != 1) {
 		take_ssl_error(why, sizeof why);
@@ -303,8 +300,7 @@ out:
 	return rc;
 }
 
-int mc_tls_ctx_client_new(mc_tls_ctx **out, const mc_tls_client_opts *o, char *err,
-			  size_t errcap)
+int mc_tls_ctx_client_new(mc_tls_ctx **out, const mc_tls_client_opts *o, char *err, size_t errcap)
 {
 	char why[160];
 	int rc = MC_ECONFIG;
@@ -336,8 +332,8 @@ int mc_tls_ctx_client_new(mc_tls_ctx **out, const mc_tls_client_opts *o, char *e
 	if (o->ca_file) {
 		if (SSL_CTX_load_verify_locations(c->ssl, o->ca_file, NULL) != 1) {
 			take_ssl_error(why, sizeof why);
-			set_err(err, errcap, "%s: cannot load trusted certificates: %s",
-				o->ca_file, why);
+			set_err(err, errcap, "%s: cannot load trusted certificates: %s", o->ca_file,
+				why);
 			goto out;
 		}
 		SSL_CTX_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);

@@ -63,11 +63,9 @@ typedef struct mc_tls_ctx mc_tls_ctx;
  * server-side session cache, so any process holding the keys resumes a
  * session). Returns 0 and *out (one reference), or MC_EINVAL / MC_ECONFIG with
  * a one-line reason in err (NUL terminated, truncated to errcap). */
-int mc_tls_ctx_server_new(mc_tls_ctx **out, const mc_tls_server_opts *o, char *err,
-			  size_t errcap);
+int mc_tls_ctx_server_new(mc_tls_ctx **out, const mc_tls_server_opts *o, char *err, size_t errcap);
 /* Builds a client context (tests, upstream links). Same returns. */
-int mc_tls_ctx_client_new(mc_tls_ctx **out, const mc_tls_client_opts *o, char *err,
-			  size_t errcap);
+int mc_tls_ctx_client_new(mc_tls_ctx **out, const mc_tls_client_opts *o, char *err, size_t errcap);
 /* Takes one more reference (atomic: contexts may be shared across threads) and
  * returns ctx. */
 mc_tls_ctx *mc_tls_ctx_ref(mc_tls_ctx *ctx);

@@ -98,8 +98,8 @@ static void update_tcp_read(mc_tls_stream *s)
 {
 	if (s->freed)
 		return;
-	int want = !s->dead && !s->tcp_eof &&
-		   (!mc_tls_conn_handshake_done(s->conn) || s->user_reading);
+	int want =
+	    !s->dead && !s->tcp_eof && (!mc_tls_conn_handshake_done(s->conn) || s->user_reading);
 	if (want && !s->tcp_reading) {
 		int rc = uv_read_start((uv_stream_t *)s->tcp, on_tcp_alloc, on_tcp_read);
 		if (rc < 0) {

@@ -25,7 +25,8 @@
 #define NAME_HEX "000102030405060708090a0b0c0d0e0f"
 #define S32A "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
 #define S32B "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-#define KEY_OBJ "{\"name\": \"" NAME_HEX "\", \"aes_key\": \"" S32A "\", \"hmac_key\": \"" S32B "\"}"
+#define KEY_OBJ                                                                                    \
+	"{\"name\": \"" NAME_HEX "\", \"aes_key\": \"" S32A "\", \"hmac_key\": \"" S32B "\"}"
 /* the same key as 80 bytes: name | hmac | aes */
 #define KEY_HEX "\"" NAME_HEX S32B S32A "\""
 
@@ -72,7 +73,8 @@ static void test_example(void **state)
 	if (access(path, R_OK) != 0) {
 		const char *slash = strrchr(__FILE__, '/');
 		int dir = slash ? (int)(slash - __FILE__) : 0;
-		snprintf(path, sizeof path, "%.*s/../../docs/examples/cell-tls.json", dir, __FILE__);
+		snprintf(path, sizeof path, "%.*s/../../docs/examples/cell-tls.json", dir,
+			 __FILE__);
 	}
 	mc_cell_conf *c = NULL;
 	int rc = mc_cell_conf_load(path, &c, err, sizeof err);
@@ -123,19 +125,19 @@ static void test_defaults_and_forms(void **state)
 	mc_cell_conf_free(c);
 
 	/* one key as a bare string, the object form, and both in one set */
-	assert_int_equal(
-	    parse(HEAD " \"tls\": {" TLS_MIN ", \"ticket_keys\": " KEY_HEX "},\n" ROUTES, &c, err,
-		  sizeof err),
-	    0);
+	assert_int_equal(parse(HEAD " \"tls\": {" TLS_MIN ", \"ticket_keys\": " KEY_HEX
+				    "},\n" ROUTES,
+			       &c, err, sizeof err),
+			 0);
 	assert_int_equal(c->tls.ticket_keys.n, 1);
 	check_key(&c->tls.ticket_keys.keys[0]);
 	mc_cell_conf_free(c);
-	assert_int_equal(
-	    parse(HEAD " \"tls\": {" TLS_MIN ", \"ticket_keys\": [" KEY_OBJ "], \"alpn\": "
-		       "[\"http/1.1\"], \"min_version\": \"1.3\", \"h2\": "
-		       "{\"max_concurrent_streams\": 7}},\n" ROUTES,
-		  &c, err, sizeof err),
-	    0);
+	assert_int_equal(parse(HEAD " \"tls\": {" TLS_MIN ", \"ticket_keys\": [" KEY_OBJ
+				    "], \"alpn\": "
+				    "[\"http/1.1\"], \"min_version\": \"1.3\", \"h2\": "
+				    "{\"max_concurrent_streams\": 7}},\n" ROUTES,
+			       &c, err, sizeof err),
+			 0);
 	assert_int_equal(c->tls.ticket_keys.n, 1);
 	check_key(&c->tls.ticket_keys.keys[0]);
 	assert_int_equal(c->tls.nalpn, 1);
@@ -163,8 +165,7 @@ static const bad_case bad[] = {
     {"[]", "cell.json:5:9: tls: expected an object, got an array"},
     {"{\"listen\": \"127.0.0.1:8443\", \"cert\": \"c\"}",
      "cell.json:5:9: tls: missing required key \"key\""},
-    {"{" TLS_MIN ", \"tickets\": []}",
-     "cell.json:5:71: tls: unknown key \"tickets\""},
+    {"{" TLS_MIN ", \"tickets\": []}", "cell.json:5:71: tls: unknown key \"tickets\""},
     {"{" TLS_MIN ", \"ticket_key\": []}",
      "cell.json:5:71: tls: unknown key \"ticket_key\" (did you mean \"ticket_keys\"?)"},
     {"{\"listen\": \"127.0.0.1:8080\", \"cert\": \"c\", \"key\": \"k\"}",
@@ -183,8 +184,7 @@ static const bad_case bad[] = {
     {"{" TLS_MIN ", \"ticket_keys\": [\"0011223x\"]}",
      "cell.json:5:87: tls.ticket_keys[0]: expected 160 hex digits (an 80-byte key: name, HMAC "
      "key, AES key), got a non-hex character at offset 7"},
-    {"{" TLS_MIN ", \"ticket_keys\": [{\"name\": \"" NAME_HEX "\", \"aes_key\": \"" S32A
-     "\"}]}",
+    {"{" TLS_MIN ", \"ticket_keys\": [{\"name\": \"" NAME_HEX "\", \"aes_key\": \"" S32A "\"}]}",
      "cell.json:5:87: tls.ticket_keys[0]: missing required key \"hmac_key\""},
     {"{" TLS_MIN ", \"ticket_keys\": [{\"name\": \"" NAME_HEX "\", \"aes_key\": \"abcd\", "
      "\"hmac_key\": \"" S32B "\"}]}",

@@ -263,17 +263,21 @@ static ssize_t cl_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len
 	return (ssize_t)n;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE     \
+	}
 
 /* Submits a request; returns its stream id. */
 static int32_t client_request(client *c, const char *method, const char *path, body_src *body)
 {
-	nghttp2_nv nv[] = {NV(":method", method), NV(":scheme", "https"), NV(":path", path),
-			   NV(":authority", "example.test:8443"), NV("cookie", "a=1"),
-			   NV("cookie", "b=2"), NV("x-any", "y")};
+	nghttp2_nv nv[] = {NV(":method", method), NV(":scheme", "https"),
+			   NV(":path", path),	  NV(":authority", "example.test:8443"),
+			   NV("cookie", "a=1"),	  NV("cookie", "b=2"),
+			   NV("x-any", "y")};
 	nghttp2_data_provider prd = {.source.ptr = body, .read_callback = cl_body};
-	int32_t id = nghttp2_submit_request(c->ng, NULL, nv, MC_ARRAY_LEN(nv), body ? &prd : NULL,
-					    NULL);
+	int32_t id =
+	    nghttp2_submit_request(c->ng, NULL, nv, MC_ARRAY_LEN(nv), body ? &prd : NULL, NULL);
 	assert_true(id > 0);
 	client_flush(c);
 	return id;
@@ -326,7 +330,8 @@ static env *env_start(void)
 	char addr[64];
 	snprintf(addr, sizeof addr, "127.0.0.1:%u", mc_http_server_tls_port(e->srv));
 	mc_net_addr_parse(addr, &ss);
-	assert_int_equal(uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss, cl_connected), 0);
+	assert_int_equal(uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss, cl_connected),
+			 0);
 	run_until(e, &c->ready, 10000);
 	assert_true(c->ready);
 	return e;
@@ -370,8 +375,8 @@ static void test_request_maps_to_exchange(void **state)
 	assert_true(has_header(r, "x-path: /echo\n"));
 	assert_true(has_header(r, "x-query: x=1&y=2\n"));
 	assert_true(has_header(r, "x-host: example.test:8443\n")); /* from :authority */
-	assert_true(has_header(r, "x-cookie: a=1; b=2\n"));	     /* crumbs joined */
-	assert_true(has_header(r, "x-mixed-case: v\n"));	     /* lower-cased */
+	assert_true(has_header(r, "x-cookie: a=1; b=2\n"));	   /* crumbs joined */
+	assert_true(has_header(r, "x-mixed-case: v\n"));	   /* lower-cased */
 	assert_true(has_header(r, "content-length: 5\n"));
 	assert_false(has_header(r, "connection"));
 	assert_false(has_header(r, "999"));
