@@ -133,7 +133,7 @@ static int mac_init(EVP_MAC_CTX *hctx, const uint8_t *key)
 /* OpenSSL's ticket key callback (TLS 1.2 tickets and TLS 1.3 stateless
  * tickets alike). enc: pick keys[0]; decrypt: find the key by name; 1 = use it,
  * 2 = use it and issue a fresh ticket under keys[0], 0 = unknown key (full
- * handshake), -1 = error. */
+ * handshake), -1 = error. The renewal rules follow nginx's. */
 static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
 			 EVP_MAC_CTX *hctx, int enc)
 {
@@ -157,6 +157,10 @@ static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 		if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes_key, iv) != 1 ||
 		    mac_init(hctx, k->hmac_key) != 1)
 			return -1;
+		/* TLS 1.3 clients use a ticket once (RFC 8446 C.4): always hand out a
+		 * fresh one, or every other connection would be a full handshake */
+		if (SSL_version(ssl) == TLS1_3_VERSION)
+			return 2;
 		return i == 0 ? 1 : 2;
 	}
 	return 0;
