@@ -637,3 +637,41 @@ def test_reset_streams_still_count_until_answered(procs, tmp_path, metrocell_bin
         assert payload[:1] == b"\x8d"  # :status 404 (HPACK static 13)
     finally:
         h.close()
+
+
+def test_start_fails_clearly_on_bad_tls_files(tmp_path, metrocell_bin, certs):
+    def run(cert, key, listen=None):
+        conf = {"cell": "lax",
+                "listen": {"http": "127.0.0.1:0", "admin": "127.0.0.1:0"},
+                "data_dir": os.path.join(str(tmp_path), "data"),
+                "region": {"repl": "127.0.0.1:%d" % free_port()},
+                "state": {"durability": "none", "map_size_mb": 64},
+                "tls": {"listen": listen or "127.0.0.1:0", "cert": cert, "key": key},
+                "routes": [{"name": "kv", "prefix": "/v1/kv/", "kind": "kv"}]}
+        path = os.path.join(str(tmp_path), "cell.json")
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+        r = subprocess.run([metrocell_bin, "cell", "-c", path], capture_output=True,
+                           timeout=30, env=env)
+        err = r.stderr.decode(errors="replace")
+        assert "Sanitizer" not in err, err  # a failed start frees what it made
+        return r.returncode, err
+
+    missing = os.path.join(str(tmp_path), "missing.crt")
+    rc, err = run(missing, certs["a"][1])
+    assert rc == 1, err
+    assert "tls: %s: cannot load the certificate chain" % missing in err
+    rc, err = run(certs["a"][0], certs["b"][1])
+    assert rc == 1, err
+    assert "does not match the certificate in %s" % certs["a"][0] in err
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        addr = "127.0.0.1:%d" % busy.getsockname()[1]
+        rc, err = run(*certs["a"], listen=addr)
+        assert rc == 1, err
+        assert "cannot listen on %s (tls.listen)" % addr in err
+    finally:
+        busy.close()
