@@ -9,6 +9,11 @@ CC ?= gcc
 PKGS := libuv lmdb jansson
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# OpenSSL is compiled into src/net only and nghttp2 into src/http only (their
+# include flags are given to those modules alone); every binary links both.
+SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
+NGHTTP2_CFLAGS = $(shell pkg-config --cflags libnghttp2 2>/dev/null)
+TLS_LIBS = $(shell pkg-config --libs openssl libnghttp2 2>/dev/null)
 CMOCKA_CFLAGS = $(shell pkg-config --cflags cmocka 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
@@ -34,7 +39,7 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g -fno-omit-frame-pointer -MMD -MP -Isrc 
 REL_CFLAGS := -O2 $(BASE_CFLAGS) $(WARN)
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 ASAN_CFLAGS := -O1 $(BASE_CFLAGS) $(WARN) $(ASAN_FLAGS)
-LDLIBS_ALL = $(PKG_LIBS) $(LLHTTP_LIBS) -lpthread -lm
+LDLIBS_ALL = $(PKG_LIBS) $(LLHTTP_LIBS) $(TLS_LIBS) -lpthread -lm
 
 # Modules in dependency order (a module may use only those after it).
 MODULES := testbed bench ctl cell region repl http obs state config net common
@@ -43,10 +48,13 @@ mod_srcs = $(wildcard src/$(1)/*.c)
 # Which archives a module's unit test links, in link order.
 LIBS_common := common
 LIBS_net := net common
+LIBS_net_tls := net common
 LIBS_config := config common
+LIBS_config_tls := config common
 LIBS_state := state common
 LIBS_obs := obs common
 LIBS_http := http obs net common llhttp
+LIBS_http_h2 := http obs net common llhttp
 LIBS_repl := repl state net common
 LIBS_region := region repl http obs state config net common llhttp
 LIBS_cell := cell repl http obs state config net common llhttp
@@ -93,12 +101,14 @@ build/rel/libmc_llhttp.a: $(LLHTTP_REL_OBJS)
 build/asan/libmc_llhttp.a: $(LLHTTP_ASAN_OBJS)
 	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
 
+build/rel/src/net/%.o build/asan/src/net/%.o: MOD_CFLAGS = $(SSL_CFLAGS)
+build/rel/src/http/%.o build/asan/src/http/%.o: MOD_CFLAGS = $(NGHTTP2_CFLAGS)
 build/rel/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
+	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(MOD_CFLAGS) -c -o $@ $<
 build/asan/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
+	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(MOD_CFLAGS) -c -o $@ $<
 
 # llhttp is generated C: compiled without our warning set, in its strict mode
 # (CRLF after chunk data, token-only header names; docs/operations.md).

@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential pkg-config libuv1-dev liblmdb-dev libjansson-dev libcmocka-dev
-      libssl-dev libnghttp2-dev libjwt-dev python3 python3-pytest procps curl)
+      libssl-dev libnghttp2-dev libjwt-dev python3 python3-pytest procps curl
+      openssl)
+# The TLS tests drive `openssl s_client`/`openssl req` and `curl --http2`;
+# Debian's curl is built with nghttp2, so curl above covers HTTP/2.
 # Extra packages for optional targets, e.g. `scripts/deps.sh clang` for make fuzz.
 PKGS+=("$@")
 

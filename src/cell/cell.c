@@ -289,6 +289,7 @@ static void stop(cell *c)
 	c->http = NULL;
 	mc_http_server_free(c->admin);
 	c->admin = NULL;
+	mc_cell_tls_stop(c);
 	mc_repl_shipper_free(c->shipper);
 	c->shipper = NULL;
 	mc_cell_pools_fini(c);
@@ -398,12 +399,15 @@ static int start(cell *c)
 	ho.error_headers = c->reject_headers;
 	ho.nerror_headers = MC_ARRAY_LEN(c->reject_headers);
 	ho.on_reject = on_reject;
+	ho.on_conn = mc_cell_tls_on_conn;
 	rc = mc_http_server_new(&c->http, c->loop, cf->listen_http, &ho, on_request, c);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot listen on %s (listen.http): %s\n",
 			cf->listen_http, mc_strerror(rc));
 		return rc;
 	}
+	if ((rc = mc_cell_tls_start(c)) < 0)
+		return rc;
 	mc_http_server_opts ao;
 	mc_http_server_opts_default(&ao);
 	rc = mc_http_server_new(&c->admin, c->loop, cf->listen_admin, &ao, on_admin, c);

@@ -46,6 +46,20 @@ typedef struct cell_route {
 	mc_series *latency[OUTCOME_COUNT];
 } cell_route;
 
+/* The TLS listener's state (src/cell/tls.c). */
+typedef struct cell_tls {
+	mc_tls_ctx *ctx; /* the context new connections get; reloaded on SIGHUP */
+	mc_tls_ticket_key keys[MC_TLS_TICKET_KEYS_MAX];
+	size_t nkeys;
+	uv_signal_t hup;
+	int hup_started;
+	mc_series *conns[3]; /* h1 plain, h1 over TLS, h2 */
+	mc_series *handshakes[2]; /* full, resumed */
+	mc_series *cold_full;
+	mc_series *failures;
+	mc_series *reloads[2]; /* ok, error */
+} cell_tls;
+
 typedef struct cell {
 	uv_loop_t *loop;
 	mc_cell_conf *conf;
@@ -63,6 +77,7 @@ typedef struct cell {
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
 	cell_edge *edge;
 	int stopping;
+	cell_tls tls;
 } cell;
 
 /* Per-request state carried through asynchronous handlers. */
@@ -116,5 +131,13 @@ void mc_cell_regional_count(cell *c, const char *cause);
 /* Counts a cold start of kind ("upstream_connect", "tls_full_handshake",
  * "first_request", ...). */
 void mc_cell_cold_start(cell *c, const char *kind);
+/* TLS ingress (src/cell/tls.c): adds the TLS listener to c->http when the config
+ * has a "tls" section, and installs the SIGHUP handler that reloads the
+ * certificate (always installed, so a stray SIGHUP never kills a cell).
+ * Returns 0 or a negative code after printing why to stderr. */
+int mc_cell_tls_start(cell *c);
+void mc_cell_tls_stop(cell *c);
+/* mc_http_server_opts.on_conn of the data-plane server: connection metrics. */
+void mc_cell_tls_on_conn(void *ctx, const mc_http_conn_info *info);
 
 #endif

@@ -1132,7 +1132,7 @@ out:
 
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
 					"state", "limits", "replication", "pools",  "routes",
-					"flags", "locality"};
+					"flags", "locality", "tls"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
@@ -1369,6 +1369,277 @@ out:
 	return rc;
 }
 
+/* ---- tls ----------------------------------------------------------------------------- */
+
+static const char *const TLS_KEYS[] = {"listen",      "cert",	       "key",
+				       "ticket_keys", "alpn",	       "min_version",
+				       "session_timeout_s", "handshake_timeout_ms", "h2"};
+static const char *const TLS_REQUIRED[] = {"listen", "cert", "key", NULL};
+static const char *const TLS_VERSIONS[] = {"1.2", "1.3"};
+static const char *const ALPN_NAMES[] = {"h2", "http/1.1"};
+static const char *const H2_KEYS[] = {"max_concurrent_streams", "initial_window_size",
+				      "connection_window_size"};
+static const char *const TICKET_KEY_KEYS[] = {"name", "aes_key", "hmac_key"};
+static const char *const TICKET_KEY_REQUIRED[] = {"name", "aes_key", "hmac_key", NULL};
+#define TICKET_HEX_LEN (2 * (MC_TICKET_NAME_LEN + 2 * MC_TICKET_SECRET_LEN))
+
+/* Decodes exactly 2 * n hex digits into out; 0 or -1. */
+static int hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
+{
+	if (len != 2 * n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int hi = mc_hexval(s[2 * i]), lo = mc_hexval(s[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+int mc_config_ticket_key_from_hex(const char *hex, size_t len, mc_ticket_key_conf *out)
+{
+	uint8_t raw[TICKET_HEX_LEN / 2];
+	if (!hex || hex_decode(hex, len, raw, sizeof raw) < 0)
+		return MC_EINVAL;
+	memcpy(out->name, raw, MC_TICKET_NAME_LEN);
+	memcpy(out->hmac_key, raw + MC_TICKET_NAME_LEN, MC_TICKET_SECRET_LEN);
+	memcpy(out->aes_key, raw + MC_TICKET_NAME_LEN + MC_TICKET_SECRET_LEN,
+	       MC_TICKET_SECRET_LEN);
+	explicit_bzero(raw, sizeof raw);
+	return 0;
+}
+
+/* What a string that should hold hex digits looks like, without echoing it
+ * (ticket keys are secrets and must not reach logs). */
+static shown hex_shape(const json_t *j)
+{
+	shown r;
+	if (!json_is_string(j))
+		return show(j);
+	const char *s = json_string_value(j);
+	size_t n = json_string_length(j), bad = n;
+	for (size_t i = 0; i < n && bad == n; i++)
+		if (mc_hexval(s[i]) < 0)
+			bad = i;
+	if (bad < n)
+		snprintf(r.s, sizeof r.s, "a non-hex character at offset %zu", bad);
+	else
+		snprintf(r.s, sizeof r.s, "%zu hex digits", n);
+	return r;
+}
+
+/* A required hex member of a ticket key object, exactly n bytes. */
+static int ticket_member(vctx *v, json_t *o, const char *key, uint8_t *out, size_t n)
+{
+	json_t *j = json_object_get(o, key);
+	int rc = 0;
+	push_key(v, key);
+	if (!json_is_string(j) || hex_decode(json_string_value(j), json_string_length(j), out, n))
+		rc = fail(v, "expected %zu hex digits (%zu bytes), got %s", 2 * n, n,
+			  hex_shape(j).s);
+	pop(v);
+	return rc;
+}
+
+/* One key at the current path: 160 hex digits or {name, aes_key, hmac_key}. */
+static int ticket_key(vctx *v, json_t *j, mc_ticket_key_conf *k)
+{
+	int rc;
+	if (json_is_string(j)) {
+		if (mc_config_ticket_key_from_hex(json_string_value(j), json_string_length(j), k))
+			return fail(v,
+				    "expected %d hex digits (an 80-byte key: name, HMAC key, AES "
+				    "key), got %s",
+				    TICKET_HEX_LEN, hex_shape(j).s);
+		return 0;
+	}
+	if (!json_is_object(j))
+		return fail(v,
+			    "expected a ticket key: %d hex digits or an object with name, aes_key "
+			    "and hmac_key, got %s",
+			    TICKET_HEX_LEN, show(j).s);
+	CHECK(check_keys(v, j, TICKET_KEY_KEYS, MC_ARRAY_LEN(TICKET_KEY_KEYS), TICKET_KEY_REQUIRED));
+	CHECK(ticket_member(v, j, "name", k->name, MC_TICKET_NAME_LEN));
+	CHECK(ticket_member(v, j, "aes_key", k->aes_key, MC_TICKET_SECRET_LEN));
+	CHECK(ticket_member(v, j, "hmac_key", k->hmac_key, MC_TICKET_SECRET_LEN));
+out:
+	return rc;
+}
+
+/* A ticket-key set at the current path: one key, or an array of 1..16 keys
+ * with distinct names (a name picks the key that decrypts a ticket). */
+static int parse_ticket_keys(vctx *v, json_t *j, mc_ticket_keys_conf *out)
+{
+	int rc = 0;
+	memset(out, 0, sizeof *out);
+	if (!json_is_array(j)) {
+		if (!json_is_string(j))
+			return fail(v, "expected an array of ticket keys (or one key as %d hex "
+				       "digits), got %s",
+				    TICKET_HEX_LEN, show(j).s);
+		rc = ticket_key(v, j, &out->keys[0]);
+		out->n = rc ? 0 : 1;
+		return rc;
+	}
+	size_t n = json_array_size(j);
+	if (n < 1 || n > MC_TICKET_KEYS_MAX)
+		return fail(v, "expected 1..%d ticket keys, got %zu", MC_TICKET_KEYS_MAX, n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(j, i);
+		push_index(v, i);
+		rc = ticket_key(v, e, &out->keys[i]);
+		for (size_t k = 0; rc == 0 && k < i; k++) {
+			if (memcmp(out->keys[k].name, out->keys[i].name, MC_TICKET_NAME_LEN) != 0)
+				continue;
+			if (json_is_object(e))
+				push_key(v, "name");
+			rc = fail(v, "duplicate ticket key name (also ticket_keys[%zu])", k);
+			if (json_is_object(e))
+				pop(v);
+		}
+		pop(v);
+		if (rc) {
+			explicit_bzero(out, sizeof *out);
+			return rc;
+		}
+		out->n = i + 1;
+	}
+	return 0;
+}
+
+/* A required non-empty file path member. */
+static int req_file(vctx *v, json_t *obj, const char *key, char **out)
+{
+	json_t *j = json_object_get(obj, key);
+	int rc = 0;
+	push_key(v, key);
+	if (!json_is_string(j) || json_string_length(j) == 0 ||
+	    json_string_length(j) > DATA_DIR_MAX || strlen(json_string_value(j)) != json_string_length(j))
+		rc = fail(v, "expected a non-empty file path of at most %d bytes, got %s",
+			  DATA_DIR_MAX, show(j).s);
+	else
+		*out = mc_strdup(json_string_value(j));
+	pop(v);
+	return rc;
+}
+
+static int parse_alpn(vctx *v, json_t *o, mc_tls_conf *t)
+{
+	json_t *a = json_object_get(o, "alpn");
+	if (!a)
+		return 0;
+	int rc = 0;
+	push_key(v, "alpn");
+	size_t n = json_is_array(a) ? json_array_size(a) : 0;
+	if (!json_is_array(a) || n < 1 || n > MC_ARRAY_LEN(ALPN_NAMES)) {
+		rc = fail(v, "expected an array of 1..2 protocols from \"h2\", \"http/1.1\", got %s",
+			  show(a).s);
+		goto out;
+	}
+	for (size_t i = 0; i < t->nalpn; i++)
+		free(t->alpn[i]);
+	t->nalpn = 0;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(a, i);
+		int idx = -1;
+		for (size_t k = 0; json_is_string(e) && k < MC_ARRAY_LEN(ALPN_NAMES); k++)
+			if (strcmp(json_string_value(e), ALPN_NAMES[k]) == 0)
+				idx = (int)k;
+		push_index(v, i);
+		if (idx < 0)
+			rc = fail(v, "expected \"h2\" or \"http/1.1\", got %s", show(e).s);
+		for (size_t k = 0; rc == 0 && k < t->nalpn; k++)
+			if (strcmp(t->alpn[k], ALPN_NAMES[idx]) == 0)
+				rc = fail(v, "duplicate protocol %s (also alpn[%zu])", show(e).s, k);
+		pop(v);
+		if (rc)
+			goto out;
+		t->alpn[t->nalpn++] = mc_strdup(ALPN_NAMES[idx]);
+	}
+out:
+	pop(v);
+	return rc;
+}
+
+static int parse_h2(vctx *v, json_t *o, mc_h2_conf *h)
+{
+	json_t *j = json_object_get(o, "h2");
+	if (!j)
+		return 0;
+	int rc;
+	push_key(v, "h2");
+	CHECK(check_object(v, j));
+	CHECK(check_keys(v, j, H2_KEYS, MC_ARRAY_LEN(H2_KEYS), NULL));
+	CHECK(opt_u32(v, j, "max_concurrent_streams", 1, 1000, &h->max_concurrent_streams));
+	CHECK(opt_u32(v, j, "initial_window_size", 1024, 2147483647u, &h->initial_window_size));
+	CHECK(opt_u32(v, j, "connection_window_size", 65535, 2147483647u,
+		      &h->connection_window_size));
+out:
+	pop(v);
+	return rc;
+}
+
+/* Refuses a TLS listener on the same fixed address as another listener. */
+static int check_listen_distinct(vctx *v, const mc_cell_conf *c, const char *listen)
+{
+	unsigned port = 0;
+	if (!hostport_parse(listen, &port) || port == 0)
+		return 0;
+	const char *other = strcmp(listen, c->listen_http) == 0    ? "listen.http"
+			    : strcmp(listen, c->listen_admin) == 0 ? "listen.admin"
+								   : NULL;
+	if (!other)
+		return 0;
+	push_key(v, "listen");
+	int rc = fail(v, "the same address as %s (%s)", other, show_str(listen).s);
+	pop(v);
+	return rc;
+}
+
+static int parse_tls(vctx *v, json_t *root, mc_cell_conf *c)
+{
+	mc_tls_conf *t = &c->tls;
+	t->min_version = 12;
+	t->session_timeout_s = 3600;
+	t->handshake_timeout_ms = 10000;
+	t->h2.max_concurrent_streams = 100;
+	t->h2.initial_window_size = 65535;
+	t->h2.connection_window_size = 1048576;
+	json_t *o = json_object_get(root, "tls");
+	if (!o)
+		return 0;
+	int rc, ver = 0;
+	push_key(v, "tls");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, TLS_KEYS, MC_ARRAY_LEN(TLS_KEYS), TLS_REQUIRED));
+	CHECK(opt_hostport(v, o, "listen", true, &t->listen));
+	CHECK(check_listen_distinct(v, c, t->listen));
+	CHECK(req_file(v, o, "cert", &t->cert));
+	CHECK(req_file(v, o, "key", &t->key));
+	json_t *tk = json_object_get(o, "ticket_keys");
+	if (tk) {
+		push_key(v, "ticket_keys");
+		rc = parse_ticket_keys(v, tk, &t->ticket_keys);
+		pop(v);
+		if (rc)
+			goto out;
+	}
+	t->alpn[0] = mc_strdup("h2");
+	t->alpn[1] = mc_strdup("http/1.1");
+	t->nalpn = 2;
+	CHECK(parse_alpn(v, o, t));
+	CHECK(opt_enum(v, o, "min_version", TLS_VERSIONS, MC_ARRAY_LEN(TLS_VERSIONS), &ver));
+	t->min_version = ver == 0 ? 12 : 13;
+	CHECK(opt_u32(v, o, "session_timeout_s", 1, 604800, &t->session_timeout_s));
+	CHECK(opt_u32(v, o, "handshake_timeout_ms", 100, 600000, &t->handshake_timeout_ms));
+	CHECK(parse_h2(v, o, &t->h2));
+	t->enabled = 1;
+out:
+	pop(v);
+	return rc;
+}
+
 static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 {
 	int rc;
@@ -1385,6 +1656,7 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(parse_routes(v, root, c));
 	CHECK(parse_flags(v, root, c));
 	CHECK(parse_locality(v, root, c));
+	CHECK(parse_tls(v, root, c));
 out:
 	return rc;
 }
@@ -1452,6 +1724,12 @@ void mc_cell_conf_free(mc_cell_conf *c)
 	}
 	free(c->routes);
 	edge_conf_free(c);
+	free(c->tls.listen);
+	free(c->tls.cert);
+	free(c->tls.key);
+	for (size_t i = 0; i < c->tls.nalpn; i++)
+		free(c->tls.alpn[i]);
+	explicit_bzero(&c->tls.ticket_keys, sizeof c->tls.ticket_keys);
 	free(c);
 }
 

@@ -114,6 +114,52 @@ typedef struct mc_locality_conf {
 	size_t ncidrs;
 	int trust_header;   /* trust_client_metro_header: X-Client-Metro decides */
 } mc_locality_conf;
+/* ---- TLS (cell ingress) ---------------------------------------------------------------- */
+
+#define MC_TICKET_KEYS_MAX 16
+#define MC_TICKET_NAME_LEN 16
+#define MC_TICKET_SECRET_LEN 32
+
+/* One session-ticket key: the name is sent in clear inside each ticket, the
+ * ticket is sealed with AES-256-CBC under aes_key and HMAC-SHA256 under
+ * hmac_key. */
+typedef struct mc_ticket_key_conf {
+	uint8_t name[MC_TICKET_NAME_LEN];
+	uint8_t aes_key[MC_TICKET_SECRET_LEN];
+	uint8_t hmac_key[MC_TICKET_SECRET_LEN];
+} mc_ticket_key_conf;
+
+/* A ticket-key set: keys[0] encrypts new tickets, every key decrypts. Kept as
+ * its own struct and validator so the fleet config can carry the same set. */
+typedef struct mc_ticket_keys_conf {
+	mc_ticket_key_conf keys[MC_TICKET_KEYS_MAX];
+	size_t n; /* 0: none configured (the process makes a random key) */
+} mc_ticket_keys_conf;
+
+/* Decodes one key from the 160 hex digits of an 80-byte key in nginx's
+ * ssl_session_ticket_key layout (name 16 | HMAC key 32 | AES key 32), upper or
+ * lower case. Pure. Returns 0, or MC_EINVAL (wrong length or a non-hex digit). */
+int mc_config_ticket_key_from_hex(const char *hex, size_t len, mc_ticket_key_conf *out);
+
+typedef struct mc_h2_conf {
+	uint32_t max_concurrent_streams; /* default 100, 1..1000 */
+	uint32_t initial_window_size;    /* per stream, default 65535, 1024..2147483647 */
+	uint32_t connection_window_size; /* default 1048576, 65535..2147483647 */
+} mc_h2_conf;
+
+typedef struct mc_tls_conf {
+	int enabled;   /* the "tls" section is present */
+	char *listen;  /* "host:port" of the TLS listener */
+	char *cert;    /* PEM certificate chain file */
+	char *key;     /* PEM private key file */
+	mc_ticket_keys_conf ticket_keys;
+	char *alpn[2]; /* "h2" and/or "http/1.1" in preference order */
+	size_t nalpn;  /* default 2: h2, http/1.1 */
+	int min_version;		/* 12 (default, "1.2") or 13 ("1.3") */
+	uint32_t session_timeout_s;	/* default 3600, 1..604800 */
+	uint32_t handshake_timeout_ms;	/* default 10000, 100..600000 */
+	mc_h2_conf h2;
+} mc_tls_conf;
 
 typedef struct mc_cell_conf {
 	char *path;         /* the file it came from */
@@ -134,6 +180,7 @@ typedef struct mc_cell_conf {
 	mc_flag_conf *flags; /* document order */
 	size_t nflags;
 	mc_locality_conf locality;
+	mc_tls_conf tls;
 } mc_cell_conf;
 
 typedef struct mc_region_conf {

@@ -10,6 +10,7 @@
 
 #include "common/common.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "obs/obs.h"
 
 typedef struct mc_http_header {
@@ -63,6 +64,8 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex);
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len);
 
+struct mc_http_conn_info;
+
 typedef struct mc_http_server_opts {
 	size_t max_header_bytes;   /* total request head size; 431 beyond (default 16 KiB) */
 	size_t max_headers;        /* header count; 431 beyond (default 64) */
@@ -87,11 +90,40 @@ typedef struct mc_http_server_opts {
 	size_t nerror_headers;
 	/* Called (may be NULL) with the status of each such response. */
 	void (*on_reject)(void *ctx, int status);
+	/* Called (may be NULL) once per connection: when it can carry requests
+	 * (at accept, or after the TLS handshake), or when its TLS handshake
+	 * failed. The info is valid during the call only. */
+	void (*on_conn)(void *ctx, const struct mc_http_conn_info *info);
 } mc_http_server_opts;
 
 /* Fills the defaults above. mc_http_server_new() also treats a zero field as its
  * default. */
 void mc_http_server_opts_default(mc_http_server_opts *o);
+
+/* What mc_http_server_opts.on_conn reports about a connection. */
+typedef struct mc_http_conn_info {
+	int tls;	     /* accepted on the TLS listener */
+	int h2;		     /* ALPN chose h2: requests arrive as HTTP/2 streams */
+	int resumed;	     /* the TLS session was resumed (no full handshake) */
+	int failed;	     /* the TLS handshake failed; the connection is closed */
+	const char *version; /* "TLSv1.3" (NULL without TLS) */
+	const char *error;   /* why the handshake failed (failed only) */
+	const char *peer;    /* "ip:port" */
+} mc_http_conn_info;
+
+/* HTTP/2 limits of a TLS listener (src/http/h2.c). Zero fields get defaults. */
+typedef struct mc_http_h2_opts {
+	uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS (default 100);
+					  * also bounds requests whose handler has not
+					  * answered, reset streams included */
+	uint32_t initial_window_size;	 /* SETTINGS_INITIAL_WINDOW_SIZE (default 65535) */
+	uint32_t connection_window_size; /* receive window of the connection (default 1 MiB) */
+} mc_http_h2_opts;
+
+typedef struct mc_http_tls_opts {
+	uint32_t handshake_timeout_ms; /* a handshake not done by then is closed (default 10000) */
+	mc_http_h2_opts h2;
+} mc_http_tls_opts;
 
 typedef struct mc_http_server mc_http_server;
 
@@ -142,6 +174,19 @@ void mc_http_graceful_start(mc_http_graceful *g, uv_loop_t *loop, mc_http_server
 void mc_http_graceful_close(mc_http_graceful *g);
 /* Bound port (useful with port 0). */
 uint16_t mc_http_server_port(const mc_http_server *s);
+
+/* Adds a TLS listener on hostport to s: the same handler, limits, connection
+ * count and drain as the plain listener. ALPN "h2" turns a connection into
+ * HTTP/2 (each stream becomes an exchange like an HTTP/1.1 request); anything
+ * else is HTTP/1.1 over TLS. Takes its own reference on ctx. Returns 0 or a
+ * negative code (-errno from bind, MC_EINVAL when s already has one). */
+int mc_http_server_listen_tls(mc_http_server *s, const char *hostport, mc_tls_ctx *ctx,
+			      const mc_http_tls_opts *o);
+/* Uses ctx for connections accepted from now on (certificate reload); the
+ * connections already open keep the context they started with. */
+void mc_http_server_tls_ctx_set(mc_http_server *s, mc_tls_ctx *ctx);
+/* Bound port of the TLS listener (0 without one). */
+uint16_t mc_http_server_tls_port(const mc_http_server *s);
 /* Stops accepting and closes every connection; pending exchanges are still freed
  * by their mc_http_respond(). The server memory is released once all handles
  * closed (run the loop). Accepts NULL. */

@@ -104,6 +104,67 @@ void mc_http_buf_u64(mc_buf *b, uint64_t v);
 int mc_http_token_valid(const char *s, size_t n);
 int mc_http_field_safe(const char *s, size_t n);
 
+/* ---- exchanges and HTTP/2 (src/http/h2.c) ------------------------------------------
+ * One request/response exchange whatever the transport: the current request of
+ * an HTTP/1.1 connection (c) or one HTTP/2 stream (h2). */
+struct conn;
+struct mc_http_h2_stream;
+
+struct mc_http_exchange {
+	struct conn *c; /* HTTP/1.1; NULL for an HTTP/2 stream */
+	mc_http_request req;
+	void *userdata;
+	struct mc_http_h2_stream *h2; /* HTTP/2; NULL for HTTP/1.1 */
+};
+
+typedef struct mc_http_h2 mc_http_h2;
+
+/* What the connection that owns an HTTP/2 session lends it. */
+typedef struct mc_http_h2_host {
+	void *conn;		/* passed back to the callbacks */
+	mc_tls_stream *tls;	/* where the frames go */
+	const mc_http_server_opts *opts; /* limits, error headers, on_reject */
+	mc_http_h2_opts h2;
+	mc_http_handler handler;
+	void *ctx;
+	const char *peer;
+	/* (Re)arms the connection's timer to call mc_http_h2_timer() after ms;
+	 * 0 stops it. */
+	void (*arm)(void *conn, uint32_t ms);
+	/* The session is over: graceful (close_notify, then close) or at once. */
+	void (*close)(void *conn, int graceful);
+} mc_http_h2_host;
+
+/* Starts a server session (sends SETTINGS). Returns 0 or MC_ENOMEM. */
+int mc_http_h2_new(mc_http_h2 **out, const mc_http_h2_host *host);
+/* Feeds received plaintext; may call the handler and the host's callbacks. */
+void mc_http_h2_recv(mc_http_h2 *h, const char *data, size_t n);
+/* The host's timer fired. */
+void mc_http_h2_timer(mc_http_h2 *h);
+/* Graceful stop: GOAWAY, no new streams, close once the open ones finished. */
+void mc_http_h2_drain(mc_http_h2 *h);
+/* The connection is gone: no more I/O or host callbacks. Exchanges still with
+ * the handler stay valid; answering them returns MC_ECLOSED. Releases the
+ * session once none is left. */
+void mc_http_h2_detach(mc_http_h2 *h);
+/* mc_http_respond() for an exchange with ex->h2 set. */
+int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
+		       size_t nheaders, const void *body, size_t body_len);
+/* A response whose body is produced piece by piece (the HTTP/2 side of a
+ * streaming response API). start sends status and headers (a numeric
+ * Content-Length among them is kept and must then be honoured); write_body
+ * queues a copy of the bytes and frames them as the flow-control window
+ * allows; end finishes the body (complete = 1) or, complete = 0, resets the
+ * stream so the client sees the truncation, and releases the exchange. start
+ * and write_body return 0 or MC_ECLOSED (the client went away; call end
+ * anyway); end returns the same. */
+int mc_http_h2_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			      size_t nheaders);
+int mc_http_h2_write_body(mc_http_exchange *ex, const void *data, size_t len);
+int mc_http_h2_end_response(mc_http_exchange *ex, int complete);
+/* Response bytes queued on the stream and not yet framed (for backpressure). */
+size_t mc_http_h2_pending(const mc_http_exchange *ex);
+
 /* Buffers larger than this are freed after a message instead of kept. */
 #define MC_HTTP_KEEP_BUF (64u * 1024u)
 /* Size of the shared read buffer per server or pool. */

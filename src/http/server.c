@@ -26,12 +26,6 @@
 
 typedef struct conn conn;
 
-struct mc_http_exchange {
-	conn *c;
-	mc_http_request req;
-	void *userdata;
-};
-
 struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -65,6 +59,8 @@ struct conn {
 	size_t win_bytes;     /* body bytes received when the current window began */
 	char err_msg[96];
 	char peer[64];
+	mc_tls_stream *tls; /* accepted on the TLS listener */
+	mc_http_h2 *h2;	    /* ALPN chose h2: the session owns the protocol */
 };
 
 struct mc_http_server {
@@ -83,8 +79,35 @@ struct mc_http_server {
 	mc_http_link rejects; /* connections refused over max_connections, lingering */
 	size_t nrejects;
 	mc_buf busy;         /* the 503 those get */
+	uv_tcp_t tls_listener;
+	mc_tls_ctx *tls_ctx; /* for new connections; open ones hold their own */
+	mc_http_tls_opts tls_opts;
+	int has_tls;
+	uint16_t tls_port;
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
+
+/* Transport hooks: plain TCP, or the connection's TLS stream (same shapes). */
+static int conn_io_read_start(conn *c, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
+{
+	return c->tls ? mc_tls_stream_read_start(c->tls, alloc_cb, read_cb)
+		      : uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+static int conn_io_read_stop(conn *c)
+{
+	return c->tls ? mc_tls_stream_read_stop(c->tls) : uv_read_stop((uv_stream_t *)&c->tcp);
+}
+static int conn_io_write(conn *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n, uv_write_cb cb)
+{
+	return c->tls ? mc_tls_stream_write(c->tls, req, bufs, n, cb)
+		      : uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, cb);
+}
+static int conn_io_shutdown(conn *c, uv_shutdown_t *req, uv_shutdown_cb cb)
+{
+	return c->tls ? mc_tls_stream_shutdown(c->tls, req, cb)
+		      : uv_shutdown(req, (uv_stream_t *)&c->tcp, cb);
+}
+static void server_destroy(mc_http_server *s);
 
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -93,10 +116,8 @@ static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 static void server_release(mc_http_server *s)
 {
 	MC_ASSERT(s->handles > 0);
-	if (--s->handles == 0 && s->closing) {
-		mc_buf_fini(&s->busy);
-		free(s);
-	}
+	if (--s->handles == 0 && s->closing)
+		server_destroy(s);
 }
 
 static void conn_unref(conn *c)
@@ -145,6 +166,10 @@ static void conn_close(conn *c)
 		c->srv->nconns--;
 		c->counted = 0;
 	}
+	mc_http_h2_detach(c->h2);
+	c->h2 = NULL;
+	mc_tls_stream_free(c->tls); /* gives tcp->data back before the close */
+	c->tls = NULL;
 	uv_close((uv_handle_t *)&c->tcp, on_conn_close);
 	if (c->open_handles == 2)
 		uv_close((uv_handle_t *)&c->timer, on_conn_close);
@@ -176,13 +201,13 @@ static void conn_update_read(conn *c)
 		return;
 	int want = c->lingering || c->in.len < IN_LIMIT;
 	if (want && !c->reading) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+		if (conn_io_read_start(c, on_alloc, on_read) < 0) {
 			conn_close(c);
 			return;
 		}
 		c->reading = 1;
 	} else if (!want && c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
+		conn_io_read_stop(c);
 		c->reading = 0;
 	}
 }
@@ -201,7 +226,7 @@ static void conn_linger(conn *c)
 {
 	c->lingering = 1;
 	c->sreq.data = c;
-	if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+	if (conn_io_shutdown(c, &c->sreq, on_shutdown) < 0) {
 		conn_close(c);
 		return;
 	}
@@ -243,7 +268,7 @@ static int conn_write(conn *c)
 	if (c->outbody.len > 0)
 		bufs[n++] = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
 	c->wreq.data = c;
-	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, n, on_write) < 0) {
+	if (conn_io_write(c, &c->wreq, bufs, n, on_write) < 0) {
 		conn_close(c);
 		return MC_ECLOSED;
 	}
@@ -562,7 +587,7 @@ static int cb_headers_complete(llhttp_t *p)
 	    mc_http_token_eq(e, elen, "100-continue")) {
 		uv_buf_t b = uv_buf_init((char *)CONTINUE_100, sizeof CONTINUE_100 - 1);
 		c->creq.data = c;
-		if (uv_write(&c->creq, (uv_stream_t *)&c->tcp, &b, 1, NULL) < 0)
+		if (conn_io_write(c, &c->creq, &b, 1, NULL) < 0)
 			return -1;
 	}
 	return 0;
@@ -703,6 +728,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (c->lingering || c->close_after)
 		return; /* discarded */
+	if (c->h2) {
+		mc_http_h2_recv(c->h2, buf->base, (size_t)nread);
+		return;
+	}
 	size_t n = (size_t)nread;
 	if (c->in.len == 0) {
 		size_t off = 0;
@@ -722,6 +751,10 @@ static void on_timer(uv_timer_t *t)
 	conn *c = t->data;
 	if (c->closing)
 		return;
+	if (c->h2 && !c->lingering) {
+		mc_http_h2_timer(c->h2);
+		return;
+	}
 	if (c->msg_active && !c->writing && !c->ex_active && !c->close_after) {
 		request_timer_fired(c);
 		return;
@@ -744,6 +777,8 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex)
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len)
 {
+	if (ex->h2)
+		return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
 	conn *c = ex->c;
 	int rc = 0;
 	MC_ASSERT(c->ex_active);
@@ -926,7 +961,7 @@ static void busy_build(mc_http_server *s)
 }
 
 /* Accepts and closes at once: the connection limit is reached. */
-static void server_reject(mc_http_server *s)
+static void server_reject(mc_http_server *s, uv_stream_t *l)
 {
 	if (s->nrejects < REJECT_LINGER_MAX && s->busy.len > 0) {
 		server_reject_busy(s);
@@ -939,9 +974,12 @@ static void server_reject(mc_http_server *s)
 	}
 	t->data = s;
 	s->handles++;
-	uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t);
+	uv_accept(l, (uv_stream_t *)t);
 	uv_close((uv_handle_t *)t, on_reject_close);
 }
+
+static int conn_tls_begin(conn *c);
+static void conn_report(conn *c, const mc_http_conn_info *ci);
 
 static void on_connection(uv_stream_t *l, int status)
 {
@@ -953,7 +991,7 @@ static void on_connection(uv_stream_t *l, int status)
 	if (s->closing)
 		return;
 	if (s->nconns >= s->opts.max_connections) {
-		server_reject(s);
+		server_reject(s, l);
 		return;
 	}
 	conn *c = mc_calloc(1, sizeof *c);
@@ -986,8 +1024,14 @@ static void on_connection(uv_stream_t *l, int status)
 	else
 		strcpy(c->peer, "?");
 	uv_tcp_nodelay(&c->tcp, 1);
-	timer_arm(c, MC_MIN(MC_MIN(s->opts.idle_timeout_ms, s->opts.request_timeout_ms),
-			    s->opts.header_timeout_ms));
+	if ((uv_tcp_t *)l == &s->tls_listener) {
+		if (conn_tls_begin(c) < 0)
+			return;
+	} else {
+		conn_report(c, NULL);
+		timer_arm(c, MC_MIN(MC_MIN(s->opts.idle_timeout_ms, s->opts.request_timeout_ms),
+				    s->opts.header_timeout_ms));
+	}
 	conn_update_read(c);
 }
 
@@ -1074,12 +1118,18 @@ void mc_http_server_drain(mc_http_server *s)
 		return;
 	s->draining = 1;
 	uv_close((uv_handle_t *)&s->listener, on_listener_close);
+	if (s->has_tls)
+		uv_close((uv_handle_t *)&s->tls_listener, on_listener_close);
 	mc_http_link *l = s->conns.next;
 	while (l != &s->conns) {
 		conn *c = MC_HTTP_CONTAINER(l, conn, link);
 		l = l->next; /* conn_close unlinks c */
 		if (c->lingering)
 			continue;
+		if (c->h2) {
+			mc_http_h2_drain(c->h2); /* GOAWAY; closes once its streams ended */
+			continue;
+		}
 		if (c->ex_active || c->writing)
 			c->close_after = 1; /* the response in progress is the last */
 		else if (!c->msg_active)
@@ -1100,13 +1150,153 @@ void mc_http_server_free(mc_http_server *s)
 	s->closing = 1;
 	if (!s->draining) {
 		uv_close((uv_handle_t *)&s->listener, on_listener_close);
+		if (s->has_tls)
+			uv_close((uv_handle_t *)&s->tls_listener, on_listener_close);
 	} else if (s->handles == 0) {
-		mc_buf_fini(&s->busy);
-		free(s); /* drained: listener and connections are all closed */
+		server_destroy(s); /* drained: listener and connections are all closed */
 		return;
 	}
 	while (!mc_http_list_empty(&s->conns))
 		conn_close(MC_HTTP_CONTAINER(s->conns.next, conn, link));
 	while (!mc_http_list_empty(&s->rejects))
 		reject_close(MC_HTTP_CONTAINER(s->rejects.next, reject, link));
+}
+
+/* ---- TLS listener and HTTP/2 ------------------------------------------------------- */
+
+static void server_destroy(mc_http_server *s)
+{
+	mc_tls_ctx_unref(s->tls_ctx);
+	mc_buf_fini(&s->busy);
+	free(s);
+}
+
+static void conn_report(conn *c, const mc_http_conn_info *ci)
+{
+	mc_http_conn_info plain = {.peer = c->peer};
+	if (c->srv->opts.on_conn)
+		c->srv->opts.on_conn(c->srv->ctx, ci ? ci : &plain);
+}
+
+static void conn_h2_arm(void *conn_, uint32_t ms)
+{
+	conn *c = conn_;
+	if (ms)
+		timer_arm(c, ms);
+	else
+		uv_timer_stop(&c->timer);
+}
+
+static void conn_h2_close(void *conn_, int graceful)
+{
+	conn *c = conn_;
+	if (c->closing || c->lingering)
+		return;
+	if (graceful)
+		conn_linger(c); /* close_notify, then drain the input until EOF */
+	else
+		conn_close(c);
+}
+
+static void conn_on_handshake(void *arg, int status)
+{
+	conn *c = arg;
+	if (c->closing)
+		return;
+	mc_tls_conn *t = mc_tls_stream_conn(c->tls);
+	mc_http_conn_info ci = {.tls = 1, .peer = c->peer, .version = mc_tls_conn_version(t)};
+	if (status < 0) {
+		ci.failed = 1;
+		ci.error = mc_tls_conn_error(t)[0] ? mc_tls_conn_error(t)
+			   : status == MC_EPROTO   ? "TLS protocol error"
+						   : uv_strerror(status);
+		MC_DEBUG("http", "TLS handshake with %s failed: %s", c->peer, ci.error);
+		conn_report(c, &ci);
+		conn_close(c);
+		return;
+	}
+	ci.resumed = mc_tls_conn_resumed(t);
+	size_t alen;
+	const char *alpn = mc_tls_conn_alpn(t, &alen);
+	if (alpn && alen == 2 && memcmp(alpn, "h2", 2) == 0) {
+		mc_http_server *s = c->srv;
+		mc_http_h2_host host = {.conn = c,
+					.tls = c->tls,
+					.opts = &s->opts,
+					.h2 = s->tls_opts.h2,
+					.handler = s->handler,
+					.ctx = s->ctx,
+					.peer = c->peer,
+					.arm = conn_h2_arm,
+					.close = conn_h2_close};
+		if (mc_http_h2_new(&c->h2, &host) < 0) {
+			conn_close(c);
+			return;
+		}
+		ci.h2 = 1;
+		if (s->draining)
+			mc_http_h2_drain(c->h2);
+	} else {
+		timer_arm(c, MC_MIN(MC_MIN(c->srv->opts.idle_timeout_ms,
+					   c->srv->opts.request_timeout_ms),
+				    c->srv->opts.header_timeout_ms));
+	}
+	conn_report(c, &ci);
+}
+
+/* Wraps an accepted connection of the TLS listener; 0, or negative after
+ * closing it. */
+static int conn_tls_begin(conn *c)
+{
+	mc_http_server *s = c->srv;
+	int rc = mc_tls_stream_new(&c->tls, s->tls_ctx, &c->tcp, conn_on_handshake, s->slab,
+				   sizeof s->slab);
+	if (rc < 0) {
+		c->tls = NULL;
+		conn_close(c);
+		return rc;
+	}
+	timer_arm(c, s->tls_opts.handshake_timeout_ms);
+	return 0;
+}
+
+int mc_http_server_listen_tls(mc_http_server *s, const char *hostport, mc_tls_ctx *ctx,
+			      const mc_http_tls_opts *o)
+{
+	if (!s || !ctx || !hostport || s->has_tls || s->closing || s->draining)
+		return MC_EINVAL;
+	s->tls_opts = o ? *o : (mc_http_tls_opts){0};
+	if (!s->tls_opts.handshake_timeout_ms)
+		s->tls_opts.handshake_timeout_ms = 10000;
+	s->tls_listener.data = s;
+	int rc = mc_net_listen(s->loop, &s->tls_listener, hostport, s->opts.reuseport, 1024,
+			       on_connection);
+	if (rc < 0) {
+		if (uv_is_closing((uv_handle_t *)&s->tls_listener)) {
+			/* closing without a callback: count it until libuv is done */
+			s->handles++;
+			s->tls_listener.close_cb = on_listener_close;
+		}
+		return rc;
+	}
+	s->tls_listener.data = s;
+	s->handles++;
+	s->has_tls = 1;
+	s->tls_port = mc_net_local_port(&s->tls_listener);
+	s->tls_ctx = mc_tls_ctx_ref(ctx);
+	return 0;
+}
+
+void mc_http_server_tls_ctx_set(mc_http_server *s, mc_tls_ctx *ctx)
+{
+	if (!s || !ctx)
+		return;
+	mc_tls_ctx *old = s->tls_ctx;
+	s->tls_ctx = mc_tls_ctx_ref(ctx);
+	mc_tls_ctx_unref(old);
+}
+
+uint16_t mc_http_server_tls_port(const mc_http_server *s)
+{
+	return s && s->has_tls ? s->tls_port : 0;
 }
