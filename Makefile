@@ -47,6 +47,7 @@ LIBS_config := config common
 LIBS_state := state common
 LIBS_obs := obs common
 LIBS_http := http obs net common llhttp
+LIBS_http_stream := http obs net common llhttp
 LIBS_repl := repl state net common
 LIBS_region := region repl http obs state config net common llhttp
 LIBS_cell := cell repl http obs state config net common llhttp

@@ -24,6 +24,8 @@ struct mc_http_exchange {
 	conn *c;
 	mc_http_request req;
 	void *userdata;
+	void (*watch)(void *arg, int event); /* mc_http_exchange_watch() */
+	void *watch_arg;
 };
 
 struct conn {
@@ -40,6 +42,7 @@ struct conn {
 	mc_buf in;   /* input received but not parsed yet */
 	mc_buf out;  /* response head */
 	mc_buf outbody;
+	mc_buf sq;   /* streamed response bytes not yet handed to a write */
 	mc_http_exchange ex;
 	uint64_t start_ns;
 	int refs;	  /* 1 for the handles + 1 while the exchange is out */
@@ -48,6 +51,8 @@ struct conn {
 	uint8_t counted;  /* linked in srv->conns, counted in nconns */
 	uint8_t msg_active, ready, ex_active, writing, close_after, closing, lingering;
 	uint8_t reading, keep_alive, head_req;
+	/* a streamed response: started, chunked, no body allowed, ended by the handler */
+	uint8_t streaming, stream_chunked, stream_nobody, stream_ended;
 	char err_msg[96];
 	char peer[64];
 };
@@ -88,6 +93,7 @@ static void conn_unref(conn *c)
 	mc_buf_fini(&c->in);
 	mc_buf_fini(&c->out);
 	mc_buf_fini(&c->outbody);
+	mc_buf_fini(&c->sq);
 	free(c);
 }
 
@@ -102,8 +108,9 @@ static void on_conn_close(uv_handle_t *h)
 	conn_unref(c);
 }
 
-/* Closes the connection now; a pending exchange stays valid until answered. */
-static void conn_close(conn *c)
+/* Closes the connection now (with reset: an RST, so the client sees an error
+ * rather than an end); a pending exchange stays valid until answered. */
+static void conn_close_how(conn *c, int reset)
 {
 	if (c->closing)
 		return;
@@ -114,9 +121,26 @@ static void conn_close(conn *c)
 		c->srv->nconns--;
 		c->counted = 0;
 	}
-	uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+	if (!reset || uv_tcp_close_reset(&c->tcp, on_conn_close) < 0)
+		uv_close((uv_handle_t *)&c->tcp, on_conn_close);
 	if (c->open_handles == 2)
 		uv_close((uv_handle_t *)&c->timer, on_conn_close);
+}
+
+static void conn_close(conn *c)
+{
+	conn_close_how(c, 0);
+}
+
+/* The client went away or stopped reading: closes, and tells the handler of a
+ * pending exchange that watches it (only from loop events, never from inside a
+ * call the handler made). */
+static void conn_lost(conn *c)
+{
+	int notify = !c->closing && c->ex_active && c->ex.watch;
+	conn_close(c);
+	if (notify)
+		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_CLOSED);
 }
 
 /* ---- timers and reading --------------------------------------------------------- */
@@ -180,6 +204,7 @@ static void conn_linger(conn *c)
 }
 
 static void conn_drain(conn *c);
+static void stream_written(conn *c);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -188,7 +213,11 @@ static void on_write(uv_write_t *req, int status)
 	if (c->closing)
 		return;
 	if (status < 0) {
-		conn_close(c);
+		conn_lost(c);
+		return;
+	}
+	if (c->streaming) {
+		stream_written(c);
 		return;
 	}
 	if (c->outbody.cap > MC_HTTP_KEEP_BUF)
@@ -435,6 +464,8 @@ static void conn_dispatch(conn *c)
 	memcpy(r->peer, c->peer, sizeof r->peer);
 	c->head_req = method == HTTP_HEAD;
 	c->ex.userdata = NULL;
+	c->ex.watch = NULL;
+	c->ex.watch_arg = NULL;
 	c->ex.c = c;
 	c->ex_active = 1;
 	c->refs++;
@@ -446,7 +477,8 @@ static void conn_dispatch(conn *c)
 
 static int conn_can_parse(const conn *c)
 {
-	return !c->closing && !c->ex_active && !c->writing && !c->close_after && !c->lingering;
+	return !c->closing && !c->ex_active && !c->writing && !c->close_after && !c->lingering &&
+	       !c->streaming;
 }
 
 /* Runs llhttp over data until one request completes or the data ends; returns
@@ -502,7 +534,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (nread < 0) {
 		/* EOF or error: the client is gone (a pending exchange gets MC_ECLOSED) */
-		conn_close(c);
+		conn_lost(c);
 		return;
 	}
 	if (c->lingering || c->close_after)
@@ -521,11 +553,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	conn_update_read(c);
 }
 
+static void stream_done(conn *c);
+
 static void on_timer(uv_timer_t *t)
 {
 	conn *c = t->data;
 	if (c->closing)
 		return;
+	if (c->streaming && c->stream_ended && !c->writing && c->sq.len == 0) {
+		stream_done(c); /* scheduled by mc_http_exchange_end() */
+		return;
+	}
 	if (c->msg_active && !c->writing && !c->ex_active && !c->close_after) {
 		char msg[96];
 		snprintf(msg, sizeof msg, "request not received within %u ms",
@@ -533,7 +571,7 @@ static void on_timer(uv_timer_t *t)
 		conn_send_error(c, 408, "request_timeout", msg);
 		return;
 	}
-	conn_close(c); /* idle, send or linger timeout */
+	conn_lost(c); /* idle, send or linger timeout */
 }
 
 /* ---- exchanges ------------------------------------------------------------------ */
@@ -553,9 +591,10 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 {
 	conn *c = ex->c;
 	int rc = 0;
-	MC_ASSERT(c->ex_active);
+	MC_ASSERT(c->ex_active && !c->streaming);
 	c->ex_active = 0;
 	ex->userdata = NULL;
+	ex->watch = NULL;
 	if (c->closing) {
 		rc = MC_ECLOSED;
 		goto out;
@@ -580,6 +619,162 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 	build_head(c, status, headers, nheaders, (size_t)announced, !bodyless, NULL);
 	rc = conn_write(c);
 out:
+	conn_unref(c);
+	return rc;
+}
+
+/* ---- streamed responses ----------------------------------------------------------- */
+
+/* Hands the queued stream bytes to one write (one write in flight at a time;
+ * what arrives meanwhile waits in sq). Returns 0 or MC_ECLOSED. */
+static int stream_flush(conn *c)
+{
+	if (c->closing)
+		return MC_ECLOSED;
+	if (c->writing || c->sq.len == 0)
+		return 0;
+	mc_buf t = c->outbody;
+	c->outbody = c->sq;
+	c->sq = t;
+	mc_buf_reset(&c->sq);
+	uv_buf_t b = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
+	c->wreq.data = c;
+	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+		conn_close(c);
+		return MC_ECLOSED;
+	}
+	c->writing = 1;
+	/* a client that stops reading is dropped after the idle timeout */
+	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	return 0;
+}
+
+/* The whole streamed response is written: like the end of a plain response. */
+static void stream_done(conn *c)
+{
+	c->streaming = c->stream_chunked = c->stream_nobody = c->stream_ended = 0;
+	if (c->outbody.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&c->outbody);
+	if (c->sq.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&c->sq);
+	if (c->close_after) {
+		conn_linger(c);
+		return;
+	}
+	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	conn_drain(c);
+	conn_update_read(c);
+}
+
+static void stream_written(conn *c)
+{
+	mc_buf_reset(&c->outbody);
+	if (c->sq.len > 0) {
+		stream_flush(c);
+		return;
+	}
+	if (c->stream_ended) {
+		stream_done(c);
+		return;
+	}
+	uv_timer_stop(&c->timer); /* now waiting for the handler, not the client */
+	if (c->ex_active && c->ex.watch)
+		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_DRAINED);
+}
+
+int mc_http_exchange_start_response(mc_http_exchange *ex, int status,
+				    const mc_http_header *headers, size_t nheaders,
+				    int64_t content_length)
+{
+	conn *c = ex->c;
+	MC_ASSERT(c->ex_active && !c->streaming);
+	c->streaming = 1;
+	if (c->closing)
+		return MC_ECLOSED;
+	if (status < 200 || status > 999) {
+		MC_WARN("http", "handler answered with status %d; sending 500", status);
+		status = 500;
+		content_length = 0;
+	}
+	int bodyless = status == 204 || status == 304;
+	c->stream_nobody = bodyless || c->head_req;
+	int with_length = 0;
+	const char *extra = NULL;
+	if (bodyless) {
+		/* no length, no body */
+	} else if (content_length >= 0) {
+		with_length = 1; /* on a HEAD answer: the length a GET would have */
+	} else if (c->head_req) {
+		/* unknown: a HEAD answer announces nothing */
+	} else if (c->parser.http_major == 1 && c->parser.http_minor == 0) {
+		c->close_after = 1; /* HTTP/1.0 has no chunks: the close ends the body */
+	} else {
+		c->stream_chunked = 1;
+		extra = "Transfer-Encoding: chunked\r\n";
+	}
+	build_head(c, status, headers, nheaders, with_length ? (size_t)content_length : 0,
+		   with_length, extra);
+	mc_buf_append(&c->sq, c->out.data, c->out.len);
+	return stream_flush(c);
+}
+
+int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len)
+{
+	conn *c = ex->c;
+	MC_ASSERT(c->ex_active && c->streaming && !c->stream_ended);
+	if (c->closing)
+		return MC_ECLOSED;
+	if (len == 0 || c->stream_nobody)
+		return 0;
+	if (c->stream_chunked) {
+		char sz[24];
+		int m = snprintf(sz, sizeof sz, "%zx\r\n", len);
+		mc_buf_append(&c->sq, sz, (size_t)m);
+		mc_buf_append(&c->sq, data, len);
+		mc_buf_append(&c->sq, "\r\n", 2);
+	} else {
+		mc_buf_append(&c->sq, data, len);
+	}
+	return stream_flush(c);
+}
+
+size_t mc_http_exchange_pending(const mc_http_exchange *ex)
+{
+	const conn *c = ex->c;
+	if (!c->streaming)
+		return 0;
+	return c->sq.len + (c->writing ? c->outbody.len : 0);
+}
+
+void mc_http_exchange_watch(mc_http_exchange *ex, void (*cb)(void *arg, int event), void *arg)
+{
+	ex->watch = cb;
+	ex->watch_arg = cb ? arg : NULL;
+}
+
+int mc_http_exchange_end(mc_http_exchange *ex, int abort)
+{
+	conn *c = ex->c;
+	int rc = 0;
+	MC_ASSERT(c->ex_active);
+	if (!c->streaming) /* ended without a start: nothing was sent */
+		abort = 1;
+	c->ex_active = 0;
+	ex->userdata = NULL;
+	ex->watch = NULL;
+	if (c->closing) {
+		rc = MC_ECLOSED;
+	} else if (abort) {
+		conn_close_how(c, 1);
+	} else {
+		if (c->stream_chunked)
+			mc_buf_append(&c->sq, "0\r\n\r\n", 5);
+		c->stream_ended = 1;
+		if (!c->writing && c->sq.len == 0)
+			timer_arm(c, 0); /* completes on the next loop turn: stream_done() */
+		else
+			rc = stream_flush(c);
+	}
 	conn_unref(c);
 	return rc;
 }
