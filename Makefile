@@ -44,6 +44,7 @@ mod_srcs = $(wildcard src/$(1)/*.c)
 LIBS_common := common
 LIBS_net := net common
 LIBS_config := config common
+LIBS_config_proxy := config common
 LIBS_state := state common
 LIBS_obs := obs common
 LIBS_http := http obs net common llhttp
