@@ -289,6 +289,14 @@ size_t mc_http_pool_outstanding(const mc_http_pool *p);
  * closes connections; memory is released once handles closed. Accepts NULL. */
 void mc_http_pool_free(mc_http_pool *p);
 
+/* ---- relaying (src/http/forward.c) ----------------------------------------------------- */
+
+/* 1 when field h of a message whose fields are all[0..n) is end-to-end and is
+ * relayed: not hop-by-hop (Connection, Keep-Alive, Proxy-Connection, TE,
+ * Trailer, Transfer-Encoding, Upgrade), not named by a Connection field, and not
+ * Content-Length or Host, which the sender sets again. */
+int mc_http_header_end_to_end(const mc_http_header *all, size_t n, const mc_http_header *h);
+
 /* ---- response helpers (src/http/reply.c) --------------------------------------------- */
 
 /* Answers with a JSON error body {"error": code, "message": formatted text} and
