@@ -9,7 +9,7 @@
 
 #include "cell/cell_int.h"
 
-#define COMP "pool"
+#define COMP_POOL "pool"
 #define WIN_BUCKETS 10
 #define PROBE_MAX_RESPONSE (64u * 1024u)
 
@@ -120,7 +120,7 @@ static void uneject(cell_worker *w, uint64_t now_ms)
 	w->last_uneject_ms = now_ms;
 	if (w->m_ejected)
 		w->m_ejected->value = 0;
-	MC_INFO(COMP, "pool %s: worker %s back from ejection", w->pool->conf->name, w->addr);
+	MC_INFO(COMP_POOL, "pool %s: worker %s back from ejection", w->pool->conf->name, w->addr);
 }
 
 static void on_eject_timer(uv_timer_t *t)
@@ -150,7 +150,7 @@ static void eject(cell_worker *w, uint64_t now_ms, const char *why)
 	}
 	if (w->pool->c && w->pool->c->loop)
 		uv_timer_start(&w->eject_timer, on_eject_timer, ms, 0);
-	MC_WARN(COMP, "pool %s: worker %s ejected for %llu ms (%s; ejection %u)",
+	MC_WARN(COMP_POOL, "pool %s: worker %s ejected for %llu ms (%s; ejection %u)",
 		w->pool->conf->name, w->addr, (unsigned long long)ms, why, w->times_ejected);
 }
 
@@ -193,7 +193,7 @@ int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms)
 	if (!should)
 		return 0;
 	if (mc_cell_pool_ejected(p, now_ms) >= max_ejectable(p)) {
-		MC_DEBUG(COMP, "pool %s: worker %s not ejected (%s): max_ejection_percent reached",
+		MC_DEBUG(COMP_POOL, "pool %s: worker %s not ejected (%s): max_ejection_percent reached",
 			 p->conf->name, w->addr, why);
 		return 0;
 	}
@@ -262,7 +262,7 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 		w->probe_ok++;
 		if (!w->healthy && w->probe_ok >= h->rise) {
 			w->healthy = 1;
-			MC_INFO(COMP, "pool %s: worker %s healthy (%u probes passed)",
+			MC_INFO(COMP_POOL, "pool %s: worker %s healthy (%u probes passed)",
 				w->pool->conf->name, w->addr, w->probe_ok);
 		}
 	} else {
@@ -271,10 +271,10 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 		if (w->healthy && w->probe_fail >= h->fall) {
 			w->healthy = 0;
 			if (err)
-				MC_WARN(COMP, "pool %s: worker %s unhealthy (%u probes failed: %s)",
+				MC_WARN(COMP_POOL, "pool %s: worker %s unhealthy (%u probes failed: %s)",
 					w->pool->conf->name, w->addr, w->probe_fail, mc_strerror(err));
 			else
-				MC_WARN(COMP, "pool %s: worker %s unhealthy (%u probes failed: status %d)",
+				MC_WARN(COMP_POOL, "pool %s: worker %s unhealthy (%u probes failed: status %d)",
 					w->pool->conf->name, w->addr, w->probe_fail, res->status);
 		}
 	}

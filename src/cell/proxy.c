@@ -12,7 +12,7 @@
 
 #include "cell/cell_int.h"
 
-#define COMP "proxy"
+#define COMP_PROXY "proxy"
 /* Stop reading a worker while this much of its answer waits for the client. */
 #define STREAM_HIGH_WATER (256u * 1024u)
 
@@ -305,7 +305,7 @@ static void apply_policy(proxy_req *px)
 {
 	int open = px->rc->fail_open && px->c->proxy->fallback;
 	mc_cell_policy_count(px->c, px->rt, px->cause, open);
-	MC_DEBUG(COMP, "route %s: %s: %s -> %s", px->rt->conf->name, mc_cell_cause_names[px->cause],
+	MC_DEBUG(COMP_PROXY, "route %s: %s: %s -> %s", px->rt->conf->name, mc_cell_cause_names[px->cause],
 		 px->detail, open ? "fail_open" : "fail_closed");
 	if (!open) {
 		uv_timer_stop(&px->timer);
@@ -326,7 +326,7 @@ static void fallback_failed(proxy_req *px, cell_cause fcause, int answered, cons
 	vsnprintf(fdetail, sizeof fdetail, fmt, ap);
 	va_end(ap);
 	uv_timer_stop(&px->timer);
-	MC_WARN(COMP, "route %s: fallback failed: %s (local: %s: %s)", px->rt->conf->name,
+	MC_WARN(COMP_PROXY, "route %s: fallback failed: %s (local: %s: %s)", px->rt->conf->name,
 		fdetail, mc_cell_cause_names[px->cause], px->detail);
 	mc_cell_policy_fallback_failed(px_detach(px), px->cause, px->detail, fcause, fdetail,
 				       answered);
@@ -459,7 +459,7 @@ static void on_call_end(void *arg, int err)
 		}
 		if (err) {
 			px->pr->aborts->value += 1;
-			MC_INFO(COMP, "route %s: upstream failed after the response started (%s): "
+			MC_INFO(COMP_PROXY, "route %s: upstream failed after the response started (%s): "
 				      "cutting the response",
 				px->rt->conf->name, mc_strerror(err));
 		}
