@@ -8,9 +8,9 @@
 
 #include "cell/cell_int.h"
 
-const char *const mc_cell_cause_names[CAUSE_COUNT] = {
-	"connect_failed", "timeout", "no_healthy_worker", "overloaded", "upstream_5xx",
-	"upstream_error"};
+const char *const mc_cell_cause_names[CAUSE_COUNT] = {"connect_failed",	   "timeout",
+						      "no_healthy_worker", "overloaded",
+						      "upstream_5xx",	   "upstream_error"};
 
 cell_cause mc_cell_cause_of(int err)
 {

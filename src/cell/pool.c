@@ -54,9 +54,9 @@ static void worker_metrics(cell_worker *w)
 	w->m_healthy = worker_series(
 	    w, "metrocell_upstream_worker_healthy",
 	    "1 while the worker's health probes pass (always 1 without probes).", MC_METRIC_GAUGE);
-	w->m_ejected = worker_series(w, "metrocell_upstream_worker_ejected",
-				     "1 while the worker is ejected by outlier detection.",
-				     MC_METRIC_GAUGE);
+	w->m_ejected =
+	    worker_series(w, "metrocell_upstream_worker_ejected",
+			  "1 while the worker is ejected by outlier detection.", MC_METRIC_GAUGE);
 	w->m_ejections = worker_series(w, "metrocell_upstream_ejections_total",
 				       "Outlier ejections of the worker.", MC_METRIC_COUNTER);
 	w->m_outstanding =
@@ -193,7 +193,8 @@ int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms)
 	if (!should)
 		return 0;
 	if (mc_cell_pool_ejected(p, now_ms) >= max_ejectable(p)) {
-		MC_DEBUG(COMP_POOL, "pool %s: worker %s not ejected (%s): max_ejection_percent reached",
+		MC_DEBUG(COMP_POOL,
+			 "pool %s: worker %s not ejected (%s): max_ejection_percent reached",
 			 p->conf->name, w->addr, why);
 		return 0;
 	}
@@ -271,11 +272,15 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 		if (w->healthy && w->probe_fail >= h->fall) {
 			w->healthy = 0;
 			if (err)
-				MC_WARN(COMP_POOL, "pool %s: worker %s unhealthy (%u probes failed: %s)",
-					w->pool->conf->name, w->addr, w->probe_fail, mc_strerror(err));
+				MC_WARN(COMP_POOL,
+					"pool %s: worker %s unhealthy (%u probes failed: %s)",
+					w->pool->conf->name, w->addr, w->probe_fail,
+					mc_strerror(err));
 			else
-				MC_WARN(COMP_POOL, "pool %s: worker %s unhealthy (%u probes failed: status %d)",
-					w->pool->conf->name, w->addr, w->probe_fail, res->status);
+				MC_WARN(
+				    COMP_POOL,
+				    "pool %s: worker %s unhealthy (%u probes failed: status %d)",
+				    w->pool->conf->name, w->addr, w->probe_fail, res->status);
 		}
 	}
 	w->m_healthy->value = w->healthy;

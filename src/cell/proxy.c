@@ -24,7 +24,7 @@ typedef struct proxy_route {
 
 struct cell_proxy {
 	mc_http_pool *fallback; /* to region.http; NULL without it */
-	proxy_route *routes;    /* by route index */
+	proxy_route *routes;	/* by route index */
 	size_t nroutes;
 	mc_series *regional_fallback;
 };
@@ -51,8 +51,8 @@ typedef struct proxy_req {
 
 /* ---- setup ---------------------------------------------------------------------------- */
 
-static mc_series *route_series(cell *c, const mc_route_conf *rc, const char *name,
-			       const char *help, mc_metric_type t)
+static mc_series *route_series(cell *c, const mc_route_conf *rc, const char *name, const char *help,
+			       mc_metric_type t)
 {
 	mc_buf l;
 	mc_buf_init(&l);
@@ -101,8 +101,8 @@ int mc_cell_pools_init(cell *c)
 		mc_http_pool_opts_default(&o);
 		int rc = mc_http_pool_new(&px->fallback, c->loop, c->conf->region_http, &o);
 		if (rc < 0) {
-			fprintf(stderr, "metrocell cell: region.http %s: %s\n", c->conf->region_http,
-				mc_strerror(rc));
+			fprintf(stderr, "metrocell cell: region.http %s: %s\n",
+				c->conf->region_http, mc_strerror(rc));
 			return rc;
 		}
 	}
@@ -111,10 +111,10 @@ int mc_cell_pools_init(cell *c)
 	mc_buf_append_str(&l, "cell=\"");
 	mc_metrics_label_escape(&l, c->conf->cell);
 	mc_buf_append_str(&l, "\",cause=\"fallback\"");
-	px->regional_fallback = mc_metrics_series(
-	    c->metrics, "metrocell_regional_requests_total",
-	    "Requests whose critical path crossed to the region, by cause", MC_METRIC_COUNTER,
-	    l.data);
+	px->regional_fallback =
+	    mc_metrics_series(c->metrics, "metrocell_regional_requests_total",
+			      "Requests whose critical path crossed to the region, by cause",
+			      MC_METRIC_COUNTER, l.data);
 	mc_buf_fini(&l);
 	return 0;
 }
@@ -203,7 +203,7 @@ static void px_drop_call(proxy_req *px)
 }
 
 static void px_note(proxy_req *px, cell_cause cause, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Records why the workers could not answer (the first reason wins the detail
  * once the policy runs: a retry's failure replaces the first one). */
@@ -216,7 +216,8 @@ static void px_note(proxy_req *px, cell_cause cause, const char *fmt, ...)
 	px->cause = cause;
 }
 
-/* ---- calls ------------------------------------------------------------------------------------ */
+/* ---- calls ------------------------------------------------------------------------------------
+ */
 
 static void on_call_head(void *arg, const mc_http_response *res);
 static void on_call_body(void *arg, const char *data, size_t len);
@@ -305,8 +306,8 @@ static void apply_policy(proxy_req *px)
 {
 	int open = px->rc->fail_open && px->c->proxy->fallback;
 	mc_cell_policy_count(px->c, px->rt, px->cause, open);
-	MC_DEBUG(COMP_PROXY, "route %s: %s: %s -> %s", px->rt->conf->name, mc_cell_cause_names[px->cause],
-		 px->detail, open ? "fail_open" : "fail_closed");
+	MC_DEBUG(COMP_PROXY, "route %s: %s: %s -> %s", px->rt->conf->name,
+		 mc_cell_cause_names[px->cause], px->detail, open ? "fail_open" : "fail_closed");
 	if (!open) {
 		uv_timer_stop(&px->timer);
 		mc_cell_policy_fail_closed(px_detach(px), px->cause, px->detail);
@@ -316,7 +317,7 @@ static void apply_policy(proxy_req *px)
 }
 
 static void fallback_failed(proxy_req *px, cell_cause fcause, int answered, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void fallback_failed(proxy_req *px, cell_cause fcause, int answered, const char *fmt, ...)
 {
@@ -351,8 +352,8 @@ static void start_fallback(proxy_req *px)
 	mc_http_header *h = mc_alloc((r->nfwd + 2) * sizeof *h);
 	memcpy(h, r->fwd, r->nfwd * sizeof *h);
 	const char *cn = mc_cell_cause_names[px->cause];
-	h[r->nfwd] = (mc_http_header){"X-Metrocell-Fallback-From", 25, c->conf->cell,
-				      strlen(c->conf->cell)};
+	h[r->nfwd] =
+	    (mc_http_header){"X-Metrocell-Fallback-From", 25, c->conf->cell, strlen(c->conf->cell)};
 	h[r->nfwd + 1] = (mc_http_header){"X-Metrocell-Fallback-Cause", 26, cn, strlen(cn)};
 	uint32_t bound = px->rc->fallback_timeout_ms;
 	mc_http_call_opts o = {.connect_timeout_ms = MC_MIN(px->rc->connect_timeout_ms, bound),
@@ -406,8 +407,8 @@ static void on_call_head(void *arg, const mc_http_response *res)
 	proxy_req *px = arg;
 	if (px->phase == PX_FALLBACK) {
 		size_t el;
-		const char *e =
-		    mc_http_header_find(res->headers, res->nheaders, "x-metrocell-fallback-error", &el);
+		const char *e = mc_http_header_find(res->headers, res->nheaders,
+						    "x-metrocell-fallback-error", &el);
 		if (e) {
 			px_drop_call(px);
 			fallback_failed(px, CAUSE_UPSTREAM_ERROR, 1, "region answered %d (%.*s)",
@@ -425,8 +426,8 @@ static void on_call_head(void *arg, const mc_http_response *res)
 	if (is5xx && px->rc->fail_on_5xx) {
 		mc_http_call_abort(px->call);
 		px->call = NULL;
-		px_note(px, CAUSE_UPSTREAM_5XX, "worker %s of pool %s answered %d", w->addr, pc->name,
-			res->status);
+		px_note(px, CAUSE_UPSTREAM_5XX, "worker %s of pool %s answered %d", w->addr,
+			pc->name, res->status);
 		attempt_failed(px);
 		return;
 	}
@@ -459,8 +460,9 @@ static void on_call_end(void *arg, int err)
 		}
 		if (err) {
 			px->pr->aborts->value += 1;
-			MC_INFO(COMP_PROXY, "route %s: upstream failed after the response started (%s): "
-				      "cutting the response",
+			MC_INFO(COMP_PROXY,
+				"route %s: upstream failed after the response started (%s): "
+				"cutting the response",
 				px->rt->conf->name, mc_strerror(err));
 		}
 		mc_cell_stream_end(px_detach(px), err != 0);
@@ -502,11 +504,13 @@ static void on_px_timer(uv_timer_t *t)
 		return;
 	if (px->worker) {
 		mc_cell_worker_observe(px->worker, 1, mc_cell_now_ms());
-		px_note(px, CAUSE_TIMEOUT, "no response from worker %s of pool %s within the budget "
-					   "of %u ms",
+		px_note(px, CAUSE_TIMEOUT,
+			"no response from worker %s of pool %s within the budget "
+			"of %u ms",
 			px->worker->addr, px->rt->pool->conf->name, px->rc->budget_ms);
 	} else {
-		px_note(px, CAUSE_TIMEOUT, "no worker of pool %s answered within the budget of %u ms",
+		px_note(px, CAUSE_TIMEOUT,
+			"no worker of pool %s answered within the budget of %u ms",
 			px->rt->pool->conf->name, px->rc->budget_ms);
 	}
 	px_drop_call(px);
@@ -537,7 +541,8 @@ static void on_client_event(void *arg, int event)
 			     "the client closed the connection");
 }
 
-/* ---- entry ------------------------------------------------------------------------------------ */
+/* ---- entry ------------------------------------------------------------------------------------
+ */
 
 void mc_cell_proxy_handle(cell_req *r)
 {
@@ -568,8 +573,8 @@ void mc_cell_proxy_handle(cell_req *r)
 	}
 	mc_buf_append(&r->xff, req->peer, iplen);
 	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, r->xff.data, r->xff.len};
-	r->fwd[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell,
-				       strlen(c->conf->cell)};
+	r->fwd[n++] =
+	    (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
 	r->nfwd = n;
 
 	proxy_req *px = mc_calloc(1, sizeof *px);

@@ -714,17 +714,16 @@ static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
-static const char *const POOL_KEYS[] = {"workers",   "connect_timeout_ms", "timeout_ms",
-					"max_conns", "max_queue",	  "max_outstanding",
-					"health",    "outlier"};
+static const char *const POOL_KEYS[] = {
+    "workers",	 "connect_timeout_ms", "timeout_ms", "max_conns",
+    "max_queue", "max_outstanding",    "health",     "outlier"};
 static const char *const FALLBACK_KEYS[] = {"workers", "connect_timeout_ms", "timeout_ms",
 					    "max_conns", "max_queue"};
 static const char *const POOL_REQUIRED[] = {"workers", NULL};
 static const char *const HEALTH_KEYS[] = {"path", "interval_ms", "timeout_ms", "rise", "fall"};
-static const char *const OUTLIER_KEYS[] = {"consecutive_failures", "failure_percent",
-					   "window_ms",		   "min_requests",
-					   "base_ejection_ms",	   "max_ejection_ms",
-					   "max_ejection_percent", "count_5xx"};
+static const char *const OUTLIER_KEYS[] = {
+    "consecutive_failures", "failure_percent",	    "window_ms", "min_requests", "base_ejection_ms",
+    "max_ejection_ms",	    "max_ejection_percent", "count_5xx"};
 /* Keys only a proxy route takes (after the first four of ROUTE_KEYS). */
 static const char *const ROUTE_KEYS[] = {"name",
 					 "prefix",
@@ -819,8 +818,9 @@ static int check_path(vctx *v, const json_t *j, const char *what)
 	const unsigned char *s = (const unsigned char *)json_string_value(j);
 	for (size_t i = 0; i < n; i++)
 		if (s[i] <= 0x20 || s[i] == 0x7f)
-			return fail(v, "expected a %s without whitespace or control characters, got %s",
-				    what, show(j).s);
+			return fail(
+			    v, "expected a %s without whitespace or control characters, got %s",
+			    what, show(j).s);
 	return 0;
 }
 
@@ -881,8 +881,7 @@ static int parse_outlier(vctx *v, json_t *po, mc_outlier_conf *o)
 	CHECK(opt_u32(v, j, "base_ejection_ms", 1, 3600000, &o->base_ejection_ms));
 	if (!json_object_get(j, "max_ejection_ms") && o->max_ejection_ms < o->base_ejection_ms)
 		o->max_ejection_ms = o->base_ejection_ms;
-	CHECK(opt_u32(v, j, "max_ejection_ms", o->base_ejection_ms, 86400000,
-		      &o->max_ejection_ms));
+	CHECK(opt_u32(v, j, "max_ejection_ms", o->base_ejection_ms, 86400000, &o->max_ejection_ms));
 	CHECK(opt_u32(v, j, "max_ejection_percent", 0, 100, &o->max_ejection_percent));
 	CHECK(opt_bool(v, j, "count_5xx", &o->count_5xx));
 out:
@@ -1191,9 +1190,8 @@ void mc_cell_conf_free(mc_cell_conf *c)
 
 /* ---- region -------------------------------------------------------------------------- */
 
-static const char *const REGION_KEYS[] = {"region", "listen", "data_dir",    "cells",
-					  "log",    "state",  "limits",	     "replication",
-					  "fallback"};
+static const char *const REGION_KEYS[] = {"region", "listen", "data_dir",    "cells",	"log",
+					  "state",  "limits", "replication", "fallback"};
 static const char *const REGION_REQUIRED[] = {"region", "listen", "data_dir", NULL};
 
 typedef struct name_at {

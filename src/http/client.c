@@ -28,7 +28,7 @@ struct creq {
 	mc_http_pool *pool;
 	pconn *conn; /* the connection carrying it, NULL while queued or deferred */
 	uint32_t connect_ms, first_byte_ms, idle_ms; /* streaming: per-call timeouts */
-	int err; /* for a deferred failure */
+	int err;				     /* for a deferred failure */
 	uint8_t is_head, idempotent, retried, fresh, queued, streaming, paused;
 };
 

@@ -10,9 +10,9 @@
  * section 7.6.1; Content-Length and Host are set again by whoever sends). */
 static int hop_by_hop(const char *name, size_t len)
 {
-	static const char *const hop[] = {"connection",	      "keep-alive", "proxy-connection",
-					  "te",		      "trailer",    "transfer-encoding",
-					  "upgrade",	      "content-length", "host"};
+	static const char *const hop[] = {"connection", "keep-alive",	  "proxy-connection",
+					  "te",		"trailer",	  "transfer-encoding",
+					  "upgrade",	"content-length", "host"};
 	for (size_t i = 0; i < MC_ARRAY_LEN(hop); i++)
 		if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
 			return 1;
@@ -44,5 +44,6 @@ static int connection_listed(const mc_http_header *h, size_t n, const char *name
 
 int mc_http_header_end_to_end(const mc_http_header *all, size_t n, const mc_http_header *h)
 {
-	return !hop_by_hop(h->name, h->name_len) && !connection_listed(all, n, h->name, h->name_len);
+	return !hop_by_hop(h->name, h->name_len) &&
+	       !connection_listed(all, n, h->name, h->name_len);
 }

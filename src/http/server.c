@@ -42,7 +42,7 @@ struct conn {
 	mc_buf in;   /* input received but not parsed yet */
 	mc_buf out;  /* response head */
 	mc_buf outbody;
-	mc_buf sq;   /* streamed response bytes not yet handed to a write */
+	mc_buf sq; /* streamed response bytes not yet handed to a write */
 	mc_http_exchange ex;
 	uint64_t start_ns;
 	int refs;	  /* 1 for the handles + 1 while the exchange is out */
@@ -682,9 +682,8 @@ static void stream_written(conn *c)
 		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_DRAINED);
 }
 
-int mc_http_exchange_start_response(mc_http_exchange *ex, int status,
-				    const mc_http_header *headers, size_t nheaders,
-				    int64_t content_length)
+int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+				    size_t nheaders, int64_t content_length)
 {
 	conn *c = ex->c;
 	MC_ASSERT(c->ex_active && !c->streaming);

@@ -18,7 +18,7 @@
 struct mc_region_fallback {
 	const mc_region_conf *conf;
 	const mc_pool_conf *pc; /* NULL: no fallback configured */
-	mc_http_pool **pools;   /* one per address */
+	mc_http_pool **pools;	/* one per address */
 	size_t npools;
 	size_t next; /* round robin */
 	mc_metrics *metrics;
@@ -61,7 +61,7 @@ static void freq_free(freq *q)
 
 /* Answers a fallback request the region could not serve. */
 static void fail(freq *q, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void fail(freq *q, int status, const char *code, const char *fmt, ...)
 {
@@ -180,7 +180,7 @@ static void on_end(void *arg, int err)
 		if (send_next(q) == 0)
 			return;
 	}
-	const char *code = err == MC_ETIMEDOUT	     ? "timeout"
+	const char *code = err == MC_ETIMEDOUT	    ? "timeout"
 			   : err == UV_ECONNREFUSED ? "connect_failed"
 						    : "upstream_error";
 	fail(q, err == MC_ETIMEDOUT ? 504 : 502, code, "fallback upstream %s: %s",

@@ -27,7 +27,7 @@ typedef struct app {
 	const char *name;
 	uint64_t work_ms, body_bytes, max_age;
 	uint64_t fail_status; /* answer every request (not /healthz) with it; 0: off */
-	uint64_t n; /* requests answered (health checks excluded) */
+	uint64_t n;	      /* requests answered (health checks excluded) */
 	uv_loop_t loop;
 	mc_http_server *srv;
 	uv_signal_t sigterm, sigint;
@@ -420,8 +420,9 @@ static int parse_args(app *a, int argc, char **argv)
 			if (parse_num(a, opt, val, 999, &a->fail_status) < 0)
 				return -1;
 			if (a->fail_status < 200)
-				return arg_error(a, "--fail-status: expected a status in 200..999, "
-						    "got '%s'",
+				return arg_error(a,
+						 "--fail-status: expected a status in 200..999, "
+						 "got '%s'",
 						 val);
 		} else if (!strcmp(opt, "--body-bytes")) {
 			if (parse_num(a, opt, val, MAX_BODY_BYTES, &a->body_bytes) < 0)

@@ -20,7 +20,8 @@
 #define L4 " \"region\": {\"repl\": \"127.0.0.1:7100\", \"http\": \"127.0.0.1:7080\"},\n"
 #define L4_NO_HTTP " \"region\": {\"repl\": \"127.0.0.1:7100\"},\n"
 #define POOLS " \"pools\": {\"app\": {\"workers\": [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]}},\n"
-#define PROXY(extra) "{\"name\": \"app\", \"prefix\": \"/\", \"kind\": \"proxy\", \"pool\": \"app\"" extra "}"
+#define PROXY(extra)                                                                               \
+	"{\"name\": \"app\", \"prefix\": \"/\", \"kind\": \"proxy\", \"pool\": \"app\"" extra "}"
 
 static int mismatches; /* error messages that differ (all are printed, then asserted) */
 
@@ -115,7 +116,8 @@ static void test_every_key(void **state)
 	    " \"max_outstanding\": 99,"
 	    " \"health\": {\"path\": \"/ready?x=1\", \"interval_ms\": 200, \"timeout_ms\": 100,"
 	    " \"rise\": 1, \"fall\": 4},"
-	    " \"outlier\": {\"consecutive_failures\": 3, \"failure_percent\": 0, \"window_ms\": 500,"
+	    " \"outlier\": {\"consecutive_failures\": 3, \"failure_percent\": 0, \"window_ms\": "
+	    "500,"
 	    " \"min_requests\": 7, \"base_ejection_ms\": 100, \"max_ejection_ms\": 900,"
 	    " \"max_ejection_percent\": 100, \"count_5xx\": true}}},\n"
 	    " \"routes\": [" PROXY(", \"on_failure\": \"fail_open\", \"fail_on_5xx\": true, "
@@ -248,7 +250,8 @@ static void test_examples(void **state)
 	(void)state;
 	char path[512], err[MC_CONFIG_ERR_MAX];
 	mc_cell_conf *c = NULL;
-	int rc = mc_cell_conf_load(example("cell-lax.json", path, sizeof path), &c, err, sizeof err);
+	int rc =
+	    mc_cell_conf_load(example("cell-lax.json", path, sizeof path), &c, err, sizeof err);
 	if (rc)
 		print_message("%s\n", err);
 	assert_int_equal(rc, 0);
@@ -272,10 +275,8 @@ static void test_examples(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults),
-	    cmocka_unit_test(test_every_key),
-	    cmocka_unit_test(test_errors),
-	    cmocka_unit_test(test_region_fallback),
+	    cmocka_unit_test(test_defaults), cmocka_unit_test(test_every_key),
+	    cmocka_unit_test(test_errors),   cmocka_unit_test(test_region_fallback),
 	    cmocka_unit_test(test_examples),
 	};
 	return cmocka_run_group_tests_name("config_proxy", tests, NULL, NULL);

@@ -223,11 +223,12 @@ static void test_server_stream_wire(void **state)
 		  "GET /chunks HTTP/1.1\r\n\r\nGET /fixed HTTP/1.1\r\nConnection: close\r\n\r\n");
 	for (int i = 0; i < 100 && !raw_has(&a, "3\r\none\r\n"); i++)
 		run_for(&loop, 10);
-	assert_true(raw_has(&a, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-				"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3\r\none\r\n"));
+	assert_true(raw_has(
+	    &a, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+		"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3\r\none\r\n"));
 	assert_false(raw_has(&a, "0\r\n\r\n"));
 	assert_true(s.drained_events >= 1); /* "one" was written: nothing left queued */
-	assert_int_equal(s.calls, 1); /* the pipelined request waits for the stream's end */
+	assert_int_equal(s.calls, 1);	    /* the pipelined request waits for the stream's end */
 	step(&s, 0);
 	assert_true(run_until(&loop, &a.closed, 5000));
 	const char *want =
@@ -361,9 +362,9 @@ static void test_client_call_streams(void **state)
 	/* head and first piece arrive while the server still holds the stream */
 	scall a = {0};
 	mc_buf_init(&a.body);
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/chunks", NULL, 0, NULL, 0, NULL, &SC_CBS,
-					   &a, &a.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/chunks", NULL, 0, NULL, 0, NULL, &SC_CBS, &a, &a.call),
+	    0);
 	for (int i = 0; i < 200 && a.body.len < 3; i++)
 		run_for(&loop, 10);
 	assert_int_equal(a.heads, 1);
@@ -383,9 +384,9 @@ static void test_client_call_streams(void **state)
 	/* a known length is reported */
 	scall b = {0};
 	mc_buf_init(&b.body);
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/fixed", NULL, 0, NULL, 0, NULL, &SC_CBS,
-					   &b, &b.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/fixed", NULL, 0, NULL, 0, NULL, &SC_CBS, &b, &b.call),
+	    0);
 	assert_true(run_until(&loop, &b.ends, 5000));
 	assert_int_equal(b.content_length, 6);
 	assert_int_equal(b.err, 0);
@@ -394,9 +395,9 @@ static void test_client_call_streams(void **state)
 	/* a cut stream ends with an error after the head */
 	scall c = {0};
 	mc_buf_init(&c.body);
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/abort", NULL, 0, NULL, 0, NULL, &SC_CBS,
-					   &c, &c.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/abort", NULL, 0, NULL, 0, NULL, &SC_CBS, &c, &c.call),
+	    0);
 	for (int i = 0; i < 200 && c.body.len < 1; i++)
 		run_for(&loop, 10);
 	step(&s, 1);
@@ -425,9 +426,9 @@ static void test_client_call_pause_and_abort(void **state)
 	scall a = {0};
 	mc_buf_init(&a.body);
 	a.pause_at_first_body = 1;
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/big", NULL, 0, NULL, 0, NULL, &SC_CBS,
-					   &a, &a.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/big", NULL, 0, NULL, 0, NULL, &SC_CBS, &a, &a.call),
+	    0);
 	for (int i = 0; i < 200 && a.bodies == 0; i++)
 		run_for(&loop, 10);
 	run_for(&loop, 100);
@@ -445,9 +446,9 @@ static void test_client_call_pause_and_abort(void **state)
 	scall b = {0};
 	mc_buf_init(&b.body);
 	b.abort_at_head = 1;
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/fixed", NULL, 0, NULL, 0, NULL, &SC_CBS,
-					   &b, &b.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/fixed", NULL, 0, NULL, 0, NULL, &SC_CBS, &b, &b.call),
+	    0);
 	assert_true(run_until(&loop, &b.heads, 5000));
 	run_for(&loop, 50);
 	assert_int_equal(b.ends, 0);
@@ -458,9 +459,9 @@ static void test_client_call_pause_and_abort(void **state)
 	scall c = {0};
 	mc_buf_init(&c.body);
 	int calls = s.calls;
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/hold", NULL, 0, NULL, 0, NULL, &SC_CBS,
-					   &c, &c.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/hold", NULL, 0, NULL, 0, NULL, &SC_CBS, &c, &c.call),
+	    0);
 	for (int i = 0; i < 200 && s.calls == calls; i++)
 		run_for(&loop, 10);
 	mc_http_call_abort(c.call);
@@ -472,9 +473,8 @@ static void test_client_call_pause_and_abort(void **state)
 	mc_buf_init(&d.body);
 	mc_http_call_opts o = {.first_byte_timeout_ms = 100};
 	uint64_t t0 = mc_now_ns();
-	assert_int_equal(mc_http_pool_call(pool, "GET", "/hold", NULL, 0, NULL, 0, &o, &SC_CBS, &d,
-					   &d.call),
-			 0);
+	assert_int_equal(
+	    mc_http_pool_call(pool, "GET", "/hold", NULL, 0, NULL, 0, &o, &SC_CBS, &d, &d.call), 0);
 	assert_true(run_until(&loop, &d.ends, 5000));
 	assert_int_equal(d.err, MC_ETIMEDOUT);
 	assert_int_equal(d.heads, 0);
