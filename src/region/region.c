@@ -1,6 +1,7 @@
 /* The region process: the replication sink that applies every cell's write log
  * into the regional store, and the HTTP API that reads it back
- * (GET /v1/kv/{key} with version and home cell), plus /metrics and /v1/status. */
+ * (GET /v1/kv/{key} with version and home cell), plus /metrics and /v1/status;
+ * requests that cells fail open go to the fallback path (fallback.c). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
