@@ -76,8 +76,6 @@ typedef struct cell_req {
 	uint64_t seg_start_ns;   /* start of the state/upstream segment */
 	const char *seg_name;    /* "state" or "upstream" */
 	mc_buf key;              /* decoded KV key */
-	int attempt;             /* proxy: 0 first try, 1 retry */
-	size_t worker;           /* proxy: index of the worker used */
 	mc_http_header *fwd;     /* proxy: forwarded request headers */
 	mc_buf xff;              /* proxy: the X-Forwarded-For value sent */
 	size_t nfwd;

@@ -208,6 +208,18 @@ static void on_client(void *arg, int event)
 	freq_free(q);
 }
 
+/* A cell the region accepts: any well-formed name, or one of `cells` when the
+ * region lists them. */
+static int cell_allowed(const mc_region_conf *conf, const char *cell)
+{
+	if (conf->ncells == 0)
+		return 1;
+	for (size_t i = 0; i < conf->ncells; i++)
+		if (strcmp(conf->cells[i], cell) == 0)
+			return 1;
+	return 0;
+}
+
 int mc_region_fallback_handle(mc_region_fallback *f, mc_http_exchange *ex)
 {
 	const mc_http_request *req = mc_http_exchange_request(ex);
@@ -219,11 +231,20 @@ int mc_region_fallback_handle(mc_region_fallback *f, mc_http_exchange *ex)
 	freq *q = mc_calloc(1, sizeof *q);
 	q->f = f;
 	q->ex = ex;
-	/* the label is the cell's name as sent, cut and made printable */
-	size_t k = 0;
-	for (size_t i = 0; i < cl && k + 1 < sizeof q->cell; i++)
-		q->cell[k++] = cell[i] > 0x20 && cell[i] < 0x7f ? cell[i] : '?';
-	q->cell[k] = '\0';
+	/* the cell's name labels metrics: only a well-formed name is kept as it is */
+	int ok = cl >= 1 && cl < sizeof q->cell;
+	for (size_t i = 0; ok && i < cl; i++)
+		ok = (cell[i] >= 'a' && cell[i] <= 'z') || (cell[i] >= '0' && cell[i] <= '9') ||
+		     cell[i] == '-';
+	snprintf(q->cell, sizeof q->cell, "%.*s", ok ? (int)cl : 7, ok ? cell : "invalid");
+	if (!ok || !cell_allowed(f->conf, q->cell)) {
+		if (ok)
+			snprintf(q->cell, sizeof q->cell, "unknown");
+		fail(q, 403, "unknown_cell",
+		     "X-Metrocell-Fallback-From does not name a cell of region %s (see cells)",
+		     f->conf->region);
+		return 1;
+	}
 	if (!f->pc) {
 		fail(q, 503, "no_fallback", "region %s has no fallback configured",
 		     f->conf->region);

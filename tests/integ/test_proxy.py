@@ -454,6 +454,12 @@ def test_region_without_fallback_answers_fallback_requests_with_an_error(procs, 
                                       headers={"X-Metrocell-Fallback-From": "lax"})
     assert status == 503 and hdrs["x-metrocell-fallback-error"] == "no_fallback"
     assert json.loads(body)["error"] == "no_fallback"
+    status, hdrs, body = http_request(px.region_http, "GET", "/anything",
+                                      headers={"X-Metrocell-Fallback-From": "Not A Cell"})
+    assert status == 403 and hdrs["x-metrocell-fallback-error"] == "unknown_cell"
+    text = px.metrics(px.region_http)
+    assert px.metric("metrocell_region_fallback_requests_total",
+                     ['cell="invalid"', 'result="failed"'], text) == 1
     px.start_cell()
     status, hdrs, body = http_request(px.cell_http, "GET", "/open/x")
     assert status == 502
