@@ -20,6 +20,15 @@
 
 typedef struct conn conn;
 
+/* Streamed bytes are written once per loop iteration (a uv_idle handle runs
+ * after the timers, and right after the I/O callbacks of the previous
+ * iteration, never blocking in between), so a head and the body pieces that
+ * arrive with it leave in one write. Allocated on the first streamed response. */
+typedef struct flusher {
+	uv_idle_t idle;
+	mc_http_link q; /* connections with stream bytes waiting (conn.flink) */
+} flusher;
+
 struct mc_http_exchange {
 	conn *c;
 	mc_http_request req;
@@ -36,6 +45,7 @@ struct conn {
 	uv_shutdown_t sreq;
 	mc_http_server *srv; /* NULL once both handles closed */
 	mc_http_link link;   /* in srv->conns while open and counted */
+	mc_http_link flink;  /* in the flusher's queue while flush_queued */
 	llhttp_t parser;
 	mc_http_head head;
 	mc_buf body; /* request body */
@@ -52,7 +62,7 @@ struct conn {
 	uint8_t msg_active, ready, ex_active, writing, close_after, closing, lingering;
 	uint8_t reading, keep_alive, head_req;
 	/* a streamed response: started, chunked, no body allowed, ended by the handler */
-	uint8_t streaming, stream_chunked, stream_nobody, stream_ended;
+	uint8_t streaming, stream_chunked, stream_nobody, stream_ended, flush_queued;
 	char err_msg[96];
 	char peer[64];
 };
@@ -68,6 +78,7 @@ struct mc_http_server {
 	size_t handles; /* listener + every connection not yet fully closed */
 	int closing;
 	int draining; /* listener closed; connections close after their response */
+	flusher *flusher;
 	uint16_t port;
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
@@ -116,6 +127,10 @@ static void conn_close_how(conn *c, int reset)
 		return;
 	c->closing = 1;
 	c->msg_active = 0;
+	if (c->flush_queued) {
+		mc_http_list_remove(&c->flink);
+		c->flush_queued = 0;
+	}
 	if (c->counted) {
 		mc_http_list_remove(&c->link);
 		c->srv->nconns--;
@@ -626,13 +641,11 @@ out:
 /* ---- streamed responses ----------------------------------------------------------- */
 
 /* Hands the queued stream bytes to one write (one write in flight at a time;
- * what arrives meanwhile waits in sq). Returns 0 or MC_ECLOSED. */
-static int stream_flush(conn *c)
+ * what arrives meanwhile waits in sq). */
+static void stream_write(conn *c)
 {
-	if (c->closing)
-		return MC_ECLOSED;
-	if (c->writing || c->sq.len == 0)
-		return 0;
+	if (c->closing || c->writing || c->sq.len == 0)
+		return;
 	mc_buf t = c->outbody;
 	c->outbody = c->sq;
 	c->sq = t;
@@ -640,12 +653,49 @@ static int stream_flush(conn *c)
 	uv_buf_t b = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
 	c->wreq.data = c;
 	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-		conn_close(c);
-		return MC_ECLOSED;
+		conn_lost(c);
+		return;
 	}
 	c->writing = 1;
 	/* a client that stops reading is dropped after the idle timeout */
 	timer_arm(c, c->srv->opts.idle_timeout_ms);
+}
+
+static void on_flush(uv_idle_t *h)
+{
+	flusher *f = h->data;
+	while (!mc_http_list_empty(&f->q)) {
+		conn *c = MC_HTTP_CONTAINER(f->q.next, conn, flink);
+		mc_http_list_remove(&c->flink);
+		c->flush_queued = 0;
+		stream_write(c);
+	}
+	uv_idle_stop(h);
+}
+
+static void on_flusher_close(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+/* Schedules a write of the queued stream bytes for the end of this loop
+ * iteration. Returns 0 or MC_ECLOSED. */
+static int stream_flush(conn *c)
+{
+	if (c->closing)
+		return MC_ECLOSED;
+	if (c->writing || c->sq.len == 0 || c->flush_queued)
+		return 0; /* a write in flight takes sq next, in on_write */
+	mc_http_server *s = c->srv;
+	if (!s->flusher) {
+		s->flusher = mc_calloc(1, sizeof *s->flusher);
+		mc_http_list_init(&s->flusher->q);
+		uv_idle_init(s->loop, &s->flusher->idle);
+		s->flusher->idle.data = s->flusher;
+	}
+	mc_http_list_push_back(&s->flusher->q, &c->flink);
+	c->flush_queued = 1;
+	uv_idle_start(&s->flusher->idle, on_flush);
 	return 0;
 }
 
@@ -670,7 +720,7 @@ static void stream_written(conn *c)
 {
 	mc_buf_reset(&c->outbody);
 	if (c->sq.len > 0) {
-		stream_flush(c);
+		stream_write(c);
 		return;
 	}
 	if (c->stream_ended) {
@@ -959,6 +1009,15 @@ void mc_http_server_free(mc_http_server *s)
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
+	if (s->flusher) {
+		while (!mc_http_list_empty(&s->flusher->q)) {
+			conn *c = MC_HTTP_CONTAINER(s->flusher->q.next, conn, flink);
+			mc_http_list_remove(&c->flink);
+			c->flush_queued = 0;
+		}
+		uv_close((uv_handle_t *)&s->flusher->idle, on_flusher_close);
+		s->flusher = NULL;
+	}
 	if (!s->draining) {
 		uv_close((uv_handle_t *)&s->listener, on_listener_close);
 	} else if (s->handles == 0) {
