@@ -251,8 +251,8 @@ def test_server_sent_events_stream_through_as_they_arrive(procs, tmp_path, metro
     px.start_cell()
     host, port = px.cell_http.rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=10)
-    # the worker sends an event, waits 800 ms, sends the next, 3 in all
-    s.sendall(b"GET /app/events?sse=3&gap_ms=800 HTTP/1.1\r\nHost: x\r\n\r\n")
+    # the worker sends an event, waits 1.2 s, sends the next, 3 in all
+    s.sendall(b"GET /app/events?sse=3&gap_ms=1200 HTTP/1.1\r\nHost: x\r\n\r\n")
     deadline = time.time() + 20
     data = _read_until(s, b"", lambda d: b'"event":1}' in d, deadline)
     # the first event is here while the worker has not finished the response:
