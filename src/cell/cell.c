@@ -126,7 +126,6 @@ int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc
 	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
 			       MC_ARRAY_LEN(stack), &h);
 	record(r, outcome);
-	r->stream_outcome = outcome;
 	int rc = mc_http_exchange_start_response(r->ex, status, h, n, content_length);
 	if (h != stack)
 		free(h);

@@ -81,7 +81,6 @@ typedef struct cell_req {
 	size_t nfwd;
 	struct proxy_req *px;    /* proxy: the request's upstream state (proxy.c) */
 	uint64_t upstream_ns;    /* proxy: time on workers before a fallback (Server-Timing) */
-	cell_outcome stream_outcome; /* a streamed answer's outcome */
 } cell_req;
 
 /* Answers ex with the standard cell headers (X-Metrocell-Cell, -Outcome, -Route,
