@@ -52,8 +52,12 @@ static void req_free(cell_req *r)
 	free(r);
 }
 
-void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
-		    size_t nextra, const void *body, size_t body_len)
+/* The standard cell headers (X-Metrocell-Cell, -Outcome, -Route, Server-Timing)
+ * then extra, in *out: stack when it fits, else allocated (the caller frees
+ * what is not stack). timing is the Server-Timing value's buffer. */
+static size_t std_headers(cell_req *r, cell_outcome outcome, const mc_http_header *extra,
+			  size_t nextra, char *timing, size_t tcap, mc_http_header *stack,
+			  size_t nstack, mc_http_header **out)
 {
 	cell *c = r->c;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
@@ -62,18 +66,22 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 	uint64_t seg = r->seg_start_ns ? now - r->seg_start_ns : 0;
 	if (seg > total)
 		seg = total;
+	/* a fallback's region segment follows the time spent on the workers */
+	uint64_t up = r->upstream_ns <= total - seg ? r->upstream_ns : 0;
 
-	char timing[160];
-	if (r->seg_name && seg)
-		snprintf(timing, sizeof timing, "edge;dur=%.3f, %s;dur=%.3f",
-			 (double)(total - seg) / 1e6, r->seg_name, (double)seg / 1e6);
+	if (r->seg_name && seg && up)
+		snprintf(timing, tcap, "edge;dur=%.3f, upstream;dur=%.3f, %s;dur=%.3f",
+			 (double)(total - seg - up) / 1e6, (double)up / 1e6, r->seg_name,
+			 (double)seg / 1e6);
+	else if (r->seg_name && seg)
+		snprintf(timing, tcap, "edge;dur=%.3f, %s;dur=%.3f", (double)(total - seg) / 1e6,
+			 r->seg_name, (double)seg / 1e6);
 	else
-		snprintf(timing, sizeof timing, "edge;dur=%.3f", (double)total / 1e6);
+		snprintf(timing, tcap, "edge;dur=%.3f", (double)total / 1e6);
 
 	const char *oname = mc_cell_outcome_names[outcome];
 	const char *rname = r->route ? r->route->conf->name : "-";
-	mc_http_header stack[40];
-	mc_http_header *h = nextra + 4 <= MC_ARRAY_LEN(stack) ? stack : mc_alloc((nextra + 4) * sizeof *h);
+	mc_http_header *h = nextra + 4 <= nstack ? stack : mc_alloc((nextra + 4) * sizeof *h);
 	size_t n = 0;
 	h[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
 	h[n++] = (mc_http_header){"X-Metrocell-Outcome", 19, oname, strlen(oname)};
@@ -81,15 +89,52 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 	h[n++] = (mc_http_header){"Server-Timing", 13, timing, strlen(timing)};
 	for (size_t i = 0; i < nextra; i++)
 		h[n++] = extra[i];
+	*out = h;
+	return n;
+}
 
+/* Counts the request and its duration so far by route and outcome. */
+static void record(cell_req *r, cell_outcome outcome)
+{
+	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	uint64_t total = mc_now_ns() - req->start_ns;
+	mc_series *count, *lat;
+	series_for(r->c, r->route, outcome, &count, &lat);
+	count->value += 1;
+	mc_hist_record(lat->hist, total / 1000);
+}
+
+void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+		    size_t nextra, const void *body, size_t body_len)
+{
+	char timing[200];
+	mc_http_header stack[40], *h;
+	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
+			       MC_ARRAY_LEN(stack), &h);
+	record(r, outcome);
 	mc_http_respond(r->ex, status, h, n, body, body_len);
 	if (h != stack)
 		free(h);
+	req_free(r);
+}
 
-	mc_series *count, *lat;
-	series_for(c, r->route, outcome, &count, &lat);
-	count->value += 1;
-	mc_hist_record(lat->hist, total / 1000);
+int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+			 size_t nextra, int64_t content_length)
+{
+	char timing[200];
+	mc_http_header stack[40], *h;
+	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
+			       MC_ARRAY_LEN(stack), &h);
+	record(r, outcome);
+	int rc = mc_http_exchange_start_response(r->ex, status, h, n, content_length);
+	if (h != stack)
+		free(h);
+	return rc;
+}
+
+void mc_cell_stream_end(cell_req *r, int abort)
+{
+	mc_http_exchange_end(r->ex, abort);
 	req_free(r);
 }
 

@@ -26,11 +26,19 @@ typedef enum {
 
 extern const char *const mc_cell_outcome_names[OUTCOME_COUNT];
 
+typedef struct cell cell;
+typedef struct cell_worker cell_worker; /* src/cell/pool.c */
+
+/* A worker pool: health, outlier ejection and the choice of a worker
+ * (src/cell/pool.c); docs/operations.md "Worker pools". */
 typedef struct cell_pool {
 	const mc_pool_conf *conf;
-	mc_http_pool **workers; /* one keep-alive pool per worker address */
+	cell *c;
+	cell_worker **workers;
 	size_t nworkers;
-	uint64_t picks; /* drives the power-of-two choice */
+	size_t outstanding; /* requests in flight or queued on any worker */
+	uint64_t picks;     /* pick sequence: least recently picked wins a tie */
+	uint64_t rng;       /* xorshift state for the two random choices */
 } cell_pool;
 
 typedef struct cell_edge cell_edge;   /* quotas, flags, locality (src/cell/edge.h) */
@@ -60,7 +68,7 @@ typedef struct cell_tls {
 	mc_series *reloads[2]; /* ok, error */
 } cell_tls;
 
-typedef struct cell {
+struct cell {
 	uv_loop_t *loop;
 	mc_cell_conf *conf;
 	mc_store *store;
@@ -78,7 +86,8 @@ typedef struct cell {
 	cell_edge *edge;
 	int stopping;
 	cell_tls tls;
-} cell;
+	struct cell_proxy *proxy; /* proxy routes' state: fallback link, metrics (proxy.c) */
+};
 
 /* Per-request state carried through asynchronous handlers. */
 typedef struct cell_req {
@@ -88,11 +97,11 @@ typedef struct cell_req {
 	uint64_t seg_start_ns;   /* start of the state/upstream segment */
 	const char *seg_name;    /* "state" or "upstream" */
 	mc_buf key;              /* decoded KV key */
-	int attempt;             /* proxy: 0 first try, 1 retry */
-	size_t worker;           /* proxy: index of the worker used */
 	mc_http_header *fwd;     /* proxy: forwarded request headers */
 	mc_buf xff;              /* proxy: the X-Forwarded-For value sent */
 	size_t nfwd;
+	struct proxy_req *px;    /* proxy: the request's upstream state (proxy.c) */
+	uint64_t upstream_ns;    /* proxy: time on workers before a fallback (Server-Timing) */
 } cell_req;
 
 /* Answers ex with the standard cell headers (X-Metrocell-Cell, -Outcome, -Route,
@@ -102,6 +111,16 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 /* The same with a JSON error body. */
 void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const char *code,
 			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Streams an answer: sends the status and the standard cell headers after
+ * extra (content_length as for mc_http_exchange_start_response) and records the
+ * request's metrics (its duration is the time to the response head). The body
+ * follows with mc_http_exchange_write_body(r->ex, ...); mc_cell_stream_end()
+ * ends it (abort != 0 cuts it short) and frees r. Returns as
+ * mc_http_exchange_start_response. */
+int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+			 size_t nextra, int64_t content_length);
+void mc_cell_stream_end(cell_req *r, int abort);
 
 /* Route handlers. */
 void mc_cell_kv_handle(cell_req *r);
@@ -139,5 +158,83 @@ int mc_cell_tls_start(cell *c);
 void mc_cell_tls_stop(cell *c);
 /* mc_http_server_opts.on_conn of the data-plane server: connection metrics. */
 void mc_cell_tls_on_conn(void *ctx, const mc_http_conn_info *info);
+/* ---- worker pools (src/cell/pool.c) ---------------------------------------------------- */
+
+struct cell_worker {
+	cell_pool *pool;
+	size_t idx;
+	const char *addr;
+	mc_http_pool *http;  /* keep-alive connections for requests */
+	mc_http_pool *probe; /* health probes (NULL without probes) */
+	uv_timer_t probe_timer, eject_timer;
+	int open_handles;    /* timers not closed yet; the worker is freed at 0 */
+	int closing;
+	int healthy;         /* the probes' verdict; 1 without probes and at start */
+	int probing;         /* a probe is in flight */
+	uint32_t probe_ok, probe_fail; /* consecutive probe results */
+	uint64_t ejected_until_ms;     /* 0 when not ejected */
+	uint64_t last_uneject_ms;
+	uint32_t times_ejected;        /* drives the ejection time; decays */
+	uint32_t consecutive_failures;
+	struct {
+		uint64_t epoch; /* now_ms / bucket length when last used */
+		uint32_t total, failures;
+	} win[10]; /* the failure-percentage window in 10 buckets */
+	size_t outstanding;
+	uint64_t last_pick;
+	mc_series *m_healthy, *m_ejected, *m_ejections, *m_outstanding;
+};
+
+/* Sets the pool up (workers' connection pools, probes, metrics). Returns 0 or a
+ * negative code (an address that does not parse). */
+int mc_cell_pool_init(cell *c, cell_pool *p, const mc_pool_conf *conf);
+/* Stops probes and timers and frees the connection pools (pending requests fail
+ * with MC_ECANCELED from here); worker memory goes once its timers closed. */
+void mc_cell_pool_fini(cell_pool *p);
+/* 1 when w may get requests at now_ms: healthy by its probes and not ejected. */
+int mc_cell_worker_eligible(const cell_worker *w, uint64_t now_ms);
+/* Power of two choices on outstanding requests among eligible workers other than
+ * avoid (may be NULL); a tie goes to the least recently picked. NULL when none. */
+cell_worker *mc_cell_pool_pick(cell_pool *p, const cell_worker *avoid, uint64_t now_ms);
+/* Counts a request on w from its start to its end (streams included). */
+void mc_cell_worker_begin(cell_worker *w);
+void mc_cell_worker_end(cell_worker *w);
+/* Records one outcome of a request on w (failed: connect error, timeout, 5xx
+ * when the pool counts them, ...) for outlier detection. Returns 1 when it
+ * ejected w now. */
+int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms);
+/* Workers ejected at now_ms. */
+size_t mc_cell_pool_ejected(const cell_pool *p, uint64_t now_ms);
+/* Monotonic milliseconds (the clock of the functions above). */
+uint64_t mc_cell_now_ms(void);
+
+/* ---- failure policy (src/cell/policy.c) ------------------------------------------------ */
+
+/* Why a proxy request could not be served by the cell's workers. */
+typedef enum {
+	CAUSE_CONNECT_FAILED = 0, /* the connection to a worker could not be made */
+	CAUSE_TIMEOUT,            /* connect, first byte or the route's budget ran out */
+	CAUSE_NO_HEALTHY_WORKER,  /* every worker unhealthy or ejected */
+	CAUSE_OVERLOADED,         /* pool at max_outstanding or a worker's queue full */
+	CAUSE_UPSTREAM_5XX,       /* a worker answered 5xx and the route fails on it */
+	CAUSE_UPSTREAM_ERROR,     /* reset or malformed answer before the first byte */
+	CAUSE_COUNT
+} cell_cause;
+
+extern const char *const mc_cell_cause_names[CAUSE_COUNT];
+
+/* The cause an upstream call's error stands for (MC_ETIMEDOUT: timeout; refused,
+ * unreachable: connect_failed; anything else: upstream_error). */
+cell_cause mc_cell_cause_of(int err);
+/* Counts one application of the route's policy in
+ * metrocell_failure_policy_total{cell,route,cause,action}. */
+void mc_cell_policy_count(cell *c, const cell_route *rt, cell_cause cause, int fail_open);
+/* fail_closed: answers 503 {"error":"upstream_unavailable"} naming the cause and
+ * what happened (detail), with X-Metrocell-Failure-Cause; frees r. */
+void mc_cell_policy_fail_closed(cell_req *r, cell_cause cause, const char *detail);
+/* fail_open whose fallback failed too: 502 when the region answered with an
+ * error, else 503, {"error":"fallback_failed"} naming both causes; frees r. */
+void mc_cell_policy_fallback_failed(cell_req *r, cell_cause cause, const char *detail,
+				    cell_cause fcause, const char *fdetail, int region_answered);
 
 #endif

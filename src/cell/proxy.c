@@ -1,6 +1,10 @@
-/* Proxy routes: forward a request to one of the pool's workers over keep-alive
- * connections, picking by power of two choices on outstanding requests, with one
- * retry on another worker for idempotent requests. */
+/* Proxy routes: forward a request to a worker of the route's pool (pool.c
+ * picks it), stream the worker's answer through as it arrives, retry an
+ * idempotent request once on another worker, and when no worker answers
+ * within the route's budget apply the route's failure policy (policy.c):
+ * fail_closed answers 503, fail_open forwards the request to the region's
+ * fallback path. The policy applies only before the first byte of the answer
+ * was sent; after it a failure can only cut the response short. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,75 +12,134 @@
 
 #include "cell/cell_int.h"
 
+#define COMP_PROXY "proxy"
+/* Stop reading a worker while this much of its answer waits for the client. */
+#define STREAM_HIGH_WATER (256u * 1024u)
+
+typedef struct proxy_route {
+	mc_series *ttfb;    /* metrocell_upstream_ttfb_seconds{route} */
+	mc_series *retries; /* metrocell_upstream_retries_total{route} */
+	mc_series *aborts;  /* metrocell_upstream_stream_aborts_total{route} */
+} proxy_route;
+
+struct cell_proxy {
+	mc_http_pool *fallback; /* to region.http; NULL without it */
+	proxy_route *routes;	/* by route index */
+	size_t nroutes;
+	mc_series *regional_fallback;
+};
+
+enum { PX_UPSTREAM, PX_FALLBACK, PX_STREAM };
+
+typedef struct proxy_req {
+	cell_req *r; /* NULL once answered */
+	cell *c;
+	cell_route *rt;
+	const mc_route_conf *rc;
+	proxy_route *pr;
+	uv_timer_t timer;    /* the route's budget, then the fallback's bound */
+	mc_http_call *call;  /* the call in progress */
+	cell_worker *worker; /* the worker of the call (counted outstanding) */
+	int phase;
+	int attempt;
+	int paused;
+	int head; /* a HEAD request */
+	uint64_t attempt_ns;
+	cell_cause cause; /* why the workers could not answer */
+	char detail[256];
+} proxy_req;
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+static mc_series *route_series(cell *c, const mc_route_conf *rc, const char *name, const char *help,
+			       mc_metric_type t)
+{
+	mc_buf l;
+	mc_buf_init(&l);
+	mc_buf_append_str(&l, "cell=\"");
+	mc_metrics_label_escape(&l, c->conf->cell);
+	mc_buf_append_str(&l, "\",route=\"");
+	mc_metrics_label_escape(&l, rc->name);
+	mc_buf_append_str(&l, "\"");
+	mc_series *s = mc_metrics_series(c->metrics, name, help, t, l.data);
+	mc_buf_fini(&l);
+	return s;
+}
+
 int mc_cell_pools_init(cell *c)
 {
 	c->npools = c->conf->npools;
 	c->pools = mc_calloc(c->npools ? c->npools : 1, sizeof *c->pools);
 	for (size_t i = 0; i < c->npools; i++) {
-		cell_pool *p = &c->pools[i];
-		p->conf = &c->conf->pools[i];
-		p->nworkers = p->conf->nworkers;
-		p->workers = mc_calloc(p->nworkers, sizeof *p->workers);
+		int rc = mc_cell_pool_init(c, &c->pools[i], &c->conf->pools[i]);
+		if (rc < 0)
+			return rc;
+	}
+	struct cell_proxy *px = mc_calloc(1, sizeof *px);
+	c->proxy = px;
+	px->nroutes = c->conf->nroutes;
+	px->routes = mc_calloc(px->nroutes ? px->nroutes : 1, sizeof *px->routes);
+	for (size_t i = 0; i < px->nroutes; i++) {
+		const mc_route_conf *rc = &c->conf->routes[i];
+		if (rc->kind != MC_ROUTE_PROXY)
+			continue;
+		proxy_route *pr = &px->routes[i];
+		pr->ttfb = route_series(c, rc, "metrocell_upstream_ttfb_seconds",
+					"Time from sending a request to a worker to the first "
+					"byte of its answer, by route.",
+					MC_METRIC_HIST);
+		pr->retries = route_series(c, rc, "metrocell_upstream_retries_total",
+					   "Idempotent requests retried on another worker.",
+					   MC_METRIC_COUNTER);
+		pr->aborts = route_series(c, rc, "metrocell_upstream_stream_aborts_total",
+					  "Answers cut short because the upstream failed after "
+					  "the response had started.",
+					  MC_METRIC_COUNTER);
+	}
+	if (c->conf->region_http) {
 		mc_http_pool_opts o;
 		mc_http_pool_opts_default(&o);
-		o.connect_timeout_ms = p->conf->connect_timeout_ms;
-		o.request_timeout_ms = p->conf->timeout_ms;
-		o.max_conns = p->conf->max_conns;
-		o.max_idle = p->conf->max_conns;
-		for (size_t w = 0; w < p->nworkers; w++) {
-			int rc = mc_http_pool_new(&p->workers[w], c->loop, p->conf->workers[w], &o);
-			if (rc < 0) {
-				fprintf(stderr, "metrocell cell: pool %s: worker %s: %s\n",
-					p->conf->name, p->conf->workers[w], mc_strerror(rc));
-				return rc;
-			}
+		int rc = mc_http_pool_new(&px->fallback, c->loop, c->conf->region_http, &o);
+		if (rc < 0) {
+			fprintf(stderr, "metrocell cell: region.http %s: %s\n",
+				c->conf->region_http, mc_strerror(rc));
+			return rc;
 		}
 	}
+	mc_buf l;
+	mc_buf_init(&l);
+	mc_buf_append_str(&l, "cell=\"");
+	mc_metrics_label_escape(&l, c->conf->cell);
+	mc_buf_append_str(&l, "\",cause=\"fallback\"");
+	px->regional_fallback =
+	    mc_metrics_series(c->metrics, "metrocell_regional_requests_total",
+			      "Requests whose critical path crossed to the region, by cause",
+			      MC_METRIC_COUNTER, l.data);
+	mc_buf_fini(&l);
 	return 0;
 }
 
 void mc_cell_pools_fini(cell *c)
 {
-	for (size_t i = 0; i < c->npools; i++) {
-		cell_pool *p = &c->pools[i];
-		for (size_t w = 0; w < p->nworkers; w++)
-			mc_http_pool_free(p->workers[w]);
-		free(p->workers);
-	}
+	for (size_t i = 0; i < c->npools; i++)
+		mc_cell_pool_fini(&c->pools[i]);
 	free(c->pools);
 	c->pools = NULL;
 	c->npools = 0;
+	if (c->proxy) {
+		mc_http_pool_free(c->proxy->fallback);
+		free(c->proxy->routes);
+		free(c->proxy);
+		c->proxy = NULL;
+	}
 }
 
-/* Power of two choices: two distinct workers (the second one rotating), the one
- * with fewer outstanding requests wins. avoid (or SIZE_MAX) is skipped when the
- * pool has another worker. */
-static size_t pick_worker(cell_pool *p, size_t avoid)
-{
-	size_t n = p->nworkers;
-	if (n == 1)
-		return 0;
-	uint64_t k = p->picks++;
-	size_t a = (size_t)(k % n);
-	size_t b = (size_t)((k / n + 1 + a) % n);
-	if (a == b)
-		b = (a + 1) % n;
-	if (a == avoid)
-		return b;
-	if (b == avoid)
-		return a;
-	return mc_http_pool_outstanding(p->workers[b]) < mc_http_pool_outstanding(p->workers[a])
-		       ? b
-		       : a;
-}
+/* ---- headers ------------------------------------------------------------------------------ */
 
-static int hop_by_hop(const char *name, size_t len)
+static int name_in(const char *name, size_t len, const char *const *list, size_t n)
 {
-	static const char *const hop[] = {"connection",	  "keep-alive", "proxy-connection",
-					  "te",		  "trailer",    "transfer-encoding",
-					  "upgrade",	  "content-length", "host"};
-	for (size_t i = 0; i < MC_ARRAY_LEN(hop); i++)
-		if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+	for (size_t i = 0; i < n; i++)
+		if (strlen(list[i]) == len && strncasecmp(list[i], name, len) == 0)
 			return 1;
 	return 0;
 }
@@ -86,35 +149,18 @@ static int hop_by_hop(const char *name, size_t len)
  * (X-Forwarded-For is extended, not replaced). */
 static int set_by_cell(const char *name, size_t len)
 {
-	static const char *const own[] = {"x-forwarded-for", "x-forwarded-host", "x-metrocell-cell"};
-	for (size_t i = 0; i < MC_ARRAY_LEN(own); i++)
-		if (strlen(own[i]) == len && strncasecmp(own[i], name, len) == 0)
-			return 1;
-	return 0;
+	static const char *const own[] = {"x-forwarded-for", "x-forwarded-host", "x-metrocell-cell",
+					  "x-metrocell-fallback-from",
+					  "x-metrocell-fallback-cause"};
+	return name_in(name, len, own, MC_ARRAY_LEN(own));
 }
 
-/* 1 when name is one of the tokens of a Connection header in h[0..n): those
- * fields are hop-by-hop too (RFC 9110 section 7.6.1) and never forwarded. */
-static int connection_listed(const mc_http_header *h, size_t n, const char *name, size_t len)
+/* Response fields the cell sets on every answer: an upstream's copy is dropped. */
+static int answered_by_cell(const char *name, size_t len)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (h[i].name_len != 10 || strncasecmp(h[i].name, "connection", 10) != 0)
-			continue;
-		const char *v = h[i].value, *end = v + h[i].value_len;
-		while (v < end) {
-			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
-				v++;
-			const char *tok = v;
-			while (v < end && *v != ',')
-				v++;
-			const char *te = v;
-			while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
-				te--;
-			if ((size_t)(te - tok) == len && strncasecmp(tok, name, len) == 0)
-				return 1;
-		}
-	}
-	return 0;
+	static const char *const own[] = {"x-metrocell-cell", "x-metrocell-outcome",
+					  "x-metrocell-route", "x-metrocell-failure-cause"};
+	return name_in(name, len, own, MC_ARRAY_LEN(own));
 }
 
 static int idempotent(const char *method)
@@ -124,69 +170,390 @@ static int idempotent(const char *method)
 	       strcmp(method, "OPTIONS") == 0;
 }
 
-static void send_upstream(cell_req *r);
+/* ---- the request's end ------------------------------------------------------------------ */
 
-static void on_response(void *arg, int err, const mc_http_response *res)
+static void on_px_closed(uv_handle_t *h)
 {
-	cell_req *r = arg;
+	free(h->data);
+}
+
+/* Detaches px from its request (which the caller answers next) and frees it
+ * once its timer closed. Returns the request. */
+static cell_req *px_detach(proxy_req *px)
+{
+	cell_req *r = px->r;
+	MC_ASSERT(r && !px->call && !px->worker);
+	px->r = NULL;
+	r->px = NULL;
+	uv_close((uv_handle_t *)&px->timer, on_px_closed);
+	return r;
+}
+
+/* Gives up the call in progress (no callback after this) and its worker. */
+static void px_drop_call(proxy_req *px)
+{
+	if (px->call) {
+		mc_http_call_abort(px->call);
+		px->call = NULL;
+	}
+	if (px->worker) {
+		mc_cell_worker_end(px->worker);
+		px->worker = NULL;
+	}
+}
+
+static void px_note(proxy_req *px, cell_cause cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records why the workers could not answer (the first reason wins the detail
+ * once the policy runs: a retry's failure replaces the first one). */
+static void px_note(proxy_req *px, cell_cause cause, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(px->detail, sizeof px->detail, fmt, ap);
+	va_end(ap);
+	px->cause = cause;
+}
+
+/* ---- calls ------------------------------------------------------------------------------------
+ */
+
+static void on_call_head(void *arg, const mc_http_response *res);
+static void on_call_body(void *arg, const char *data, size_t len);
+static void on_call_end(void *arg, int err);
+static const mc_http_call_cbs CALL_CBS = {on_call_head, on_call_body, on_call_end};
+
+static void apply_policy(proxy_req *px);
+
+/* Starts an attempt on a worker other than avoid. Returns 0, or -1 with the
+ * cause noted (unless retry: then the first attempt's cause stays). */
+static int try_worker(proxy_req *px, const cell_worker *avoid, int retry)
+{
+	cell_req *r = px->r;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
-	cell_pool *p = r->route->pool;
-	if (err < 0) {
-		if (r->attempt == 0 && p->nworkers > 1 && idempotent(req->method) &&
-		    err != MC_ECANCELED) {
-			r->attempt = 1;
-			send_upstream(r);
+	cell_pool *p = px->rt->pool;
+	const mc_pool_conf *pc = p->conf;
+	uint64_t now = mc_cell_now_ms();
+	if (pc->max_outstanding && p->outstanding >= pc->max_outstanding) {
+		if (!retry)
+			px_note(px, CAUSE_OVERLOADED,
+				"pool %s has %zu requests outstanding (max_outstanding %u)",
+				pc->name, p->outstanding, pc->max_outstanding);
+		return -1;
+	}
+	cell_worker *w = mc_cell_pool_pick(p, avoid, now);
+	if (!w) {
+		if (!retry) {
+			size_t ejected = mc_cell_pool_ejected(p, now), unhealthy = 0;
+			for (size_t i = 0; i < p->nworkers; i++)
+				unhealthy += !p->workers[i]->healthy;
+			px_note(px, CAUSE_NO_HEALTHY_WORKER,
+				"no healthy worker in pool %s (%zu workers: %zu failing health "
+				"probes, %zu ejected)",
+				pc->name, p->nworkers, unhealthy, ejected);
+		}
+		return -1;
+	}
+	mc_http_call_opts o = {.connect_timeout_ms = px->rc->connect_timeout_ms,
+			       .first_byte_timeout_ms = px->rc->first_byte_timeout_ms,
+			       .idle_timeout_ms = px->rc->idle_timeout_ms};
+	int rc = mc_http_pool_call(w->http, req->method, req->target, r->fwd, r->nfwd, req->body,
+				   req->body_len, &o, &CALL_CBS, px, &px->call);
+	if (rc < 0) {
+		px->call = NULL;
+		if (!retry) {
+			if (rc == MC_EFULL)
+				px_note(px, CAUSE_OVERLOADED,
+					"worker %s of pool %s has %u requests queued (max_queue)",
+					w->addr, pc->name, pc->max_queue);
+			else
+				px_note(px, CAUSE_UPSTREAM_ERROR, "worker %s of pool %s: %s",
+					w->addr, pc->name, mc_strerror(rc));
+		}
+		return -1;
+	}
+	px->worker = w;
+	mc_cell_worker_begin(w);
+	px->attempt_ns = mc_now_ns();
+	return 0;
+}
+
+/* The current attempt failed (cause noted): one retry on another worker for an
+ * idempotent request while the budget lasts, else the policy. */
+static void attempt_failed(proxy_req *px)
+{
+	const mc_http_request *req = mc_http_exchange_request(px->r->ex);
+	const cell_worker *failed = px->worker;
+	if (px->worker) {
+		mc_cell_worker_end(px->worker);
+		px->worker = NULL;
+	}
+	if (px->rc->retry && px->attempt == 0 && idempotent(req->method) &&
+	    uv_is_active((uv_handle_t *)&px->timer)) {
+		px->attempt = 1;
+		if (try_worker(px, failed, 1) == 0) {
+			px->pr->retries->value += 1;
 			return;
 		}
-		int timeout = err == MC_ETIMEDOUT;
-		mc_cell_finish_error(r, timeout ? 504 : 502, OUTCOME_REFUSED,
-				     timeout ? "upstream_timeout" : "upstream_failed",
-				     "worker %s of pool %s: %s", p->conf->workers[r->worker],
-				     p->conf->name, mc_strerror(err));
+	}
+	apply_policy(px);
+}
+
+static void start_fallback(proxy_req *px);
+
+static void apply_policy(proxy_req *px)
+{
+	int open = px->rc->fail_open && px->c->proxy->fallback;
+	mc_cell_policy_count(px->c, px->rt, px->cause, open);
+	MC_DEBUG(COMP_PROXY, "route %s: %s: %s -> %s", px->rt->conf->name,
+		 mc_cell_cause_names[px->cause], px->detail, open ? "fail_open" : "fail_closed");
+	if (!open) {
+		uv_timer_stop(&px->timer);
+		mc_cell_policy_fail_closed(px_detach(px), px->cause, px->detail);
 		return;
 	}
-	/* A HEAD answer keeps the worker's Content-Length: it is the length a GET
-	 * would have had, not the (empty) body relayed here. */
-	int head = strcmp(req->method, "HEAD") == 0;
+	start_fallback(px);
+}
+
+static void fallback_failed(proxy_req *px, cell_cause fcause, int answered, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void fallback_failed(proxy_req *px, cell_cause fcause, int answered, const char *fmt, ...)
+{
+	char fdetail[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(fdetail, sizeof fdetail, fmt, ap);
+	va_end(ap);
+	uv_timer_stop(&px->timer);
+	MC_WARN(COMP_PROXY, "route %s: fallback failed: %s (local: %s: %s)", px->rt->conf->name,
+		fdetail, mc_cell_cause_names[px->cause], px->detail);
+	mc_cell_policy_fallback_failed(px_detach(px), px->cause, px->detail, fcause, fdetail,
+				       answered);
+}
+
+static void on_px_timer(uv_timer_t *t);
+
+/* fail_open: the original request goes to the region's fallback path, which
+ * gets its own bound (fallback_timeout_ms) rather than what is left of the
+ * budget, since the budget is usually spent by then. */
+static void start_fallback(proxy_req *px)
+{
+	cell_req *r = px->r;
+	cell *c = px->c;
+	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	px->phase = PX_FALLBACK;
+	uint64_t now = mc_now_ns();
+	r->upstream_ns = r->seg_start_ns ? now - r->seg_start_ns : 0;
+	r->seg_name = "region";
+	r->seg_start_ns = now;
+	c->proxy->regional_fallback->value += 1;
+	mc_http_header *h = mc_alloc((r->nfwd + 2) * sizeof *h);
+	memcpy(h, r->fwd, r->nfwd * sizeof *h);
+	const char *cn = mc_cell_cause_names[px->cause];
+	h[r->nfwd] =
+	    (mc_http_header){"X-Metrocell-Fallback-From", 25, c->conf->cell, strlen(c->conf->cell)};
+	h[r->nfwd + 1] = (mc_http_header){"X-Metrocell-Fallback-Cause", 26, cn, strlen(cn)};
+	uint32_t bound = px->rc->fallback_timeout_ms;
+	mc_http_call_opts o = {.connect_timeout_ms = MC_MIN(px->rc->connect_timeout_ms, bound),
+			       .first_byte_timeout_ms = bound,
+			       .idle_timeout_ms = px->rc->idle_timeout_ms};
+	uv_timer_start(&px->timer, on_px_timer, bound, 0);
+	int rc = mc_http_pool_call(c->proxy->fallback, req->method, req->target, h, r->nfwd + 2,
+				   req->body, req->body_len, &o, &CALL_CBS, px, &px->call);
+	free(h);
+	if (rc < 0) {
+		px->call = NULL;
+		fallback_failed(px, mc_cell_cause_of(rc), 0, "region %s: %s", c->conf->region_http,
+				mc_strerror(rc));
+	}
+}
+
+/* The response starts: the worker's (or the region's) status and headers go to
+ * the client now; the body follows as it arrives. */
+static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outcome)
+{
+	cell_req *r = px->r;
+	uv_timer_stop(&px->timer);
+	px->phase = PX_STREAM;
 	mc_http_header *h = mc_alloc((res->nheaders + 1) * sizeof *h);
 	size_t n = 0;
 	for (size_t i = 0; i < res->nheaders; i++) {
 		const mc_http_header *rh = &res->headers[i];
-		int keep_len = head && rh->name_len == 14 &&
-			       strncasecmp(rh->name, "content-length", 14) == 0;
-		if ((keep_len || !hop_by_hop(rh->name, rh->name_len)) &&
-		    !connection_listed(res->headers, res->nheaders, rh->name, rh->name_len))
+		if (mc_http_header_end_to_end(res->headers, res->nheaders, rh) &&
+		    !answered_by_cell(rh->name, rh->name_len))
 			h[n++] = *rh;
 	}
-	mc_cell_finish(r, res->status, OUTCOME_LOCAL, h, n, res->body, res->body_len);
+	int64_t len = res->content_length;
+	if (px->head) {
+		/* a HEAD answer announces the length a GET would have had */
+		size_t cl_len;
+		const char *cl =
+		    mc_http_header_find(res->headers, res->nheaders, "content-length", &cl_len);
+		uint64_t v;
+		len = cl && mc_parse_u64(cl, cl_len, INT64_MAX, &v) == 0 ? (int64_t)v : -1;
+	}
+	int rc = mc_cell_stream_start(r, res->status, outcome, h, n, len);
 	free(h);
+	if (rc < 0) { /* the client left */
+		px_drop_call(px);
+		mc_cell_stream_end(px_detach(px), 1);
+	}
 }
 
-static void send_upstream(cell_req *r)
+static void on_call_head(void *arg, const mc_http_response *res)
 {
-	const mc_http_request *req = mc_http_exchange_request(r->ex);
-	cell_pool *p = r->route->pool;
-	r->worker = pick_worker(p, r->attempt ? r->worker : SIZE_MAX);
-	r->seg_name = "upstream";
-	if (!r->attempt) /* a retry's segment includes the failed first attempt */
-		r->seg_start_ns = mc_now_ns();
-	int rc = mc_http_pool_request(p->workers[r->worker], req->method, req->target, r->fwd,
-				      r->nfwd, req->body, req->body_len, on_response, r);
-	if (rc < 0)
-		mc_cell_finish_error(r, 503, OUTCOME_REFUSED, "overloaded",
-				     "worker %s of pool %s has too many queued requests",
-				     p->conf->workers[r->worker], p->conf->name);
+	proxy_req *px = arg;
+	if (px->phase == PX_FALLBACK) {
+		size_t el;
+		const char *e = mc_http_header_find(res->headers, res->nheaders,
+						    "x-metrocell-fallback-error", &el);
+		if (e) {
+			px_drop_call(px);
+			fallback_failed(px, CAUSE_UPSTREAM_ERROR, 1, "region answered %d (%.*s)",
+					res->status, (int)MC_MIN(el, (size_t)100), e);
+			return;
+		}
+		commit(px, res, OUTCOME_FALLBACK);
+		return;
+	}
+	cell_worker *w = px->worker;
+	const mc_pool_conf *pc = px->rt->pool->conf;
+	mc_hist_record(px->pr->ttfb->hist, (mc_now_ns() - px->attempt_ns) / 1000);
+	int is5xx = res->status >= 500 && res->status <= 599;
+	mc_cell_worker_observe(w, is5xx && pc->outlier.count_5xx, mc_cell_now_ms());
+	if (is5xx && px->rc->fail_on_5xx) {
+		mc_http_call_abort(px->call);
+		px->call = NULL;
+		px_note(px, CAUSE_UPSTREAM_5XX, "worker %s of pool %s answered %d", w->addr,
+			pc->name, res->status);
+		attempt_failed(px);
+		return;
+	}
+	commit(px, res, OUTCOME_LOCAL);
 }
+
+static void on_call_body(void *arg, const char *data, size_t len)
+{
+	proxy_req *px = arg;
+	MC_ASSERT(px->phase == PX_STREAM);
+	if (mc_http_exchange_write_body(px->r->ex, data, len) < 0) {
+		px_drop_call(px); /* the client left */
+		mc_cell_stream_end(px_detach(px), 1);
+		return;
+	}
+	if (!px->paused && mc_http_exchange_pending(px->r->ex) > STREAM_HIGH_WATER) {
+		px->paused = 1;
+		mc_http_call_pause(px->call, 1);
+	}
+}
+
+static void on_call_end(void *arg, int err)
+{
+	proxy_req *px = arg;
+	px->call = NULL;
+	if (px->phase == PX_STREAM) {
+		if (px->worker) {
+			mc_cell_worker_end(px->worker);
+			px->worker = NULL;
+		}
+		if (err) {
+			px->pr->aborts->value += 1;
+			MC_INFO(COMP_PROXY,
+				"route %s: upstream failed after the response started (%s): "
+				"cutting the response",
+				px->rt->conf->name, mc_strerror(err));
+		}
+		mc_cell_stream_end(px_detach(px), err != 0);
+		return;
+	}
+	if (err == MC_ECANCELED) { /* the cell is stopping */
+		px_drop_call(px);
+		uv_timer_stop(&px->timer);
+		mc_cell_finish_error(px_detach(px), 503, OUTCOME_REFUSED, "shutting_down",
+				     "cell %s is stopping", px->c->conf->cell);
+		return;
+	}
+	if (px->phase == PX_FALLBACK) {
+		fallback_failed(px, mc_cell_cause_of(err), 0, "region %s: %s",
+				px->c->conf->region_http, mc_strerror(err));
+		return;
+	}
+	cell_worker *w = px->worker;
+	mc_cell_worker_observe(w, 1, mc_cell_now_ms());
+	px_note(px, mc_cell_cause_of(err), "worker %s of pool %s: %s", w->addr,
+		px->rt->pool->conf->name, mc_strerror(err));
+	attempt_failed(px);
+}
+
+/* The route's budget (or the fallback's bound) ran out before a response
+ * started. */
+static void on_px_timer(uv_timer_t *t)
+{
+	proxy_req *px = t->data;
+	if (!px->r)
+		return;
+	if (px->phase == PX_FALLBACK) {
+		px_drop_call(px);
+		fallback_failed(px, CAUSE_TIMEOUT, 0, "no response from region %s within %u ms",
+				px->c->conf->region_http, px->rc->fallback_timeout_ms);
+		return;
+	}
+	if (px->phase != PX_UPSTREAM)
+		return;
+	if (px->worker) {
+		mc_cell_worker_observe(px->worker, 1, mc_cell_now_ms());
+		px_note(px, CAUSE_TIMEOUT,
+			"no response from worker %s of pool %s within the budget "
+			"of %u ms",
+			px->worker->addr, px->rt->pool->conf->name, px->rc->budget_ms);
+	} else {
+		px_note(px, CAUSE_TIMEOUT,
+			"no worker of pool %s answered within the budget of %u ms",
+			px->rt->pool->conf->name, px->rc->budget_ms);
+	}
+	px_drop_call(px);
+	apply_policy(px);
+}
+
+/* The client went away, or drained what the worker sent. */
+static void on_client_event(void *arg, int event)
+{
+	proxy_req *px = arg;
+	if (!px->r)
+		return;
+	if (event == MC_HTTP_EX_DRAINED) {
+		if (px->paused && px->call) {
+			px->paused = 0;
+			mc_http_call_pause(px->call, 0);
+		}
+		return;
+	}
+	px_drop_call(px);
+	uv_timer_stop(&px->timer);
+	if (px->phase == PX_STREAM) {
+		mc_cell_stream_end(px_detach(px), 1);
+		return;
+	}
+	/* nobody will read it: answered only to release the exchange */
+	mc_cell_finish_error(px_detach(px), 499, OUTCOME_REFUSED, "client_closed",
+			     "the client closed the connection");
+}
+
+/* ---- entry ------------------------------------------------------------------------------------
+ */
 
 void mc_cell_proxy_handle(cell_req *r)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	cell *c = r->c;
 	r->fwd = mc_alloc((req->nheaders + 3) * sizeof *r->fwd);
 	size_t n = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const mc_http_header *h = &req->headers[i];
-		if (!hop_by_hop(h->name, h->name_len) && !set_by_cell(h->name, h->name_len) &&
-		    !connection_listed(req->headers, req->nheaders, h->name, h->name_len))
+		if (mc_http_header_end_to_end(req->headers, req->nheaders, h) &&
+		    !set_by_cell(h->name, h->name_len))
 			r->fwd[n++] = *h;
 	}
 	size_t hl;
@@ -206,8 +573,27 @@ void mc_cell_proxy_handle(cell_req *r)
 	}
 	mc_buf_append(&r->xff, req->peer, iplen);
 	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, r->xff.data, r->xff.len};
-	r->fwd[n++] = (mc_http_header){"X-Metrocell-Cell", 16, r->c->conf->cell,
-				       strlen(r->c->conf->cell)};
+	r->fwd[n++] =
+	    (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
 	r->nfwd = n;
-	send_upstream(r);
+
+	proxy_req *px = mc_calloc(1, sizeof *px);
+	px->r = r;
+	px->c = c;
+	px->rt = r->route;
+	px->rc = r->route->conf;
+	px->pr = &c->proxy->routes[r->route - c->routes];
+	px->head = strcmp(req->method, "HEAD") == 0;
+	px->phase = PX_UPSTREAM;
+	r->px = px;
+	uv_timer_init(c->loop, &px->timer);
+	px->timer.data = px;
+	/* the budget runs from here: how long the client waited to send the
+	 * request is not the workers' doing */
+	uv_timer_start(&px->timer, on_px_timer, px->rc->budget_ms, 0);
+	mc_http_exchange_watch(r->ex, on_client_event, px);
+	r->seg_name = "upstream";
+	r->seg_start_ns = mc_now_ns(); /* a retry's segment includes the failed first attempt */
+	if (try_worker(px, NULL, 0) < 0)
+		apply_policy(px);
 }

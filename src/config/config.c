@@ -1136,10 +1136,33 @@ static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
-static const char *const POOL_KEYS[] = {"workers", "connect_timeout_ms", "timeout_ms", "max_conns"};
+static const char *const POOL_KEYS[] = {
+    "workers",	 "connect_timeout_ms", "timeout_ms", "max_conns",
+    "max_queue", "max_outstanding",    "health",     "outlier"};
+static const char *const FALLBACK_KEYS[] = {"workers", "connect_timeout_ms", "timeout_ms",
+					    "max_conns", "max_queue"};
 static const char *const POOL_REQUIRED[] = {"workers", NULL};
-static const char *const ROUTE_KEYS[] = {"name", "prefix", "kind", "pool", "quota",
-					 "max_body_bytes"};
+static const char *const HEALTH_KEYS[] = {"path", "interval_ms", "timeout_ms", "rise", "fall"};
+static const char *const OUTLIER_KEYS[] = {
+    "consecutive_failures", "failure_percent",	    "window_ms", "min_requests", "base_ejection_ms",
+    "max_ejection_ms",	    "max_ejection_percent", "count_5xx"};
+/* Keys only a proxy route takes come after ROUTE_PROXY_FROM. */
+#define ROUTE_PROXY_FROM 6
+static const char *const ROUTE_KEYS[] = {"name",
+					 "prefix",
+					 "kind",
+					 "pool",
+					 "quota",
+					 "max_body_bytes",
+					 "on_failure",
+					 "fail_on_5xx",
+					 "retry",
+					 "connect_timeout_ms",
+					 "first_byte_timeout_ms",
+					 "idle_timeout_ms",
+					 "budget_ms",
+					 "fallback_timeout_ms"};
+static const char *const ON_FAILURE[] = {"fail_closed", "fail_open"};
 static const char *const ROUTE_REQUIRED[] = {"name", "prefix", "kind", NULL};
 static const char *const ROUTE_KINDS[] = {"proxy", "kv", "flags"};
 static const mc_route_kind ROUTE_KIND_VALUES[] = {MC_ROUTE_PROXY, MC_ROUTE_KV, MC_ROUTE_FLAGS};
@@ -1193,6 +1216,129 @@ out:
 	return rc;
 }
 
+static int opt_bool(vctx *v, json_t *obj, const char *key, int *out)
+{
+	json_t *j = json_object_get(obj, key);
+	if (!j)
+		return 0;
+	if (json_is_boolean(j)) {
+		*out = json_is_true(j);
+		return 0;
+	}
+	push_key(v, key);
+	int rc = fail(v, "expected true or false, got %s", show(j).s);
+	pop(v);
+	return rc;
+}
+
+/* An HTTP path: starts with '/', at most PREFIX_MAX bytes, no whitespace or
+ * control characters. what names it in messages ("path prefix", "path"). */
+static int check_path(vctx *v, const json_t *j, const char *what)
+{
+	if (!json_is_string(j) || json_string_value(j)[0] != '/')
+		return fail(v, "expected a %s starting with \"/\", got %s", what, show(j).s);
+	size_t n = json_string_length(j);
+	if (n > PREFIX_MAX)
+		return fail(v, "expected a %s of at most %d bytes, got %s (%zu bytes)", what,
+			    PREFIX_MAX, show(j).s, n);
+	const unsigned char *s = (const unsigned char *)json_string_value(j);
+	for (size_t i = 0; i < n; i++)
+		if (s[i] <= 0x20 || s[i] == 0x7f)
+			return fail(
+			    v, "expected a %s without whitespace or control characters, got %s",
+			    what, show(j).s);
+	return 0;
+}
+
+static int parse_health(vctx *v, json_t *po, mc_health_conf *h)
+{
+	h->path = NULL;
+	h->interval_ms = 2000;
+	h->timeout_ms = 1000;
+	h->rise = 2;
+	h->fall = 3;
+	json_t *o = json_object_get(po, "health");
+	if (!o)
+		return 0;
+	int rc;
+	push_key(v, "health");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, HEALTH_KEYS, MC_ARRAY_LEN(HEALTH_KEYS), NULL));
+	json_t *pj = json_object_get(o, "path");
+	if (pj) {
+		push_key(v, "path");
+		rc = check_path(v, pj, "path");
+		pop(v);
+		if (rc)
+			goto out;
+	}
+	CHECK(opt_u32(v, o, "interval_ms", 10, 3600000, &h->interval_ms));
+	CHECK(opt_u32(v, o, "timeout_ms", 1, 60000, &h->timeout_ms));
+	CHECK(opt_u32(v, o, "rise", 1, 100, &h->rise));
+	CHECK(opt_u32(v, o, "fall", 1, 100, &h->fall));
+	h->path = mc_strdup(pj ? json_string_value(pj) : "/healthz");
+	h->enabled = 1;
+out:
+	pop(v);
+	return rc;
+}
+
+static int parse_outlier(vctx *v, json_t *po, mc_outlier_conf *o)
+{
+	o->consecutive_failures = 5;
+	o->failure_percent = 50;
+	o->window_ms = 10000;
+	o->min_requests = 20;
+	o->base_ejection_ms = 30000;
+	o->max_ejection_ms = 300000;
+	o->max_ejection_percent = 50;
+	o->count_5xx = 0;
+	json_t *j = json_object_get(po, "outlier");
+	if (!j)
+		return 0;
+	int rc;
+	push_key(v, "outlier");
+	CHECK(check_object(v, j));
+	CHECK(check_keys(v, j, OUTLIER_KEYS, MC_ARRAY_LEN(OUTLIER_KEYS), NULL));
+	CHECK(opt_u32(v, j, "consecutive_failures", 0, 100000, &o->consecutive_failures));
+	CHECK(opt_u32(v, j, "failure_percent", 0, 100, &o->failure_percent));
+	CHECK(opt_u32(v, j, "window_ms", 100, 3600000, &o->window_ms));
+	CHECK(opt_u32(v, j, "min_requests", 1, 1000000, &o->min_requests));
+	CHECK(opt_u32(v, j, "base_ejection_ms", 1, 3600000, &o->base_ejection_ms));
+	if (!json_object_get(j, "max_ejection_ms") && o->max_ejection_ms < o->base_ejection_ms)
+		o->max_ejection_ms = o->base_ejection_ms;
+	CHECK(opt_u32(v, j, "max_ejection_ms", o->base_ejection_ms, 86400000, &o->max_ejection_ms));
+	CHECK(opt_u32(v, j, "max_ejection_percent", 0, 100, &o->max_ejection_percent));
+	CHECK(opt_bool(v, j, "count_5xx", &o->count_5xx));
+out:
+	pop(v);
+	return rc;
+}
+
+/* One pool object (a cell's pools.NAME or the region's fallback), with the
+ * keys allowed there; health and outlier only when keys lists them. */
+static int parse_pool(vctx *v, json_t *po, mc_pool_conf *p, const char *const *keys, size_t nkeys)
+{
+	int rc;
+	p->connect_timeout_ms = 1000;
+	p->timeout_ms = 10000;
+	p->max_conns = 64;
+	p->max_queue = 256;
+	p->max_outstanding = 0;
+	CHECK(check_object(v, po));
+	CHECK(check_keys(v, po, keys, nkeys, POOL_REQUIRED));
+	CHECK(parse_workers(v, po, p));
+	CHECK(opt_u32(v, po, "connect_timeout_ms", 1, 60000, &p->connect_timeout_ms));
+	CHECK(opt_u32(v, po, "timeout_ms", 1, 600000, &p->timeout_ms));
+	CHECK(opt_u32(v, po, "max_conns", 1, 10000, &p->max_conns));
+	CHECK(opt_u32(v, po, "max_queue", 1, 100000, &p->max_queue));
+	CHECK(opt_u32(v, po, "max_outstanding", 0, 10000000, &p->max_outstanding));
+	CHECK(parse_health(v, po, &p->health));
+	CHECK(parse_outlier(v, po, &p->outlier));
+out:
+	return rc;
+}
+
 static int parse_pools(vctx *v, json_t *root, mc_cell_conf *c)
 {
 	json_t *o = json_object_get(root, "pools");
@@ -1212,24 +1358,11 @@ static int parse_pools(vctx *v, json_t *root, mc_cell_conf *c)
 	json_object_foreach(o, name, po)
 	{
 		mc_pool_conf *p = &c->pools[i++];
-		p->connect_timeout_ms = 1000;
-		p->timeout_ms = 10000;
-		p->max_conns = 64;
 		if (!name_ok(name, strlen(name), true))
 			CHECK(fail_key(v, name, "invalid pool name %s (expected [a-z0-9_-]{1,31})",
 				       show_str(name).s));
 		push_key(v, name);
-		rc = check_object(v, po);
-		if (!rc)
-			rc = check_keys(v, po, POOL_KEYS, MC_ARRAY_LEN(POOL_KEYS), POOL_REQUIRED);
-		if (!rc)
-			rc = parse_workers(v, po, p);
-		if (!rc)
-			rc = opt_u32(v, po, "connect_timeout_ms", 1, 60000, &p->connect_timeout_ms);
-		if (!rc)
-			rc = opt_u32(v, po, "timeout_ms", 1, 600000, &p->timeout_ms);
-		if (!rc)
-			rc = opt_u32(v, po, "max_conns", 1, 10000, &p->max_conns);
+		rc = parse_pool(v, po, p, POOL_KEYS, MC_ARRAY_LEN(POOL_KEYS));
 		pop(v);
 		if (rc)
 			goto out;
@@ -1240,22 +1373,42 @@ out:
 	return rc;
 }
 
+/* The proxy-only members of route r (the pool is known). */
+static int parse_route_proxy(vctx *v, json_t *ro, const mc_cell_conf *c, mc_route_conf *r)
+{
+	int rc;
+	const mc_pool_conf *p = &c->pools[r->pool];
+	r->fail_open = 0;
+	r->fail_on_5xx = 0;
+	r->retry = 1;
+	r->connect_timeout_ms = p->connect_timeout_ms;
+	r->first_byte_timeout_ms = p->timeout_ms;
+	r->idle_timeout_ms = p->timeout_ms;
+	r->fallback_timeout_ms = 5000;
+	CHECK(opt_enum(v, ro, "on_failure", ON_FAILURE, MC_ARRAY_LEN(ON_FAILURE), &r->fail_open));
+	if (r->fail_open && !c->region_http) {
+		push_key(v, "on_failure");
+		rc = fail(v, "\"fail_open\" forwards to the region's fallback path and needs "
+			     "region.http");
+		pop(v);
+		goto out;
+	}
+	CHECK(opt_bool(v, ro, "fail_on_5xx", &r->fail_on_5xx));
+	CHECK(opt_bool(v, ro, "retry", &r->retry));
+	CHECK(opt_u32(v, ro, "connect_timeout_ms", 1, 60000, &r->connect_timeout_ms));
+	CHECK(opt_u32(v, ro, "first_byte_timeout_ms", 1, 600000, &r->first_byte_timeout_ms));
+	CHECK(opt_u32(v, ro, "idle_timeout_ms", 1, 3600000, &r->idle_timeout_ms));
+	uint64_t budget = (uint64_t)r->connect_timeout_ms + r->first_byte_timeout_ms;
+	r->budget_ms = (uint32_t)MC_MIN(budget, (uint64_t)3600000);
+	CHECK(opt_u32(v, ro, "budget_ms", 1, 3600000, &r->budget_ms));
+	CHECK(opt_u32(v, ro, "fallback_timeout_ms", 1, 600000, &r->fallback_timeout_ms));
+out:
+	return rc;
+}
+
 static int check_prefix(vctx *v, const json_t *j)
 {
-	if (!json_is_string(j) || json_string_value(j)[0] != '/')
-		return fail(v, "expected a path prefix starting with \"/\", got %s", show(j).s);
-	size_t n = json_string_length(j);
-	if (n > PREFIX_MAX)
-		return fail(v, "expected a path prefix of at most %d bytes, got %s (%zu bytes)",
-			    PREFIX_MAX, show(j).s, n);
-	const unsigned char *s = (const unsigned char *)json_string_value(j);
-	for (size_t i = 0; i < n; i++)
-		if (s[i] <= 0x20 || s[i] == 0x7f)
-			return fail(v,
-				    "expected a path prefix without whitespace or control "
-				    "characters, got %s",
-				    show(j).s);
-	return 0;
+	return check_path(v, j, "path prefix");
 }
 
 static void pool_list(const mc_cell_conf *c, char *buf, size_t cap)
@@ -1313,6 +1466,14 @@ static int parse_route(vctx *v, json_t *ro, mc_cell_conf *c, size_t idx)
 			rc = fail(v, "a \"%s\" route takes no pool, got %s", ROUTE_KINDS[kind],
 				  show(pool).s);
 			pop(v);
+			goto out;
+		}
+		for (size_t k = ROUTE_PROXY_FROM; k < MC_ARRAY_LEN(ROUTE_KEYS); k++) {
+			if (json_object_get(ro, ROUTE_KEYS[k])) {
+				rc = fail_key(v, ROUTE_KEYS[k], "a \"%s\" route takes no \"%s\"",
+					      ROUTE_KINDS[kind], ROUTE_KEYS[k]);
+				goto out;
+			}
 		}
 		goto out;
 	}
@@ -1330,6 +1491,9 @@ static int parse_route(vctx *v, json_t *ro, mc_cell_conf *c, size_t idx)
 				break;
 		if (k < c->npools) {
 			r->pool = k;
+			pop(v);
+			rc = parse_route_proxy(v, ro, c, r);
+			goto out;
 		} else {
 			char list[200];
 			pool_list(c, list, sizeof list);
@@ -1715,6 +1879,7 @@ void mc_cell_conf_free(mc_cell_conf *c)
 		for (size_t k = 0; k < p->nworkers; k++)
 			free(p->workers[k]);
 		free(p->workers);
+		free(p->health.path);
 	}
 	free(c->pools);
 	for (size_t i = 0; i < c->nroutes; i++) {
@@ -1735,8 +1900,8 @@ void mc_cell_conf_free(mc_cell_conf *c)
 
 /* ---- region -------------------------------------------------------------------------- */
 
-static const char *const REGION_KEYS[] = {"region", "listen", "data_dir", "cells",
-					  "log",    "state",  "limits",	  "replication"};
+static const char *const REGION_KEYS[] = {"region", "listen", "data_dir",    "cells",	"log",
+					  "state",  "limits", "replication", "fallback"};
 static const char *const REGION_REQUIRED[] = {"region", "listen", "data_dir", NULL};
 
 typedef struct name_at {
@@ -1813,6 +1978,33 @@ out:
 	return rc;
 }
 
+/* The fallback path's upstream: a list of workers or origin addresses. */
+static int parse_region_fallback(vctx *v, json_t *root, mc_region_conf *c)
+{
+	json_t *o = json_object_get(root, "fallback");
+	if (!o)
+		return 0;
+	c->fallback = mc_calloc(1, sizeof *c->fallback);
+	push_key(v, "fallback");
+	int rc = parse_pool(v, o, c->fallback, FALLBACK_KEYS, MC_ARRAY_LEN(FALLBACK_KEYS));
+	pop(v);
+	if (rc == 0)
+		c->fallback->name = mc_strdup("fallback");
+	return rc;
+}
+
+static void pool_conf_free(mc_pool_conf *p)
+{
+	if (!p)
+		return;
+	free(p->name);
+	for (size_t k = 0; k < p->nworkers; k++)
+		free(p->workers[k]);
+	free(p->workers);
+	free(p->health.path);
+	free(p);
+}
+
 static int region_build(vctx *v, json_t *root, mc_region_conf *c)
 {
 	int rc;
@@ -1825,6 +2017,7 @@ static int region_build(vctx *v, json_t *root, mc_region_conf *c)
 	CHECK(parse_state(v, root, &c->state));
 	CHECK(parse_limits(v, root, &c->limits));
 	CHECK(parse_repl(v, root, &c->repl));
+	CHECK(parse_region_fallback(v, root, c));
 out:
 	return rc;
 }
@@ -1878,5 +2071,6 @@ void mc_region_conf_free(mc_region_conf *c)
 	for (size_t i = 0; i < c->ncells; i++)
 		free(c->cells[i]);
 	free(c->cells);
+	pool_conf_free(c->fallback);
 	free(c);
 }

@@ -53,6 +53,28 @@ typedef struct mc_repl_conf {
 	uint32_t dead_after_ms;     /* default 5000, must be > heartbeat_ms, <= 600000 */
 } mc_repl_conf;
 
+/* Active health probes of a pool's workers (pools.NAME.health). */
+typedef struct mc_health_conf {
+	int enabled;          /* the object is present */
+	char *path;           /* GET target, default "/healthz" */
+	uint32_t interval_ms; /* default 2000, 10..3600000 */
+	uint32_t timeout_ms;  /* default 1000, 1..60000 */
+	uint32_t rise;        /* successes that make a worker healthy, default 2, 1..100 */
+	uint32_t fall;        /* failures that make it unhealthy, default 3, 1..100 */
+} mc_health_conf;
+
+/* Passive outlier ejection (pools.NAME.outlier); docs/operations.md. */
+typedef struct mc_outlier_conf {
+	uint32_t consecutive_failures; /* default 5, 0 (off)..100000 */
+	uint32_t failure_percent;      /* default 50, 0 (off)..100 */
+	uint32_t window_ms;            /* default 10000, 100..3600000 */
+	uint32_t min_requests;         /* default 20, 1..1000000 */
+	uint32_t base_ejection_ms;     /* default 30000, 1..3600000 */
+	uint32_t max_ejection_ms;      /* default 300000, base_ejection_ms..86400000 */
+	uint32_t max_ejection_percent; /* default 50, 0..100 (at least one worker) */
+	int count_5xx;                 /* a 5xx answer is a failure (default false) */
+} mc_outlier_conf;
+
 typedef struct mc_pool_conf {
 	char *name;
 	char **workers; /* "host:port" each; 1..64 */
@@ -60,6 +82,12 @@ typedef struct mc_pool_conf {
 	uint32_t connect_timeout_ms; /* default 1000, 1..60000 */
 	uint32_t timeout_ms;         /* default 10000, 1..600000 */
 	uint32_t max_conns;          /* per worker, default 64, 1..10000 */
+	uint32_t max_queue;          /* per worker, waiting for a connection; default 256,
+				      * 1..100000 */
+	uint32_t max_outstanding;    /* whole pool, in flight + queued; 0 (default): no
+				      * limit beyond max_conns and max_queue */
+	mc_health_conf health;
+	mc_outlier_conf outlier;
 } mc_pool_conf;
 
 typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_FLAGS = 3 } mc_route_kind;
@@ -86,6 +114,15 @@ typedef struct mc_route_conf {
 	size_t pool; /* index into pools (proxy routes only) */
 	mc_quota_conf *quota;    /* NULL when the route has none */
 	uint32_t max_body_bytes; /* the route's own, else limits.max_body_bytes */
+	/* proxy routes only (docs/config.md, docs/operations.md "Failure policy") */
+	int fail_open;                  /* on_failure: "fail_closed" (default) | "fail_open" */
+	int fail_on_5xx;                /* a worker's 5xx triggers the policy (default false) */
+	int retry;                      /* one retry on another worker (default true) */
+	uint32_t connect_timeout_ms;    /* default: the pool's connect_timeout_ms */
+	uint32_t first_byte_timeout_ms; /* default: the pool's timeout_ms */
+	uint32_t idle_timeout_ms;       /* between body pieces; default: the pool's timeout_ms */
+	uint32_t budget_ms;             /* until the response starts; default connect + first byte */
+	uint32_t fallback_timeout_ms;   /* the region's fallback, until it starts; default 5000 */
 } mc_route_conf;
 
 /* A feature flag: its name and its value rendered as compact JSON. */
@@ -195,6 +232,8 @@ typedef struct mc_region_conf {
 	mc_state_conf state;
 	mc_limits_conf limits;
 	mc_repl_conf repl;
+	mc_pool_conf *fallback; /* the fallback path's upstream, NULL when not configured
+				 * (name "fallback"; health and outlier unused) */
 } mc_region_conf;
 
 /* Reads and validates a cell config file. Returns 0 and *out (free with

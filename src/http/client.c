@@ -2,7 +2,9 @@
  * loop. Requests wait in a bounded FIFO for an idle connection or a free slot;
  * responses are parsed with llhttp (Content-Length, chunked, or read until
  * close) and a connection is parked for reuse only when the whole response was
- * read and both sides allowed keep-alive. */
+ * read and both sides allowed keep-alive. A response is either buffered whole
+ * (mc_http_pool_request) or streamed to the caller as it arrives: head first,
+ * then body pieces, with pause/resume for backpressure (mc_http_pool_call). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,9 +23,13 @@ struct creq {
 	mc_http_link link; /* in queue, deferred or the free list */
 	mc_buf wire;	   /* the whole request: head + body */
 	mc_http_response_cb cb;
+	mc_http_call_cbs cbs; /* streaming calls (cb is NULL then) */
 	void *arg;
-	int err; /* for a deferred failure */
-	uint8_t is_head, idempotent, retried, fresh;
+	mc_http_pool *pool;
+	pconn *conn; /* the connection carrying it, NULL while queued or deferred */
+	uint32_t connect_ms, first_byte_ms, idle_ms; /* streaming: per-call timeouts */
+	int err;				     /* for a deferred failure */
+	uint8_t is_head, idempotent, retried, fresh, queued, streaming, paused;
 };
 
 enum { PC_CONNECTING, PC_BUSY, PC_IDLE, PC_CLOSING };
@@ -45,6 +51,7 @@ struct pconn {
 	int state;
 	int open_handles;
 	uint8_t writing, got_bytes, complete, keep, reused, too_big;
+	uint8_t read_stopped; /* a streaming call paused reading */
 };
 
 struct mc_http_pool {
@@ -82,15 +89,20 @@ static creq *req_alloc(mc_http_pool *p)
 	creq *r = mc_calloc(1, sizeof *r);
 	mc_http_list_init(&r->link);
 	mc_buf_init(&r->wire);
+	r->pool = p;
 	return r;
 }
 
 static void req_release(mc_http_pool *p, creq *r)
 {
 	r->cb = NULL;
+	memset(&r->cbs, 0, sizeof r->cbs);
 	r->arg = NULL;
+	r->conn = NULL;
 	r->err = 0;
-	r->is_head = r->idempotent = r->retried = r->fresh = 0;
+	r->connect_ms = r->first_byte_ms = r->idle_ms = 0;
+	r->is_head = r->idempotent = r->retried = r->fresh = r->queued = 0;
+	r->streaming = r->paused = 0;
 	if (!p->closing && p->nfree < FREE_REQS_MAX && r->wire.cap <= MC_HTTP_KEEP_BUF) {
 		mc_http_list_push_back(&p->freereqs, &r->link);
 		p->nfree++;
@@ -100,17 +112,49 @@ static void req_release(mc_http_pool *p, creq *r)
 	free(r);
 }
 
-/* Calls the request's callback exactly once and recycles the request. */
+/* Calls the request's final callback exactly once (a streaming call's on_end)
+ * and recycles the request. */
 static void req_finish(mc_http_pool *p, creq *r, int err, const mc_http_response *res)
 {
 	mc_http_response_cb cb = r->cb;
+	void (*on_end)(void *, int) = r->cbs.on_end;
 	void *arg = r->arg;
 	MC_ASSERT(p->outstanding > 0);
 	p->outstanding--;
 	req_release(p, r);
 	p->in_cb++;
-	cb(arg, err, res);
+	if (cb)
+		cb(arg, err, res);
+	else
+		on_end(arg, err);
 	p->in_cb--;
+}
+
+/* Detaches the request from its connection; returns it (or NULL). */
+static creq *pconn_detach(pconn *c)
+{
+	creq *r = c->req;
+	c->req = NULL;
+	if (r)
+		r->conn = NULL;
+	return r;
+}
+
+static void queue_push(mc_http_pool *p, creq *r, int front)
+{
+	if (front)
+		mc_http_list_push_front(&p->queue, &r->link);
+	else
+		mc_http_list_push_back(&p->queue, &r->link);
+	r->queued = 1;
+	p->nqueue++;
+}
+
+static void queue_remove(mc_http_pool *p, creq *r)
+{
+	mc_http_list_remove(&r->link);
+	r->queued = 0;
+	p->nqueue--;
 }
 
 static void on_idler(uv_idle_t *h)
@@ -197,15 +241,14 @@ static void pconn_fail(pconn *c, int err, int sync)
 	creq *r = c->req;
 	int retry = r && r->idempotent && c->reused && !c->got_bytes && err != MC_ETIMEDOUT &&
 		    err != MC_ETOOBIG && err != MC_EPROTO;
-	c->req = NULL;
+	pconn_detach(c);
 	pconn_close(c);
 	if (!r)
 		return;
 	if (retry && !r->retried && !p->closing) {
 		r->retried = 1;
 		r->fresh = 1;
-		mc_http_list_push_front(&p->queue, &r->link);
-		p->nqueue++;
+		queue_push(p, r, 1);
 		if (!sync)
 			pool_dispatch(p);
 		return;
@@ -227,10 +270,23 @@ static void on_pconn_timer(uv_timer_t *t)
 		pconn_fail(c, MC_ETIMEDOUT, 0);
 }
 
+static void on_pconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* Reading resumes on a connection a paused call had stopped (an idle
+ * connection reads to notice the server closing it). Returns 0 or a uv error. */
+static int pconn_read_resume(pconn *c)
+{
+	if (!c->read_stopped)
+		return 0;
+	c->read_stopped = 0;
+	return uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
+}
+
 static void pconn_park(pconn *c)
 {
 	mc_http_pool *p = c->pool;
-	if (p->closing || p->nidle >= p->opts.max_idle) {
+	if (p->closing || p->nidle >= p->opts.max_idle || pconn_read_resume(c) < 0) {
 		pconn_close(c);
 		return;
 	}
@@ -245,18 +301,21 @@ static void pconn_park(pconn *c)
 static void pconn_complete(pconn *c)
 {
 	mc_http_pool *p = c->pool;
-	creq *r = c->req;
-	c->req = NULL;
+	creq *r = pconn_detach(c);
 	uv_timer_stop(&c->timer);
 	int reuse = c->keep && !c->writing;
 	mc_http_response res;
-	res.status = llhttp_get_status_code(&c->parser);
-	res.headers = c->head.hdrs;
-	res.nheaders = c->head.nspans;
-	res.body = c->body.len ? c->body.data : "";
-	res.body_len = c->body.len;
-	res.reused = c->reused;
-	res.connect_ns = c->reused ? 0 : c->connect_ns;
+	memset(&res, 0, sizeof res);
+	if (!r->streaming) {
+		res.status = llhttp_get_status_code(&c->parser);
+		res.headers = c->head.hdrs;
+		res.nheaders = c->head.nspans;
+		res.body = c->body.len ? c->body.data : "";
+		res.body_len = c->body.len;
+		res.content_length = (int64_t)c->body.len;
+		res.reused = c->reused;
+		res.connect_ns = c->reused ? 0 : c->connect_ns;
+	}
 	if (!reuse)
 		pconn_close(c); /* buffers stay valid until the close callbacks */
 	req_finish(p, r, 0, &res);
@@ -308,16 +367,50 @@ static int ccb_header_value_complete(llhttp_t *ps)
 	return mc_http_head_value_done(&c->head);
 }
 
+/* Hands a streaming call its response head. Returns 0, or -1 when the caller
+ * aborted the call from the callback (the connection is closing then). */
+static int stream_head(pconn *c, int status, int64_t content_length)
+{
+	mc_http_pool *p = c->pool;
+	creq *r = c->req;
+	mc_http_response res;
+	memset(&res, 0, sizeof res);
+	res.status = status;
+	res.headers = c->head.hdrs;
+	res.nheaders = c->head.nspans;
+	res.body = "";
+	res.content_length = content_length;
+	res.reused = c->reused;
+	res.connect_ns = c->reused ? 0 : c->connect_ns;
+	p->in_cb++;
+	r->cbs.on_head(r->arg, &res);
+	p->in_cb--;
+	return c->req ? 0 : -1;
+}
+
 static int ccb_headers_complete(llhttp_t *ps)
 {
 	pconn *c = ps->data;
+	creq *r = c->req;
 	int status = llhttp_get_status_code(ps);
 	mc_http_head_finish(&c->head, 0);
 	if (status == 101)
 		return -1; /* we never ask to switch protocols */
 	if (status < 200)
 		return 1; /* interim response: no body, the final one follows */
-	if ((c->req && c->req->is_head) || status == 204 || status == 304)
+	int bodyless = (r && r->is_head) || status == 204 || status == 304;
+	if (r && r->streaming) {
+		int64_t len = -1;
+		if (bodyless)
+			len = 0;
+		else if ((ps->flags & F_CONTENT_LENGTH) && !(ps->flags & F_CHUNKED) &&
+			 ps->content_length <= INT64_MAX)
+			len = (int64_t)ps->content_length;
+		if (stream_head(c, status, len) < 0)
+			return -1;
+		return bodyless ? 1 : 0;
+	}
+	if (bodyless)
 		return 1;
 	if ((ps->flags & F_CONTENT_LENGTH) &&
 	    ps->content_length > c->pool->opts.max_response_bytes) {
@@ -332,6 +425,14 @@ static int ccb_headers_complete(llhttp_t *ps)
 static int ccb_body(llhttp_t *ps, const char *at, size_t n)
 {
 	pconn *c = ps->data;
+	creq *r = c->req;
+	if (r && r->streaming) {
+		mc_http_pool *p = c->pool;
+		p->in_cb++;
+		r->cbs.on_body(r->arg, at, n);
+		p->in_cb--;
+		return c->req ? 0 : HPE_USER; /* aborted from the callback */
+	}
 	mc_buf_append(&c->body, at, n); /* bounded: resp_bytes counts every byte read */
 	return 0;
 }
@@ -366,6 +467,20 @@ static void on_pconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof c->pool->slab;
 }
 
+/* The timeout that applies while waiting for the next response byte: the
+ * whole-response timeout for a buffered request; for a streaming call the
+ * first-byte timeout until a byte came, then the idle timeout between reads. */
+static uint32_t pconn_wait_ms(const pconn *c)
+{
+	const creq *r = c->req;
+	uint32_t dflt = c->pool->opts.request_timeout_ms;
+	if (!r || !r->streaming)
+		return dflt;
+	if (!c->got_bytes)
+		return r->first_byte_ms ? r->first_byte_ms : dflt;
+	return r->idle_ms ? r->idle_ms : dflt;
+}
+
 static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
 	pconn *c = st->data;
@@ -388,13 +503,23 @@ static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	size_t n = (size_t)nread;
+	mc_http_pool *p = c->pool;
+	int streaming = c->req->streaming;
 	c->got_bytes = 1;
 	c->resp_bytes += n;
-	if (c->resp_bytes > c->pool->opts.max_response_bytes) {
+	/* A streamed body is not held here: only a buffered response is bounded as
+	 * a whole (a streamed head is bounded by the head accumulator). */
+	if (!streaming && c->resp_bytes > p->opts.max_response_bytes) {
 		pconn_fail(c, MC_ETOOBIG, 0);
 		return;
 	}
+	if (streaming && !c->req->paused)
+		uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
 	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, n);
+	if (c->state == PC_CLOSING || !c->req) {
+		pool_dispatch(p); /* the call was aborted from one of its callbacks */
+		return;
+	}
 	if (e == HPE_OK)
 		return;
 	if (e == HPE_PAUSED && c->complete) {
@@ -428,6 +553,7 @@ static void pconn_send(pconn *c, creq *r, int sync)
 	}
 	c->state = PC_BUSY;
 	c->req = r;
+	r->conn = c;
 	c->reused = c->nsent > 0;
 	c->nsent++;
 	c->got_bytes = c->complete = c->keep = c->too_big = 0;
@@ -444,7 +570,13 @@ static void pconn_send(pconn *c, creq *r, int sync)
 		return;
 	}
 	c->writing = 1;
-	uv_timer_start(&c->timer, on_pconn_timer, p->opts.request_timeout_ms, 0);
+	if (r->paused) {
+		/* paused before it was sent: nothing is read until resumed */
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->read_stopped = 1;
+		return;
+	}
+	uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
 }
 
 static void on_pconn_connect(uv_connect_t *req, int status)
@@ -457,8 +589,7 @@ static void on_pconn_connect(uv_connect_t *req, int status)
 	if (status == 0)
 		status = uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
 	if (status < 0) {
-		creq *r = c->req;
-		c->req = NULL;
+		creq *r = pconn_detach(c);
 		pconn_close(c);
 		req_finish(p, r, status, NULL);
 		pool_dispatch(p);
@@ -466,6 +597,11 @@ static void on_pconn_connect(uv_connect_t *req, int status)
 	}
 	c->connect_ns = mc_now_ns() - c->connect_start;
 	uv_tcp_nodelay(&c->tcp, 1);
+	if (p->opts.on_connect) {
+		p->in_cb++;
+		p->opts.on_connect(p->opts.on_connect_ctx);
+		p->in_cb--;
+	}
 	pconn_send(c, c->req, 0);
 }
 
@@ -492,16 +628,18 @@ static void pconn_open(mc_http_pool *p, creq *r)
 	mc_http_head_init(&c->head, p->opts.max_response_bytes, CLIENT_MAX_HEADERS);
 	mc_buf_init(&c->body);
 	c->req = r;
+	r->conn = c;
 	c->connect_start = mc_now_ns();
 	rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&p->addr,
 			    on_pconn_connect);
 	if (rc < 0) {
-		c->req = NULL;
+		pconn_detach(c);
 		pconn_close(c);
 		req_fail_later(p, r, rc);
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer, p->opts.connect_timeout_ms, 0);
+	uv_timer_start(&c->timer, on_pconn_timer,
+		       r->connect_ms ? r->connect_ms : p->opts.connect_timeout_ms, 0);
 }
 
 /* Moves waiting requests onto idle connections or new ones, within max_conns. */
@@ -513,12 +651,10 @@ static void pool_dispatch(mc_http_pool *p)
 		creq *r = MC_HTTP_CONTAINER(p->queue.next, creq, link);
 		if (!r->fresh && p->nidle > 0) {
 			pconn *c = MC_HTTP_CONTAINER(p->idle.prev, pconn, link);
-			mc_http_list_remove(&r->link);
-			p->nqueue--;
+			queue_remove(p, r);
 			pconn_send(c, r, 1);
 		} else if (p->nconns < p->opts.max_conns) {
-			mc_http_list_remove(&r->link);
-			p->nqueue--;
+			queue_remove(p, r);
 			pconn_open(p, r);
 		} else if (p->nidle > 0) {
 			/* a retry wants a fresh connection: make room */
@@ -609,11 +745,13 @@ static int target_ok(const char *s)
 	return 1;
 }
 
-int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target,
-			 const mc_http_header *headers, size_t nheaders, const void *body,
-			 size_t body_len, mc_http_response_cb cb, void *arg)
+/* Checks a request and formats it into a new creq (not queued yet). Returns 0
+ * and *out, or MC_EINVAL / MC_ECANCELED / MC_EFULL. */
+static int req_build(mc_http_pool *p, const char *method, const char *target,
+		     const mc_http_header *headers, size_t nheaders, const void *body,
+		     size_t body_len, creq **out)
 {
-	if (!p || !method || !target || !cb || (nheaders && !headers) || (body_len && !body) ||
+	if (!p || !method || !target || (nheaders && !headers) || (body_len && !body) ||
 	    !token_ok(method) || !target_ok(target))
 		return MC_EINVAL;
 	if (p->closing)
@@ -661,17 +799,104 @@ int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target
 	mc_buf_append(w, "\r\n", 2);
 	if (body_len)
 		mc_buf_append(w, body, body_len);
-	r->cb = cb;
-	r->arg = arg;
 	r->is_head = !strcmp(method, "HEAD");
 	r->idempotent = r->is_head || !strcmp(method, "GET") || !strcmp(method, "PUT") ||
 			!strcmp(method, "DELETE") || !strcmp(method, "OPTIONS") ||
 			!strcmp(method, "TRACE");
-	mc_http_list_push_back(&p->queue, &r->link);
-	p->nqueue++;
+	*out = r;
+	return 0;
+}
+
+static void req_enqueue(mc_http_pool *p, creq *r)
+{
+	queue_push(p, r, 0);
 	p->outstanding++;
 	pool_dispatch(p);
+}
+
+int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target,
+			 const mc_http_header *headers, size_t nheaders, const void *body,
+			 size_t body_len, mc_http_response_cb cb, void *arg)
+{
+	creq *r;
+	if (!cb)
+		return MC_EINVAL;
+	int rc = req_build(p, method, target, headers, nheaders, body, body_len, &r);
+	if (rc < 0)
+		return rc;
+	r->cb = cb;
+	r->arg = arg;
+	req_enqueue(p, r);
 	return 0;
+}
+
+int mc_http_pool_call(mc_http_pool *p, const char *method, const char *target,
+		      const mc_http_header *headers, size_t nheaders, const void *body,
+		      size_t body_len, const mc_http_call_opts *opts, const mc_http_call_cbs *cbs,
+		      void *arg, mc_http_call **out)
+{
+	creq *r;
+	if (!cbs || !cbs->on_head || !cbs->on_body || !cbs->on_end || !out)
+		return MC_EINVAL;
+	int rc = req_build(p, method, target, headers, nheaders, body, body_len, &r);
+	if (rc < 0)
+		return rc;
+	r->cbs = *cbs;
+	r->arg = arg;
+	r->streaming = 1;
+	if (opts) {
+		r->connect_ms = opts->connect_timeout_ms;
+		r->first_byte_ms = opts->first_byte_timeout_ms;
+		r->idle_ms = opts->idle_timeout_ms;
+	}
+	*out = (mc_http_call *)r;
+	req_enqueue(p, r);
+	return 0;
+}
+
+void mc_http_call_pause(mc_http_call *call, int pause)
+{
+	creq *r = (creq *)call;
+	if (!r || r->paused == (pause != 0))
+		return;
+	r->paused = pause != 0;
+	pconn *c = r->conn;
+	if (!c || c->state != PC_BUSY)
+		return; /* applied when it is sent */
+	if (pause) {
+		if (!c->read_stopped) {
+			uv_read_stop((uv_stream_t *)&c->tcp);
+			c->read_stopped = 1;
+		}
+		uv_timer_stop(&c->timer);
+		return;
+	}
+	if (pconn_read_resume(c) < 0) {
+		pconn_fail(c, MC_ECLOSED, 1); /* reported on the next loop turn */
+		return;
+	}
+	uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+}
+
+void mc_http_call_abort(mc_http_call *call)
+{
+	creq *r = (creq *)call;
+	if (!r)
+		return;
+	mc_http_pool *p = r->pool;
+	if (r->conn) {
+		pconn *c = r->conn;
+		pconn_detach(c);
+		pconn_close(c); /* a half-read response leaves the connection unusable */
+	} else if (r->queued) {
+		queue_remove(p, r);
+	} else {
+		mc_http_list_remove(&r->link); /* a deferred failure */
+	}
+	MC_ASSERT(p->outstanding > 0);
+	p->outstanding--;
+	req_release(p, r);
+	pool_dispatch(p);
 }
 
 size_t mc_http_pool_outstanding(const mc_http_pool *p)
@@ -691,8 +916,7 @@ void mc_http_pool_free(mc_http_pool *p)
 	p->closing = 1;
 	while (!mc_http_list_empty(&p->queue)) {
 		creq *r = MC_HTTP_CONTAINER(p->queue.next, creq, link);
-		mc_http_list_remove(&r->link);
-		p->nqueue--;
+		queue_remove(p, r);
 		req_finish(p, r, MC_ECANCELED, NULL);
 	}
 	while (!mc_http_list_empty(&p->deferred)) {
@@ -702,8 +926,7 @@ void mc_http_pool_free(mc_http_pool *p)
 	}
 	while (!mc_http_list_empty(&p->active)) {
 		pconn *c = MC_HTTP_CONTAINER(p->active.next, pconn, link);
-		creq *r = c->req;
-		c->req = NULL;
+		creq *r = pconn_detach(c);
 		pconn_close(c);
 		if (r)
 			req_finish(p, r, MC_ECANCELED, NULL);

@@ -42,6 +42,7 @@ struct mc_http_h2_stream {
 	char method[METHOD_MAX];
 	uint8_t has_host, got_path, head_done, req_done, ready;
 	uint8_t dispatched, ex_active, answered, ng_open, head_req, resp_eof;
+	uint8_t drain_armed, closed_told; /* mc_http_exchange_watch() events */
 };
 
 struct mc_http_h2 {
@@ -89,6 +90,29 @@ static void stream_free(stream *st)
 static stream *stream_of(mc_http_h2 *h, int32_t id)
 {
 	return h->ng ? nghttp2_session_get_stream_user_data(h->ng, id) : NULL;
+}
+
+/* Tells handlers that watch their exchange (mc_http_exchange_watch) what
+ * happened since: the stream or connection is gone (MC_HTTP_EX_CLOSED, once),
+ * or every streamed body byte was framed (MC_HTTP_EX_DRAINED). Called from loop
+ * events only, with the session held, never from inside an exchange call. */
+static void fire_watch_events(mc_http_h2 *h)
+{
+	for (mc_http_link *l = h->streams.next; l != &h->streams;) {
+		stream *st = MC_HTTP_CONTAINER(l, stream, link);
+		l = l->next; /* the callback may end (and free) st, never another stream */
+		if (!st->ex_active || !st->ex.watch)
+			continue;
+		if (stream_gone(st)) {
+			if (!st->closed_told) {
+				st->closed_told = 1;
+				st->ex.watch(st->ex.watch_arg, MC_HTTP_EX_CLOSED);
+			}
+		} else if (st->drain_armed && st->out.len == st->out_off) {
+			st->drain_armed = 0;
+			st->ex.watch(st->ex.watch_arg, MC_HTTP_EX_DRAINED);
+		}
+	}
 }
 
 /* ---- responses ---------------------------------------------------------------------- */
@@ -212,6 +236,8 @@ int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *h
 	}
 	st->ex_active = 0;
 	ex->userdata = NULL;
+	ex->watch = NULL;
+	ex->watch_arg = NULL;
 	h->handlers--;
 	if (status < 200 || status > 999) {
 		MC_WARN("http", "handler answered with status %d; sending 500", status);
@@ -244,6 +270,8 @@ static void exchange_release(stream *st)
 	mc_http_h2 *h = st->h;
 	st->ex_active = 0;
 	st->ex.userdata = NULL;
+	st->ex.watch = NULL;
+	st->ex.watch_arg = NULL;
 	h->handlers--;
 	if (!st->ng_open)
 		stream_free(st);
@@ -299,6 +327,7 @@ int mc_http_h2_write_body(mc_http_exchange *ex, const void *data, size_t len)
 		st->out_off = 0;
 	}
 	mc_buf_append(&st->out, data, len);
+	st->drain_armed = 1;
 	nghttp2_session_resume_data(h->ng, st->id);
 	if (!h->in_cb)
 		h2_flush(h);
@@ -309,11 +338,11 @@ int mc_http_h2_end_response(mc_http_exchange *ex, int complete)
 {
 	stream *st = ex->h2;
 	mc_http_h2 *h = st->h;
-	MC_ASSERT(st->ex_active && st->answered);
+	MC_ASSERT(st->ex_active);
 	int rc = 0;
 	if (stream_gone(st)) {
 		rc = MC_ECLOSED;
-	} else if (!complete) {
+	} else if (!complete || !st->answered) { /* ended without a start: nothing was sent */
 		nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 	} else if (!st->resp_eof) {
 		st->resp_eof = 1;
@@ -644,11 +673,13 @@ static void on_write_done(uv_write_t *req, int status)
 	h->writing = 0;
 	if (!h->attached)
 		return;
-	if (status < 0) {
+	h->refs++;
+	if (status < 0)
 		h->host.close(h->host.conn, 0);
-		return;
-	}
-	h2_flush(h);
+	else
+		h2_flush(h);
+	fire_watch_events(h);
+	h2_unref(h);
 }
 
 /* Sends what nghttp2 has queued, one TLS write in flight at a time. */
@@ -708,6 +739,19 @@ void mc_http_h2_recv(mc_http_h2 *h, const char *data, size_t n)
 	dispatch_ready(h);
 	h->in_cb = 0;
 	h2_flush(h);
+	fire_watch_events(h); /* streams the client reset, output drained */
+	h2_unref(h);
+}
+
+mc_http_h2 *mc_http_h2_hold(mc_http_h2 *h)
+{
+	h->refs++;
+	return h;
+}
+
+void mc_http_h2_release_notify(mc_http_h2 *h)
+{
+	fire_watch_events(h);
 	h2_unref(h);
 }
 

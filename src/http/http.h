@@ -1,6 +1,8 @@
 /* HTTP/1.1 server and client on libuv. The only module that includes llhttp; the
- * rest of Metrocell sees the request/response types below. Bodies are buffered
- * whole in this version and bounded by the limits in the options. */
+ * rest of Metrocell sees the request/response types below. Request bodies are
+ * buffered whole, bounded by the limits in the options; responses are either
+ * buffered (bounded) or streamed in both directions (server: start/write/end,
+ * client: mc_http_pool_call). */
 #ifndef MC_HTTP_H
 #define MC_HTTP_H
 
@@ -56,7 +58,8 @@ const mc_http_request *mc_http_exchange_request(const mc_http_exchange *ex);
 /* Per-exchange slot the handler may use; NULL initially. */
 void **mc_http_exchange_userdata(mc_http_exchange *ex);
 
-/* Sends the response: status line, the given headers, Content-Length, Date-less,
+/* Sends the whole response at once (or see the streamed responses below):
+ * status line, the given headers, Content-Length, Date-less,
  * Connection: keep-alive/close as negotiated, then body (copied). Frees the
  * exchange. Returns 0, or MC_ECLOSED when the client was gone (still freed).
  * Content-Length is always body_len, except on the answer to a HEAD, where a
@@ -65,6 +68,45 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 		    size_t nheaders, const void *body, size_t body_len);
 
 struct mc_http_conn_info;
+/* ---- streamed responses ----
+ * Instead of one mc_http_respond(), a handler may stream its answer: one
+ * mc_http_exchange_start_response(), any number of mc_http_exchange_write_body(),
+ * then exactly one mc_http_exchange_end(), which frees the exchange (also when a
+ * call before it failed). The calls are transport-neutral: on HTTP/1.1 they map
+ * to a head, then the body (chunked when the length is unknown), on HTTP/2 to
+ * HEADERS and DATA frames. Once the head is sent the status is final: a failure
+ * later can only cut the response short (mc_http_exchange_end(ex, 1)). */
+
+/* Sends the status and headers (the same reserved-header rules as
+ * mc_http_respond). content_length >= 0 is announced as Content-Length (on a
+ * HEAD answer: the length a GET would have; no body is sent); -1 means unknown:
+ * chunked to an HTTP/1.1 client, delimited by closing the connection for
+ * HTTP/1.0. Returns 0, or MC_ECLOSED when the client is gone (still call end). */
+int mc_http_exchange_start_response(mc_http_exchange *ex, int status,
+				    const mc_http_header *headers, size_t nheaders,
+				    int64_t content_length);
+/* Queues len bytes (copied) of body. Bytes beyond an announced Content-Length
+ * are the caller's bug. Returns 0, or MC_ECLOSED when the client is gone. */
+int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len);
+/* Body bytes queued and not yet accepted by the transport: a handler relaying a
+ * stream stops reading its source above its own bound and resumes on
+ * MC_HTTP_EX_DRAINED. */
+size_t mc_http_exchange_pending(const mc_http_exchange *ex);
+/* Ends the response and frees the exchange. abort != 0 cuts it short: the
+ * connection is reset, so the client sees an error, never a shorter body as
+ * if complete. Returns 0, or MC_ECLOSED when the client was gone. */
+int mc_http_exchange_end(mc_http_exchange *ex, int abort);
+
+enum {
+	MC_HTTP_EX_DRAINED = 1, /* every queued body byte was written */
+	MC_HTTP_EX_CLOSED = 2   /* the client went away or stopped reading */
+};
+/* Registers cb (NULL clears) to hear about the exchange until it is answered
+ * or ended: MC_HTTP_EX_DRAINED while streaming, MC_HTTP_EX_CLOSED at any time
+ * (the handler must still answer or end it; a streamed answer's calls then
+ * return MC_ECLOSED). cb runs from loop events only, never from inside one of
+ * the exchange calls above. */
+void mc_http_exchange_watch(mc_http_exchange *ex, void (*cb)(void *arg, int event), void *arg);
 
 typedef struct mc_http_server_opts {
 	size_t max_header_bytes;   /* total request head size; 431 beyond (default 16 KiB) */
@@ -205,6 +247,10 @@ typedef struct mc_http_response {
 	size_t body_len;
 	int reused;          /* 1 when sent on a kept-alive connection */
 	uint64_t connect_ns; /* time spent connecting (0 when reused) */
+	/* Body length the upstream announced: Content-Length, 0 for a response
+	 * without a body (HEAD, 204, 304), -1 when unknown (chunked or read until
+	 * close). A buffered response has body_len here. */
+	int64_t content_length;
 } mc_http_response;
 
 /* err is 0 with res set, or a negative code (MC_ETIMEDOUT, MC_ECLOSED, -ECONNREFUSED,
@@ -218,8 +264,13 @@ typedef struct mc_http_pool_opts {
 	uint32_t connect_timeout_ms; /* default 1000 */
 	uint32_t request_timeout_ms; /* from send to complete response (default 10000) */
 	uint32_t idle_timeout_ms;  /* close idle connections after (default 30000) */
-	size_t max_response_bytes; /* head + body (default 8 MiB) */
+	size_t max_response_bytes; /* head + body of a buffered response; the head of a
+				    * streamed one (default 8 MiB) */
 	size_t max_queue;          /* requests waiting for a connection (default 4096) */
+	/* Called (may be NULL) each time a new TCP connection to the upstream is
+	 * established, e.g. to count cold starts. Must not call into the pool. */
+	void (*on_connect)(void *ctx);
+	void *on_connect_ctx;
 } mc_http_pool_opts;
 
 /* Fills the defaults above. mc_http_pool_new() also treats a zero field as its
@@ -243,11 +294,64 @@ int mc_http_pool_new(mc_http_pool **out, uv_loop_t *loop, const char *hostport,
 int mc_http_pool_request(mc_http_pool *p, const char *method, const char *target,
 			 const mc_http_header *headers, size_t nheaders, const void *body,
 			 size_t body_len, mc_http_response_cb cb, void *arg);
-/* Requests currently in flight or queued. */
+/* ---- streaming calls ----
+ * A call hands the caller the response as it arrives: the head (status and
+ * headers) first, then body pieces, then the end, so a long or endless body
+ * (chunked, server-sent events) is never held whole. */
+typedef struct mc_http_call mc_http_call;
+
+typedef struct mc_http_call_cbs {
+	/* The final response head: res->body is empty and res->content_length says
+	 * how the body is delimited. Valid only during the callback. */
+	void (*on_head)(void *arg, const mc_http_response *res);
+	/* A piece of the body (dechunked), valid only during the callback. */
+	void (*on_body)(void *arg, const char *data, size_t len);
+	/* Exactly once, last: err 0 after the whole response, else why the call
+	 * failed (before the head: as for mc_http_response_cb; after it: the body was
+	 * cut, e.g. MC_ETIMEDOUT, MC_ECLOSED, MC_EPROTO). Not called after
+	 * mc_http_call_abort(). */
+	void (*on_end)(void *arg, int err);
+} mc_http_call_cbs;
+
+typedef struct mc_http_call_opts {
+	uint32_t connect_timeout_ms;    /* a new connection must be up within (0: pool's) */
+	uint32_t first_byte_timeout_ms; /* from sending to the first response byte (0: the
+					 * pool's request_timeout_ms) */
+	uint32_t idle_timeout_ms;       /* between reads once a byte came, not counting time
+					 * paused (0: the pool's request_timeout_ms) */
+} mc_http_call_opts;
+
+/* Sends one request like mc_http_pool_request() (same checks, same return codes,
+ * the same one retry of an idempotent request on a stale keep-alive connection)
+ * but streams the response into cbs (copied), called on the loop thread, never
+ * synchronously from this call. *out is the call's handle, valid until on_end
+ * ran or mc_http_call_abort() returned. opts may be NULL. */
+int mc_http_pool_call(mc_http_pool *p, const char *method, const char *target,
+		      const mc_http_header *headers, size_t nheaders, const void *body,
+		      size_t body_len, const mc_http_call_opts *opts, const mc_http_call_cbs *cbs,
+		      void *arg, mc_http_call **out);
+/* Backpressure: pause != 0 stops reading the response (its idle timeout is
+ * suspended); 0 resumes. A pause takes effect at the next read: the rest of the
+ * current read buffer (at most 64 KiB) may still be delivered. */
+void mc_http_call_pause(mc_http_call *call, int pause);
+/* Gives the call up: no callback runs after this; a connection carrying it is
+ * closed (never reused half-read). May be called from the call's own callbacks.
+ * Accepts NULL. */
+void mc_http_call_abort(mc_http_call *call);
+
+/* Requests currently in flight or queued (streaming calls until their end). */
 size_t mc_http_pool_outstanding(const mc_http_pool *p);
 /* Fails every pending request with MC_ECANCELED (callbacks run from here),
  * closes connections; memory is released once handles closed. Accepts NULL. */
 void mc_http_pool_free(mc_http_pool *p);
+
+/* ---- relaying (src/http/forward.c) ----------------------------------------------------- */
+
+/* 1 when field h of a message whose fields are all[0..n) is end-to-end and is
+ * relayed: not hop-by-hop (Connection, Keep-Alive, Proxy-Connection, TE,
+ * Trailer, Transfer-Encoding, Upgrade), not named by a Connection field, and not
+ * Content-Length or Host, which the sender sets again. */
+int mc_http_header_end_to_end(const mc_http_header *all, size_t n, const mc_http_header *h);
 
 /* ---- response helpers (src/http/reply.c) --------------------------------------------- */
 

@@ -115,6 +115,8 @@ struct mc_http_exchange {
 	mc_http_request req;
 	void *userdata;
 	struct mc_http_h2_stream *h2; /* HTTP/2; NULL for HTTP/1.1 */
+	void (*watch)(void *arg, int event); /* mc_http_exchange_watch() */
+	void *watch_arg;
 };
 
 typedef struct mc_http_h2 mc_http_h2;
@@ -147,6 +149,11 @@ void mc_http_h2_drain(mc_http_h2 *h);
  * the handler stay valid; answering them returns MC_ECLOSED. Releases the
  * session once none is left. */
 void mc_http_h2_detach(mc_http_h2 *h);
+/* Keeps h alive across a close of its connection (mc_http_h2_detach), after
+ * which mc_http_h2_release_notify() tells the handlers that watch their exchange
+ * that it is gone (MC_HTTP_EX_CLOSED) and drops the hold. For loop events only. */
+mc_http_h2 *mc_http_h2_hold(mc_http_h2 *h);
+void mc_http_h2_release_notify(mc_http_h2 *h);
 /* mc_http_respond() for an exchange with ex->h2 set. */
 int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		       size_t nheaders, const void *body, size_t body_len);

@@ -26,6 +26,15 @@
 
 typedef struct conn conn;
 
+/* Streamed bytes are written once per loop iteration (a uv_idle handle runs
+ * after the timers, and right after the I/O callbacks of the previous
+ * iteration, never blocking in between), so a head and the body pieces that
+ * arrive with it leave in one write. Allocated on the first streamed response. */
+typedef struct flusher {
+	uv_idle_t idle;
+	mc_http_link q; /* connections with stream bytes waiting (conn.flink) */
+} flusher;
+
 struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -34,12 +43,14 @@ struct conn {
 	uv_shutdown_t sreq;
 	mc_http_server *srv; /* NULL once both handles closed */
 	mc_http_link link;   /* in srv->conns while open and counted */
+	mc_http_link flink;  /* in the flusher's queue while flush_queued */
 	llhttp_t parser;
 	mc_http_head head;
 	mc_buf body; /* request body */
 	mc_buf in;   /* input received but not parsed yet */
 	mc_buf out;  /* response head */
 	mc_buf outbody;
+	mc_buf sq; /* streamed response bytes not yet handed to a write */
 	mc_http_exchange ex;
 	uint64_t start_ns;
 	int refs;	  /* 1 for the handles + 1 while the exchange is out */
@@ -57,6 +68,8 @@ struct conn {
 	uint64_t deadline_ns; /* the whole request must have arrived by then */
 	size_t body_limit;    /* of the request being received */
 	size_t win_bytes;     /* body bytes received when the current window began */
+	/* a streamed response: started, chunked, no body allowed, ended by the handler */
+	uint8_t streaming, stream_chunked, stream_nobody, stream_ended, flush_queued;
 	char err_msg[96];
 	char peer[64];
 	mc_tls_stream *tls; /* accepted on the TLS listener */
@@ -74,6 +87,7 @@ struct mc_http_server {
 	size_t handles; /* listener + every connection not yet fully closed */
 	int closing;
 	int draining; /* listener closed; connections close after their response */
+	flusher *flusher;
 	uint16_t port;
 	size_t inflight;     /* requests between first byte and response written */
 	mc_http_link rejects; /* connections refused over max_connections, lingering */
@@ -130,6 +144,7 @@ static void conn_unref(conn *c)
 	mc_buf_fini(&c->in);
 	mc_buf_fini(&c->out);
 	mc_buf_fini(&c->outbody);
+	mc_buf_fini(&c->sq);
 	free(c);
 }
 
@@ -153,14 +168,19 @@ static void inflight_end(conn *c)
 	}
 }
 
-/* Closes the connection now; a pending exchange stays valid until answered. */
-static void conn_close(conn *c)
+/* Closes the connection now (with reset: an RST, so the client sees an error
+ * rather than an end); a pending exchange stays valid until answered. */
+static void conn_close_how(conn *c, int reset)
 {
 	if (c->closing)
 		return;
 	inflight_end(c);
 	c->closing = 1;
 	c->msg_active = 0;
+	if (c->flush_queued) {
+		mc_http_list_remove(&c->flink);
+		c->flush_queued = 0;
+	}
 	if (c->counted) {
 		mc_http_list_remove(&c->link);
 		c->srv->nconns--;
@@ -170,9 +190,29 @@ static void conn_close(conn *c)
 	c->h2 = NULL;
 	mc_tls_stream_free(c->tls); /* gives tcp->data back before the close */
 	c->tls = NULL;
-	uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+	if (!reset || uv_tcp_close_reset(&c->tcp, on_conn_close) < 0)
+		uv_close((uv_handle_t *)&c->tcp, on_conn_close);
 	if (c->open_handles == 2)
 		uv_close((uv_handle_t *)&c->timer, on_conn_close);
+}
+
+static void conn_close(conn *c)
+{
+	conn_close_how(c, 0);
+}
+
+/* The client went away or stopped reading: closes, and tells the handler of a
+ * pending exchange that watches it (only from loop events, never from inside a
+ * call the handler made). */
+static void conn_lost(conn *c)
+{
+	int notify = !c->closing && c->ex_active && c->ex.watch;
+	mc_http_h2 *h2 = c->h2 && !c->closing ? mc_http_h2_hold(c->h2) : NULL;
+	conn_close(c);
+	if (notify)
+		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_CLOSED);
+	if (h2)
+		mc_http_h2_release_notify(h2);
 }
 
 /* ---- timers and reading --------------------------------------------------------- */
@@ -236,6 +276,7 @@ static void conn_linger(conn *c)
 }
 
 static void conn_drain(conn *c);
+static void stream_written(conn *c);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -245,7 +286,11 @@ static void on_write(uv_write_t *req, int status)
 		return;
 	inflight_end(c);
 	if (status < 0) {
-		conn_close(c);
+		conn_lost(c);
+		return;
+	}
+	if (c->streaming) {
+		stream_written(c);
 		return;
 	}
 	if (c->outbody.cap > MC_HTTP_KEEP_BUF)
@@ -646,6 +691,8 @@ static void conn_dispatch(conn *c)
 	memcpy(r->peer, c->peer, sizeof r->peer);
 	c->head_req = method == HTTP_HEAD;
 	c->ex.userdata = NULL;
+	c->ex.watch = NULL;
+	c->ex.watch_arg = NULL;
 	c->ex.c = c;
 	c->ex_active = 1;
 	c->refs++;
@@ -657,7 +704,8 @@ static void conn_dispatch(conn *c)
 
 static int conn_can_parse(const conn *c)
 {
-	return !c->closing && !c->ex_active && !c->writing && !c->close_after && !c->lingering;
+	return !c->closing && !c->ex_active && !c->writing && !c->close_after && !c->lingering &&
+	       !c->streaming;
 }
 
 /* Runs llhttp over data until one request completes or the data ends; returns
@@ -723,7 +771,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (nread < 0) {
 		/* EOF or error: the client is gone (a pending exchange gets MC_ECLOSED) */
-		conn_close(c);
+		conn_lost(c);
 		return;
 	}
 	if (c->lingering || c->close_after)
@@ -746,6 +794,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	conn_update_read(c);
 }
 
+static void stream_done(conn *c);
+
 static void on_timer(uv_timer_t *t)
 {
 	conn *c = t->data;
@@ -755,11 +805,15 @@ static void on_timer(uv_timer_t *t)
 		mc_http_h2_timer(c->h2);
 		return;
 	}
+	if (c->streaming && c->stream_ended && !c->writing && c->sq.len == 0) {
+		stream_done(c); /* scheduled by mc_http_exchange_end() */
+		return;
+	}
 	if (c->msg_active && !c->writing && !c->ex_active && !c->close_after) {
 		request_timer_fired(c);
 		return;
 	}
-	conn_close(c); /* idle, send or linger timeout */
+	conn_lost(c); /* idle, send or linger timeout */
 }
 
 /* ---- exchanges ------------------------------------------------------------------ */
@@ -781,9 +835,10 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 		return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
 	conn *c = ex->c;
 	int rc = 0;
-	MC_ASSERT(c->ex_active);
+	MC_ASSERT(c->ex_active && !c->streaming);
 	c->ex_active = 0;
 	ex->userdata = NULL;
+	ex->watch = NULL;
 	if (c->closing) {
 		rc = MC_ECLOSED;
 		goto out;
@@ -808,6 +863,230 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 	build_head(c, status, headers, nheaders, (size_t)announced, !bodyless, NULL);
 	rc = conn_write(c);
 out:
+	conn_unref(c);
+	return rc;
+}
+
+/* ---- streamed responses ----------------------------------------------------------- */
+
+/* Hands the queued stream bytes to one write (one write in flight at a time;
+ * what arrives meanwhile waits in sq). */
+static void stream_write(conn *c)
+{
+	if (c->closing || c->writing || c->sq.len == 0)
+		return;
+	mc_buf t = c->outbody;
+	c->outbody = c->sq;
+	c->sq = t;
+	mc_buf_reset(&c->sq);
+	uv_buf_t b = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
+	c->wreq.data = c;
+	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+		conn_lost(c);
+		return;
+	}
+	c->writing = 1;
+	/* a client that stops reading is dropped after the idle timeout */
+	timer_arm(c, c->srv->opts.idle_timeout_ms);
+}
+
+static void on_flush(uv_idle_t *h)
+{
+	flusher *f = h->data;
+	while (!mc_http_list_empty(&f->q)) {
+		conn *c = MC_HTTP_CONTAINER(f->q.next, conn, flink);
+		mc_http_list_remove(&c->flink);
+		c->flush_queued = 0;
+		stream_write(c);
+	}
+	uv_idle_stop(h);
+}
+
+static void on_flusher_close(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+/* Schedules a write of the queued stream bytes for the end of this loop
+ * iteration. Returns 0 or MC_ECLOSED. */
+static int stream_flush(conn *c)
+{
+	if (c->closing)
+		return MC_ECLOSED;
+	if (c->writing || c->sq.len == 0 || c->flush_queued)
+		return 0; /* a write in flight takes sq next, in on_write */
+	mc_http_server *s = c->srv;
+	if (!s->flusher) {
+		s->flusher = mc_calloc(1, sizeof *s->flusher);
+		mc_http_list_init(&s->flusher->q);
+		uv_idle_init(s->loop, &s->flusher->idle);
+		s->flusher->idle.data = s->flusher;
+	}
+	mc_http_list_push_back(&s->flusher->q, &c->flink);
+	c->flush_queued = 1;
+	uv_idle_start(&s->flusher->idle, on_flush);
+	return 0;
+}
+
+/* The whole streamed response is written: like the end of a plain response. */
+static void stream_done(conn *c)
+{
+	c->streaming = c->stream_chunked = c->stream_nobody = c->stream_ended = 0;
+	if (c->outbody.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&c->outbody);
+	if (c->sq.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&c->sq);
+	if (c->close_after) {
+		conn_linger(c);
+		return;
+	}
+	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	conn_drain(c);
+	conn_update_read(c);
+}
+
+static void stream_written(conn *c)
+{
+	mc_buf_reset(&c->outbody);
+	if (c->sq.len > 0) {
+		stream_write(c);
+		return;
+	}
+	if (c->stream_ended) {
+		stream_done(c);
+		return;
+	}
+	uv_timer_stop(&c->timer); /* now waiting for the handler, not the client */
+	if (c->ex_active && c->ex.watch)
+		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_DRAINED);
+}
+
+/* HTTP/2 halves of the streamed-response calls: the length travels as a
+ * content-length field (a handler's own one is replaced). */
+static int h2_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			     size_t nheaders, int64_t content_length)
+{
+	mc_http_header *h = mc_alloc((nheaders + 1) * sizeof *h);
+	size_t n = 0;
+	for (size_t i = 0; i < nheaders; i++)
+		if (!(headers[i].name_len == 14 &&
+		      strncasecmp(headers[i].name, "content-length", 14) == 0))
+			h[n++] = headers[i];
+	char len[24];
+	if (content_length >= 0) {
+		int m = snprintf(len, sizeof len, "%lld", (long long)content_length);
+		h[n++] = (mc_http_header){"Content-Length", 14, len, (size_t)m};
+	}
+	int rc = mc_http_h2_start_response(ex, status, h, n);
+	free(h);
+	return rc;
+}
+
+static int h2_end(mc_http_exchange *ex, int abort)
+{
+	return mc_http_h2_end_response(ex, !abort);
+}
+
+int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+				    size_t nheaders, int64_t content_length)
+{
+	if (ex->h2)
+		return h2_start_response(ex, status, headers, nheaders, content_length);
+	conn *c = ex->c;
+	MC_ASSERT(c->ex_active && !c->streaming);
+	c->streaming = 1;
+	if (c->closing)
+		return MC_ECLOSED;
+	if (status < 200 || status > 999) {
+		MC_WARN("http", "handler answered with status %d; sending 500", status);
+		status = 500;
+		content_length = 0;
+	}
+	int bodyless = status == 204 || status == 304;
+	c->stream_nobody = bodyless || c->head_req;
+	int with_length = 0;
+	const char *extra = NULL;
+	if (bodyless) {
+		/* no length, no body */
+	} else if (content_length >= 0) {
+		with_length = 1; /* on a HEAD answer: the length a GET would have */
+	} else if (c->head_req) {
+		/* unknown: a HEAD answer announces nothing */
+	} else if (c->parser.http_major == 1 && c->parser.http_minor == 0) {
+		c->close_after = 1; /* HTTP/1.0 has no chunks: the close ends the body */
+	} else {
+		c->stream_chunked = 1;
+		extra = "Transfer-Encoding: chunked\r\n";
+	}
+	build_head(c, status, headers, nheaders, with_length ? (size_t)content_length : 0,
+		   with_length, extra);
+	mc_buf_append(&c->sq, c->out.data, c->out.len);
+	return stream_flush(c);
+}
+
+int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len)
+{
+	if (ex->h2)
+		return mc_http_h2_write_body(ex, data, len);
+	conn *c = ex->c;
+	MC_ASSERT(c->ex_active && c->streaming && !c->stream_ended);
+	if (c->closing)
+		return MC_ECLOSED;
+	if (len == 0 || c->stream_nobody)
+		return 0;
+	if (c->stream_chunked) {
+		char sz[24];
+		int m = snprintf(sz, sizeof sz, "%zx\r\n", len);
+		mc_buf_append(&c->sq, sz, (size_t)m);
+		mc_buf_append(&c->sq, data, len);
+		mc_buf_append(&c->sq, "\r\n", 2);
+	} else {
+		mc_buf_append(&c->sq, data, len);
+	}
+	return stream_flush(c);
+}
+
+size_t mc_http_exchange_pending(const mc_http_exchange *ex)
+{
+	if (ex->h2)
+		return mc_http_h2_pending(ex);
+	const conn *c = ex->c;
+	if (!c->streaming)
+		return 0;
+	return c->sq.len + (c->writing ? c->outbody.len : 0);
+}
+
+void mc_http_exchange_watch(mc_http_exchange *ex, void (*cb)(void *arg, int event), void *arg)
+{
+	ex->watch = cb;
+	ex->watch_arg = cb ? arg : NULL;
+}
+
+int mc_http_exchange_end(mc_http_exchange *ex, int abort)
+{
+	if (ex->h2)
+		return h2_end(ex, abort);
+	conn *c = ex->c;
+	int rc = 0;
+	MC_ASSERT(c->ex_active);
+	if (!c->streaming) /* ended without a start: nothing was sent */
+		abort = 1;
+	c->ex_active = 0;
+	ex->userdata = NULL;
+	ex->watch = NULL;
+	if (c->closing) {
+		rc = MC_ECLOSED;
+	} else if (abort) {
+		conn_close_how(c, 1);
+	} else {
+		if (c->stream_chunked)
+			mc_buf_append(&c->sq, "0\r\n\r\n", 5);
+		c->stream_ended = 1;
+		if (!c->writing && c->sq.len == 0)
+			timer_arm(c, 0); /* completes on the next loop turn: stream_done() */
+		else
+			rc = stream_flush(c);
+	}
 	conn_unref(c);
 	return rc;
 }
@@ -1148,6 +1427,15 @@ void mc_http_server_free(mc_http_server *s)
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
+	if (s->flusher) {
+		while (!mc_http_list_empty(&s->flusher->q)) {
+			conn *c = MC_HTTP_CONTAINER(s->flusher->q.next, conn, flink);
+			mc_http_list_remove(&c->flink);
+			c->flush_queued = 0;
+		}
+		uv_close((uv_handle_t *)&s->flusher->idle, on_flusher_close);
+		s->flusher = NULL;
+	}
 	if (!s->draining) {
 		uv_close((uv_handle_t *)&s->listener, on_listener_close);
 		if (s->has_tls)

@@ -1,6 +1,7 @@
 /* The region process: the replication sink that applies every cell's write log
  * into the regional store, and the HTTP API that reads it back
- * (GET /v1/kv/{key} with version and home cell), plus /metrics and /v1/status. */
+ * (GET /v1/kv/{key} with version and home cell), plus /metrics and /v1/status;
+ * requests that cells fail open go to the fallback path (fallback.c). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "net/net.h"
 #include "obs/obs.h"
 #include "region/region.h"
+#include "region/region_int.h"
 #include "repl/repl.h"
 #include "state/state.h"
 
@@ -28,6 +30,7 @@ typedef struct region {
 	uint64_t start_ns;
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	int stopping;
+	mc_region_fallback *fallback; /* src/region/fallback.c */
 } region;
 
 static void kv_get(region *g, mc_http_exchange *ex, const mc_http_request *req)
@@ -154,6 +157,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 {
 	region *g = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (mc_region_fallback_handle(g->fallback, ex))
+		return;
 	if (strncmp(req->path, KV_PREFIX, strlen(KV_PREFIX)) == 0) {
 		kv_get(g, ex, req);
 		return;
@@ -183,6 +188,8 @@ static void stop(region *g)
 	MC_INFO(COMP, "region %s stopping", g->conf->region);
 	mc_http_server_free(g->http);
 	g->http = NULL;
+	mc_region_fallback_free(g->fallback);
+	g->fallback = NULL;
 	mc_repl_sink_free(g->sink);
 	g->sink = NULL;
 	mc_store_close(g->store);
@@ -225,6 +232,8 @@ static int start(region *g)
 			cf->listen_repl, mc_strerror(rc));
 		return rc;
 	}
+	if ((rc = mc_region_fallback_new(&g->fallback, g->loop, cf, g->metrics)) < 0)
+		return rc;
 	mc_http_server_opts ho;
 	mc_http_server_opts_default(&ho);
 	ho.max_header_bytes = cf->limits.max_header_bytes;

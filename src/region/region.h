@@ -1,5 +1,6 @@
 /* The region: replication sink for the cells' write logs, regional store and
- * its read API. (Control plane, fallback path and failover come later.) */
+ * its read API, and the fallback path for requests cells fail open
+ * (src/region/fallback.c). (Control plane and failover come later.) */
 #ifndef MC_REGION_H
 #define MC_REGION_H
 

@@ -26,7 +26,8 @@ typedef struct app {
 	const char *listen;
 	const char *name;
 	uint64_t work_ms, body_bytes, max_age;
-	uint64_t n; /* requests answered (health checks excluded) */
+	uint64_t fail_status; /* answer every request (not /healthz) with it; 0: off */
+	uint64_t n;	      /* requests answered (health checks excluded) */
 	uv_loop_t loop;
 	mc_http_server *srv;
 	uv_signal_t sigterm, sigint;
@@ -39,16 +40,22 @@ struct work {
 	app *a;
 	mc_http_exchange *ex;
 	uint64_t n;
+	int status;
+	uint64_t sse_left, sse_seq, gap_ms; /* a server-sent event stream (?sse=N) */
+	int streaming;
 	work *prev, *next;
 };
 
 static const char WORKER_USAGE[] =
     "usage: metrocell sample-worker --listen HOST:PORT [--name NAME] [--work-ms N]\n"
-    "                               [--body-bytes N]\n"
+    "                               [--body-bytes N] [--fail-status CODE]\n"
     "  --listen HOST:PORT  address to serve on (port 0 picks a free one)\n"
     "  --name NAME         worker name in bodies and X-Worker (default \"worker\")\n"
     "  --work-ms N         delay every answer by N ms (a timer, not a sleep)\n"
-    "  --body-bytes N      pad the JSON body to N bytes\n";
+    "  --body-bytes N      pad the JSON body to N bytes\n"
+    "  --fail-status CODE  answer every request but /healthz with status CODE\n"
+    "Per request, query parameters: status=CODE (answer with it), delay_ms=N (instead\n"
+    "of --work-ms), sse=N&gap_ms=M (stream N server-sent events, M ms apart, chunked).\n";
 
 static const char ORIGIN_USAGE[] =
     "usage: metrocell sample-origin --listen HOST:PORT [--max-age S] [--body-bytes N]\n"
@@ -92,7 +99,7 @@ static void answer_health(app *a, mc_http_exchange *ex)
 	mc_buf_fini(&b);
 }
 
-static void worker_answer(app *a, mc_http_exchange *ex, uint64_t n)
+static void worker_answer(app *a, mc_http_exchange *ex, uint64_t n, int status)
 {
 	const mc_http_request *r = mc_http_exchange_request(ex);
 	mc_buf b;
@@ -101,12 +108,32 @@ static void worker_answer(app *a, mc_http_exchange *ex, uint64_t n)
 	mc_buf_append_json(&b, a->name, strlen(a->name));
 	mc_buf_append_str(&b, ",\"path\":");
 	mc_buf_append_json(&b, r->path, r->path_len);
-	mc_buf_printf(&b, ",\"n\":%llu}", (unsigned long long)n);
+	mc_buf_printf(&b, ",\"n\":%llu", (unsigned long long)n);
+	if (status != 200)
+		mc_buf_printf(&b, ",\"status\":%d", status);
+	mc_buf_append_str(&b, "}");
 	pad_json(&b, (size_t)a->body_bytes);
 	mc_http_header h[] = {{"Content-Type", 12, "application/json", 16},
 			      {"X-Worker", 8, a->name, strlen(a->name)}};
-	mc_http_respond(ex, 200, h, MC_ARRAY_LEN(h), b.data, b.len);
+	mc_http_respond(ex, status, h, MC_ARRAY_LEN(h), b.data, b.len);
 	mc_buf_fini(&b);
+}
+
+/* The value of parameter key in a query string ("a=1&b=2"), parsed as an
+ * integer in [0, max]; dflt when absent or malformed. */
+static uint64_t query_num(const char *q, const char *key, uint64_t max, uint64_t dflt)
+{
+	size_t kl = strlen(key);
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t len = amp ? (size_t)(amp - q) : strlen(q);
+		uint64_t v;
+		if (len > kl && strncmp(q, key, kl) == 0 && q[kl] == '=' &&
+		    mc_parse_u64(q + kl + 1, len - kl - 1, max, &v) == 0)
+			return v;
+		q = amp ? amp + 1 : NULL;
+	}
+	return dflt;
 }
 
 static void work_closed(uv_handle_t *h)
@@ -124,12 +151,62 @@ static void work_unlink(app *a, work *w)
 		w->next->prev = w->prev;
 }
 
+static void work_finish(work *w)
+{
+	work_unlink(w->a, w);
+	uv_timer_stop(&w->timer);
+	uv_close((uv_handle_t *)&w->timer, work_closed);
+}
+
+/* The client of a stream left: stop it. */
+static void on_stream_client(void *arg, int event)
+{
+	work *w = arg;
+	if (event != MC_HTTP_EX_CLOSED)
+		return;
+	mc_http_exchange_end(w->ex, 1);
+	work_finish(w);
+}
+
+/* Sends the next event of a server-sent event stream; ends it after the last.
+ * Returns 1 when more events follow. */
+static int sse_step(work *w)
+{
+	app *a = w->a;
+	if (!w->streaming) {
+		mc_http_header h[] = {{"Content-Type", 12, "text/event-stream", 17},
+				      {"Cache-Control", 13, "no-store", 8},
+				      {"X-Worker", 8, a->name, strlen(a->name)}};
+		w->streaming = 1;
+		mc_http_exchange_watch(w->ex, on_stream_client, w);
+		mc_http_exchange_start_response(w->ex, w->status, h, MC_ARRAY_LEN(h), -1);
+	}
+	w->sse_seq++;
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_buf_printf(&b, "id: %llu\ndata: {\"worker\":", (unsigned long long)w->sse_seq);
+	mc_buf_append_json(&b, a->name, strlen(a->name));
+	mc_buf_printf(&b, ",\"event\":%llu}\n\n", (unsigned long long)w->sse_seq);
+	mc_http_exchange_write_body(w->ex, b.data, b.len);
+	mc_buf_fini(&b);
+	if (--w->sse_left == 0) {
+		mc_http_exchange_end(w->ex, 0);
+		work_finish(w);
+		return 0;
+	}
+	return 1;
+}
+
 static void on_work_done(uv_timer_t *t)
 {
 	work *w = t->data;
-	work_unlink(w->a, w);
-	worker_answer(w->a, w->ex, w->n);
-	uv_close((uv_handle_t *)&w->timer, work_closed);
+	if (w->sse_left) {
+		if (sse_step(w))
+			uv_timer_start(&w->timer, on_work_done, w->gap_ms, 0);
+		return;
+	}
+	worker_answer(w->a, w->ex, w->n, w->status);
+	work_finish(w);
 }
 
 static void worker_handler(void *ctx, mc_http_exchange *ex)
@@ -141,21 +218,31 @@ static void worker_handler(void *ctx, mc_http_exchange *ex)
 		return;
 	}
 	a->n++;
-	if (a->work_ms == 0) {
-		worker_answer(a, ex, a->n);
+	int status = (int)query_num(r->query, "status", 999, 200);
+	if (status < 200)
+		status = 200;
+	if (a->fail_status)
+		status = (int)a->fail_status;
+	uint64_t delay = query_num(r->query, "delay_ms", MAX_WORK_MS, a->work_ms);
+	uint64_t events = query_num(r->query, "sse", 100000, 0);
+	if (delay == 0 && events == 0) {
+		worker_answer(a, ex, a->n, status);
 		return;
 	}
 	work *w = mc_calloc(1, sizeof *w);
 	w->a = a;
 	w->ex = ex;
 	w->n = a->n;
+	w->status = status;
+	w->sse_left = events;
+	w->gap_ms = query_num(r->query, "gap_ms", MAX_WORK_MS, 0);
 	uv_timer_init(&a->loop, &w->timer);
 	w->timer.data = w;
 	w->next = a->pending;
 	if (a->pending)
 		a->pending->prev = w;
 	a->pending = w;
-	uv_timer_start(&w->timer, on_work_done, a->work_ms, 0);
+	uv_timer_start(&w->timer, on_work_done, delay, 0);
 }
 
 /* 1 when an If-None-Match value lists etag (or is "*"). */
@@ -231,10 +318,11 @@ static void app_stop(app *a)
 	uv_close((uv_handle_t *)&a->sigint, NULL);
 	while (a->pending) {
 		work *w = a->pending;
-		work_unlink(a, w);
-		uv_timer_stop(&w->timer);
-		mc_http_respond(w->ex, 503, NULL, 0, NULL, 0); /* dropped: connections closed */
-		uv_close((uv_handle_t *)&w->timer, work_closed);
+		if (w->streaming)
+			mc_http_exchange_end(w->ex, 1);
+		else
+			mc_http_respond(w->ex, 503, NULL, 0, NULL, 0); /* dropped: closed */
+		work_finish(w);
 	}
 }
 
@@ -299,7 +387,8 @@ static int parse_args(app *a, int argc, char **argv)
 		memcpy(opt, arg, olen);
 		opt[olen] = '\0';
 		int known = !strcmp(opt, "--listen") || !strcmp(opt, "--body-bytes") ||
-			    (!a->origin && (!strcmp(opt, "--name") || !strcmp(opt, "--work-ms"))) ||
+			    (!a->origin && (!strcmp(opt, "--name") || !strcmp(opt, "--work-ms") ||
+					    !strcmp(opt, "--fail-status"))) ||
 			    (a->origin && !strcmp(opt, "--max-age"));
 		if (!known)
 			return arg_error(a, "unknown option '%s'", opt);
@@ -327,6 +416,14 @@ static int parse_args(app *a, int argc, char **argv)
 		} else if (!strcmp(opt, "--work-ms")) {
 			if (parse_num(a, opt, val, MAX_WORK_MS, &a->work_ms) < 0)
 				return -1;
+		} else if (!strcmp(opt, "--fail-status")) {
+			if (parse_num(a, opt, val, 999, &a->fail_status) < 0)
+				return -1;
+			if (a->fail_status < 200)
+				return arg_error(a,
+						 "--fail-status: expected a status in 200..999, "
+						 "got '%s'",
+						 val);
 		} else if (!strcmp(opt, "--body-bytes")) {
 			if (parse_num(a, opt, val, MAX_BODY_BYTES, &a->body_bytes) < 0)
 				return -1;

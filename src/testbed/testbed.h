@@ -9,10 +9,13 @@
 int mc_testbed_link_main(int argc, char **argv);
 
 /* `metrocell sample-worker --listen HOST:PORT [--name NAME] [--work-ms N]
- * [--body-bytes N]`: an HTTP worker answering every path with 200 and a JSON body
- * {"worker":NAME,"path":...,"n":...} plus `X-Worker: NAME`. Prints "sample-worker NAME
- * listening on HOST:PORT" (the bound port) once ready; runs until SIGTERM/SIGINT.
- * Returns 0 after a clean stop, 1 when it cannot listen, 2 on a command-line error. */
+ * [--body-bytes N] [--fail-status CODE]`: an HTTP worker answering every path with 200
+ * (or CODE) and a JSON body {"worker":NAME,"path":...,"n":...} plus `X-Worker: NAME`;
+ * /healthz always answers 200. Per request, the query may ask for `status=CODE`,
+ * `delay_ms=N`, or `sse=N&gap_ms=M`: N server-sent events M ms apart, streamed
+ * chunked. Prints "sample-worker NAME listening on HOST:PORT" (the bound port) once
+ * ready; runs until SIGTERM/SIGINT. Returns 0 after a clean stop, 1 when it cannot
+ * listen, 2 on a command-line error. */
 int mc_testbed_sample_worker_main(int argc, char **argv);
 
 /* `metrocell sample-origin --listen HOST:PORT [--max-age S] [--body-bytes N]`: an

@@ -151,17 +151,24 @@ def test_worker_killed_idempotent_requests_retry_on_the_other(cluster):
         workers.add(json.loads(body)["worker"])
     assert workers == {"w1"}
     # a non-idempotent request is not retried: either it reached w1 or it failed
-    # with a JSON 502 naming the dead worker, never a silent duplicate
+    # (the route fails closed by default) with a JSON 503 naming the dead worker,
+    # never a silent duplicate
     for i in range(10):
         status, hdrs, body = http_request(cluster.cell_http, "POST", "/app/p%d" % i, body=b"x")
         if status != 200:
-            assert status == 502 and json.loads(body)["error"] == "upstream_failed"
-            assert cluster.workers[0] in json.loads(body)["message"]
+            doc = json.loads(body)
+            assert status == 503 and doc["error"] == "upstream_unavailable", body
+            assert cluster.workers[0] in doc["message"]
             assert hdrs["x-metrocell-outcome"] == "refused"
+            assert hdrs["x-metrocell-failure-cause"] in ("connect_failed", "upstream_error")
     cluster.worker_procs[1].kill9()
     status, hdrs, body = http_request(cluster.cell_http, "GET", "/app/none")
-    assert status == 502 and hdrs["x-metrocell-outcome"] == "refused"
-    assert json.loads(body)["error"] == "upstream_failed"
+    assert status == 503 and hdrs["x-metrocell-outcome"] == "refused"
+    doc = json.loads(body)
+    assert doc["error"] == "upstream_unavailable"
+    cause = hdrs["x-metrocell-failure-cause"]
+    assert cause in ("connect_failed", "upstream_error", "no_healthy_worker")
+    assert doc["message"].startswith(cause + ": ")
 
 
 def test_sigterm_drains_requests_in_flight(procs, tmp_path, metrocell_bin):

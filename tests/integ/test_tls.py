@@ -638,9 +638,10 @@ def test_sigterm_drains_http2_streams_in_flight(procs, tmp_path, metrocell_bin, 
     assert c.proc.popen.wait(timeout=20) == 0
 
 
-def test_reset_streams_still_count_until_answered(procs, tmp_path, metrocell_bin, certs):
-    """Rapid reset with slow handlers: a stream the client reset keeps its slot
-    until its handler answered, so new streams are refused meanwhile."""
+def test_reset_streams_release_watching_handlers(procs, tmp_path, metrocell_bin, certs):
+    """Rapid reset against slow upstreams: the proxy watches its exchange, so a
+    stream the client reset is released at once (its worker call cancelled)
+    instead of holding one of the max_concurrent_streams slots for 1.5 s."""
     c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"], worker=True,
                 worker_args=["--work-ms", "1500"],
                 tls_extra={"h2": {"max_concurrent_streams": 4}}).start()
@@ -649,28 +650,15 @@ def test_reset_streams_still_count_until_answered(procs, tmp_path, metrocell_bin
         for sid in (1, 3, 5, 7):
             h.request(sid, "/app/slow")
             h.rst(sid)
-        h.ping()
-        h.request(9, "/nowhere")  # answered at once, but no slot is free
-        refused = None
+        seen = h.ping()  # the resets were processed: their handlers were told
+        assert not any(f[2] in (1, 3, 5, 7) and f[0] == 0x1 for f in seen), seen
+        h.request(9, "/nowhere")
+        status = None
         for ftype, flags, sid, payload in h.frames(timeout=5):
-            if ftype == 0x3 and sid == 9:
-                refused = struct.unpack(">I", payload)[0]
+            if sid == 9 and ftype in (0x1, 0x3):
+                status = payload[:1] if ftype == 0x1 else "refused"
                 break
-        assert refused == 0x7  # REFUSED_STREAM
-        # once the worker answered the reset requests, the slots are free again
-        answered = False
-        for attempt in range(40):
-            sid = 11 + 2 * attempt
-            h.request(sid, "/nowhere")
-            for ftype, flags, fsid, payload in h.frames(timeout=5):
-                if fsid == sid and ftype in (0x1, 0x3):
-                    answered = ftype == 0x1
-                    break
-            if answered:
-                break
-            time.sleep(0.1)
-        assert answered
-        assert payload[:1] == b"\x8d"  # :status 404 (HPACK static 13)
+        assert status == b"\x8d", status  # :status 404 (HPACK static 13), not REFUSED_STREAM
     finally:
         h.close()
 

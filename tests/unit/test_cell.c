@@ -1,5 +1,6 @@
 /* Unit tests for src/cell helpers that the integration tests reach only
- * indirectly: longest-prefix route matching and the power-of-two worker choice. */
+ * indirectly: longest-prefix route matching, the power-of-two worker choice on
+ * outstanding requests and the outlier-ejection rules. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include "../../src/cell/cell.c"
+#include "../../src/cell/pool.c"
 #include "../../src/cell/proxy.c"
 
 static void test_route_match_longest_prefix(void **state)
@@ -44,33 +46,177 @@ static void test_route_match_longest_prefix(void **state)
 	assert_null(route_match(&c, p, strlen(p)));
 }
 
-static void test_pick_worker_spreads_and_avoids(void **state)
+/* A pool of n workers on loop with the given outlier settings (no probes). */
+typedef struct tpool {
+	uv_loop_t loop;
+	mc_cell_conf cc;
+	mc_pool_conf pc;
+	char *addrs[8];
+	cell c;
+	cell_pool p;
+} tpool;
+
+static void tpool_start(tpool *t, size_t n)
+{
+	memset(t, 0, sizeof *t);
+	uv_loop_init(&t->loop);
+	t->cc.cell = "lax";
+	t->pc.name = "app";
+	t->pc.nworkers = n;
+	t->pc.workers = t->addrs;
+	t->pc.connect_timeout_ms = 1000;
+	t->pc.timeout_ms = 1000;
+	t->pc.max_conns = 4;
+	t->pc.max_queue = 4;
+	t->pc.outlier = (mc_outlier_conf){.consecutive_failures = 3,
+					  .failure_percent = 0,
+					  .window_ms = 1000,
+					  .min_requests = 10,
+					  .base_ejection_ms = 100,
+					  .max_ejection_ms = 250,
+					  .max_ejection_percent = 50};
+	for (size_t i = 0; i < n; i++) {
+		t->addrs[i] = mc_alloc(32);
+		snprintf(t->addrs[i], 32, "127.0.0.1:%zu", 1 + i);
+	}
+	t->c.loop = &t->loop;
+	t->c.conf = &t->cc;
+	t->c.metrics = mc_metrics_new();
+	assert_int_equal(mc_cell_pool_init(&t->c, &t->p, &t->pc), 0);
+}
+
+static void tpool_stop(tpool *t)
+{
+	mc_cell_pool_fini(&t->p);
+	uv_run(&t->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&t->loop), 0);
+	mc_metrics_free(t->c.metrics);
+	for (size_t i = 0; i < t->pc.nworkers; i++)
+		free(t->addrs[i]);
+}
+
+static void test_pick_p2c_on_outstanding(void **state)
 {
 	(void)state;
-	uv_loop_t loop;
-	uv_loop_init(&loop);
-	mc_pool_conf pc = {.name = "app", .nworkers = 3};
-	cell_pool p = {.conf = &pc, .nworkers = 3};
-	mc_http_pool *w[3];
-	for (int i = 0; i < 3; i++) {
-		char addr[32];
-		snprintf(addr, sizeof addr, "127.0.0.1:%d", 1 + i);
-		assert_int_equal(mc_http_pool_new(&w[i], &loop, addr, NULL), 0);
-	}
-	p.workers = w;
+	tpool t;
+	tpool_start(&t, 3);
+	cell_pool *p = &t.p;
+	cell_worker **w = p->workers;
+	uint64_t now = 1000000;
 	int seen[3] = {0};
 	for (int i = 0; i < 300; i++)
-		seen[pick_worker(&p, SIZE_MAX)]++;
+		seen[mc_cell_pool_pick(p, NULL, now)->idx]++;
 	for (int i = 0; i < 3; i++)
 		assert_true(seen[i] > 50); /* idle workers share the load */
+	/* the busiest worker loses every comparison: two distinct workers are sampled */
+	for (int i = 0; i < 5; i++)
+		mc_cell_worker_begin(w[0]);
+	assert_int_equal(p->outstanding, 5);
+	for (int i = 0; i < 200; i++)
+		assert_ptr_not_equal(mc_cell_pool_pick(p, NULL, now), w[0]);
+	/* between w1 (2 outstanding) and w2 (0), w2 always wins */
+	mc_cell_worker_begin(w[1]);
+	mc_cell_worker_begin(w[1]);
+	for (int i = 0; i < 50; i++)
+		assert_ptr_equal(mc_cell_pool_pick(p, w[0], now), w[2]);
 	for (int i = 0; i < 100; i++)
-		assert_int_not_equal(pick_worker(&p, 1), 1);
-	p.nworkers = 1;
-	assert_int_equal(pick_worker(&p, 0), 0); /* a single worker is always used */
+		assert_ptr_not_equal(mc_cell_pool_pick(p, w[1], now), w[1]);
+	/* only eligible workers: unhealthy and ejected ones are skipped */
+	w[2]->healthy = 0;
+	for (int i = 0; i < 50; i++)
+		assert_ptr_equal(mc_cell_pool_pick(p, w[0], now), w[1]);
+	w[1]->ejected_until_ms = now + 10;
+	assert_null(mc_cell_pool_pick(p, w[0], now));
+	assert_ptr_equal(mc_cell_pool_pick(p, NULL, now), w[0]);
+	assert_ptr_equal(mc_cell_pool_pick(p, w[0], now + 10), w[1]); /* its ejection ended */
+	w[0]->healthy = 0;
+	assert_null(mc_cell_pool_pick(p, w[1], now));
+	for (int i = 0; i < 5; i++)
+		mc_cell_worker_end(w[0]);
+	mc_cell_worker_end(w[1]);
+	mc_cell_worker_end(w[1]);
+	assert_int_equal(p->outstanding, 0);
+	tpool_stop(&t);
+}
+
+static void test_outlier_consecutive_cap_and_growth(void **state)
+{
+	(void)state;
+	tpool t;
+	tpool_start(&t, 2);
+	cell_worker **w = t.p.workers;
+	uint64_t now = 5000000;
+	/* a success resets the count */
+	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 0);
+	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 0);
+	assert_int_equal(mc_cell_worker_observe(w[0], 0, now), 0);
+	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 0);
+	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 0);
+	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 1);
+	assert_false(mc_cell_worker_eligible(w[0], now));
+	assert_int_equal(w[0]->ejected_until_ms, now + 100);
+	assert_int_equal(w[0]->m_ejections->value, 1);
+	assert_int_equal(w[0]->m_ejected->value, 1);
+	/* max_ejection_percent 50 of 2 workers: the second one stays in */
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(mc_cell_worker_observe(w[1], 1, now), 0);
+	assert_true(mc_cell_worker_eligible(w[1], now));
+	assert_int_equal(mc_cell_pool_ejected(&t.p, now), 1);
+	/* answers of requests sent before the ejection do not count */
+	assert_int_equal(mc_cell_worker_observe(w[0], 1, now + 50), 0);
+	/* back after 100 ms; ejected again, for twice as long, then capped at 250 */
+	now += 100;
+	assert_true(mc_cell_worker_eligible(w[0], now));
+	assert_int_equal(mc_cell_pool_ejected(&t.p, now), 0);
 	for (int i = 0; i < 3; i++)
-		mc_http_pool_free(w[i]);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(uv_loop_close(&loop), 0);
+		mc_cell_worker_observe(w[0], 1, now);
+	assert_int_equal(w[0]->ejected_until_ms, now + 200);
+	assert_int_equal(w[0]->m_ejected->value, 1);
+	now += 200;
+	for (int i = 0; i < 3; i++)
+		mc_cell_worker_observe(w[0], 1, now);
+	assert_int_equal(w[0]->ejected_until_ms, now + 250);
+	assert_int_equal(w[0]->times_ejected, 3);
+	/* in for longer than the longest ejection: the multiplier starts over */
+	now += 250;
+	assert_int_equal(mc_cell_worker_observe(w[0], 0, now), 0);
+	now += 300;
+	for (int i = 0; i < 3; i++)
+		mc_cell_worker_observe(w[0], 1, now);
+	assert_int_equal(w[0]->ejected_until_ms, now + 100);
+	assert_int_equal(w[0]->times_ejected, 1);
+	assert_int_equal(w[0]->m_ejections->value, 4);
+	tpool_stop(&t);
+}
+
+static void test_outlier_failure_percentage(void **state)
+{
+	(void)state;
+	tpool t;
+	tpool_start(&t, 4);
+	t.pc.outlier.consecutive_failures = 0;
+	t.pc.outlier.failure_percent = 50;
+	cell_worker *w = t.p.workers[0];
+	uint64_t now = 7000000;
+	/* below min_requests nothing happens, however bad */
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(mc_cell_worker_observe(w, 1, now), 0);
+		assert_int_equal(mc_cell_worker_observe(w, 0, now), 0);
+	}
+	assert_int_equal(mc_cell_worker_observe(w, 0, now), 0);
+	/* the 10th request makes 5 of 10 failed: 50 % */
+	assert_int_equal(mc_cell_worker_observe(w, 1, now), 1);
+	assert_false(mc_cell_worker_eligible(w, now));
+	/* old requests leave the window: 4 failures + 5 successes a window ago do
+	 * not add up with 1 failure now */
+	cell_worker *x = t.p.workers[1];
+	for (int i = 0; i < 4; i++)
+		mc_cell_worker_observe(x, 1, now);
+	for (int i = 0; i < 5; i++)
+		mc_cell_worker_observe(x, 0, now);
+	assert_int_equal(mc_cell_worker_observe(x, 1, now + 1000), 0);
+	assert_true(mc_cell_worker_eligible(x, now + 1000));
+	tpool_stop(&t);
 }
 
 /* ---- quotas and the locality map ------------------------------------------------ */
@@ -195,9 +341,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_route_match_longest_prefix),
-		cmocka_unit_test(test_pick_worker_spreads_and_avoids),
 		cmocka_unit_test(test_quota_buckets),
 		cmocka_unit_test(test_locality_lookup),
+		cmocka_unit_test(test_pick_p2c_on_outstanding),
+		cmocka_unit_test(test_outlier_consecutive_cap_and_growth),
+		cmocka_unit_test(test_outlier_failure_percentage),
 	};
 	return cmocka_run_group_tests_name("cell", tests, NULL, NULL);
 }

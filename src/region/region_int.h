@@ -1,0 +1,27 @@
+/* Declarations shared by the files of the region module. */
+#ifndef MC_REGION_INT_H
+#define MC_REGION_INT_H
+
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/http.h"
+#include "obs/obs.h"
+
+/* ---- fallback path (src/region/fallback.c) ----------------------------------------- */
+
+typedef struct mc_region_fallback mc_region_fallback;
+
+/* Creates the fallback path from conf->fallback (may be NULL: then every
+ * fallback request is answered 503 no_fallback). Returns 0 and *out, or
+ * MC_EINVAL when a fallback address does not parse. */
+int mc_region_fallback_new(mc_region_fallback **out, uv_loop_t *loop, const mc_region_conf *conf,
+			   mc_metrics *metrics);
+/* Serves ex when it is a fallback request (it carries X-Metrocell-Fallback-From)
+ * and returns 1; returns 0, touching nothing, for any other request. */
+int mc_region_fallback_handle(mc_region_fallback *f, mc_http_exchange *ex);
+/* Fails the requests in flight (their clients get 503) and frees the path once
+ * the loop has run. Accepts NULL. */
+void mc_region_fallback_free(mc_region_fallback *f);
+
+#endif
