@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
+#include "obs/obs.h"
 
 /* A header field; the same layout as mc_http_header, which this module cannot
  * see (src/http comes after it in the dependency order). */
@@ -364,6 +365,16 @@ void mc_cache_engine_free(mc_cache_engine *e);
 void mc_cache_engine_handle(mc_cache_engine *e, const mc_cache_request *req, mc_cache_answer_cb cb,
 			    void *arg);
 void mc_cache_engine_stats_get(const mc_cache_engine *e, mc_cache_engine_stats *out);
+
+/* ---- metrics ------------------------------------------------------------------------------------ */
+
+/* Sets the engine's families (metrocell_cache_requests_total{...,result}, _collapsed_total,
+ * _origin_bytes_avoided_total, ...) in m with the given pre-rendered labels (e.g.
+ * cell="lax",route="static"). Call from the engine's thread. */
+void mc_cache_engine_metrics(const mc_cache_engine *e, mc_metrics *m, const char *labels);
+/* Sets the store's gauges and counters (metrocell_cache_bytes, _objects, _evictions_total,
+ * ...) in m with the given labels ("" for none). */
+void mc_cache_store_metrics(mc_cache *c, mc_metrics *m, const char *labels);
 
 /* ---- purge requests ---------------------------------------------------------------------------- */
 

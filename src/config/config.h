@@ -54,7 +54,20 @@ typedef struct mc_pool_conf {
 	uint32_t max_conns;          /* per worker, default 64, 1..10000 */
 } mc_pool_conf;
 
-typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2 } mc_route_kind;
+typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_CACHE = 3 } mc_route_kind;
+
+/* An edge cache: the cell's "cache" object (its upstream is region.http, the
+ * region's shield) or the region's "shield" (its upstream is origin). */
+typedef struct mc_cache_conf {
+	uint64_t max_bytes;          /* default 67108864, 65536..1099511627776 */
+	uint64_t max_object_bytes;   /* default 1048576, 256..max_bytes */
+	uint32_t shards;             /* default 16, a power of two in 1..256 */
+	int policy;                  /* "policy": "s3fifo" (0, default) | "lru" (1) */
+	uint32_t max_waiters;        /* collapsed misses per key, default 1024, 1..100000 */
+	uint32_t connect_timeout_ms; /* to the upstream, default 1000, 1..60000 */
+	uint32_t timeout_ms;         /* upstream response, default 10000, 1..600000 */
+	uint32_t max_conns;          /* to the upstream, default 64, 1..10000 */
+} mc_cache_conf;
 
 typedef struct mc_route_conf {
 	char *name;   /* unique; used as the metrics label */
@@ -79,6 +92,7 @@ typedef struct mc_cell_conf {
 	size_t npools;
 	mc_route_conf *routes;
 	size_t nroutes;
+	mc_cache_conf cache; /* for "cache" routes (defaults when the key is absent) */
 } mc_cell_conf;
 
 typedef struct mc_region_conf {
@@ -93,6 +107,8 @@ typedef struct mc_region_conf {
 	mc_state_conf state;
 	mc_limits_conf limits;
 	mc_repl_conf repl;
+	char *shield_origin;  /* "shield.origin" host:port; NULL: no shield cache */
+	mc_cache_conf shield; /* the shield's cache (when shield_origin is set) */
 } mc_region_conf;
 
 /* Reads and validates a cell config file. Returns 0 and *out (free with
