@@ -231,6 +231,10 @@ size_t mc_cache_remove(mc_cache *c, const char *pk, size_t pk_len);
 size_t mc_cache_purge(mc_cache *c, const char *host, size_t host_len, const char *pattern,
 		      size_t pattern_len, bool prefix);
 
+/* Counts mc_cache_purge calls. A fill that began before a purge does not store
+ * what it got (it still answers): it may be the content the purge removed. */
+uint64_t mc_cache_purge_generation(const mc_cache *c);
+
 typedef struct mc_cache_stats {
 	uint64_t bytes, max_bytes, objects;
 	uint64_t inserts, evictions, purged, rejected; /* rejected: too big to store */

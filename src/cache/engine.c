@@ -45,6 +45,7 @@ typedef struct fetch {
 	mc_cache_obj *stale;
 	int kind;
 	int64_t request_ms;
+	uint64_t purge_gen; /* the store's purge generation when the fetch began */
 	char *host, *target;
 	size_t host_len;
 	mc_cache_header *hdrs; /* copy of the client's headers (Vary values) */
@@ -253,6 +254,7 @@ static void fetch_start(mc_cache_engine *e, ereq *er, const mc_cache_request *re
 	f->stale = stale ? mc_cache_obj_ref(stale) : NULL;
 	f->kind = kind;
 	f->request_ms = now_ms(e);
+	f->purge_gen = mc_cache_purge_generation(e->store);
 	f->authorized = er ? er->authorized : false;
 	mc_buf_init(&f->pk);
 	mc_buf_append(&f->pk, pk, pk_len);
@@ -417,7 +419,8 @@ static void on_fetched(void *arg, int err, const mc_cache_response *res)
 		mc_cache_obj *o = NULL;
 		if (mc_cache_obj_revalidated(f->stale, res->headers, res->nheaders, &t, &o) == 0) {
 			mc_cache_obj_set_upstream_stale(o, up_stale);
-			mc_cache_insert(e->store, o); /* a rejection still answers this once */
+			if (mc_cache_purge_generation(e->store) == f->purge_gen)
+				mc_cache_insert(e->store, o); /* a rejection still answers once */
 			e->st.revalidated++;
 		}
 		if (f->fill)
@@ -436,7 +439,9 @@ static void on_fetched(void *arg, int err, const mc_cache_response *res)
 	mc_cache_obj *o = res->status == 304 ? NULL : object_of(f, res, now, tier, false, &why);
 	if (o && !why) {
 		mc_cache_obj_set_upstream_stale(o, up_stale);
-		if (mc_cache_insert(e->store, o) < 0)
+		/* purged while in flight: answered and shared, not stored */
+		if (mc_cache_purge_generation(e->store) == f->purge_gen &&
+		    mc_cache_insert(e->store, o) < 0)
 			why = "too-big";
 	}
 	if (o && !why) {

@@ -62,6 +62,7 @@ struct mc_cache {
 	mc_cache_opts o;
 	unsigned nshards;
 	shard *shards;
+	atomic_uint_fast64_t purge_gen;
 };
 
 void mc_cache_opts_default(mc_cache_opts *o)
@@ -97,6 +98,7 @@ int mc_cache_new(mc_cache **out, const mc_cache_opts *o)
 		return MC_EINVAL;
 	mc_cache *c = mc_calloc(1, sizeof *c);
 	c->o = *o;
+	atomic_init(&c->purge_gen, 0);
 	unsigned n = o->shards;
 	while (n > 1 && o->max_bytes / n < 4 * o->max_object_bytes)
 		n >>= 1;
@@ -405,10 +407,17 @@ size_t mc_cache_remove(mc_cache *c, const char *pk, size_t pk_len)
 	return n;
 }
 
+uint64_t mc_cache_purge_generation(const mc_cache *c)
+{
+	return atomic_load_explicit(&c->purge_gen, memory_order_acquire);
+}
+
 size_t mc_cache_purge(mc_cache *c, const char *host, size_t host_len, const char *pattern,
 		      size_t pattern_len, bool prefix)
 {
 	size_t total = 0;
+	/* before the removal: a fill completing meanwhile sees the new generation */
+	atomic_fetch_add_explicit(&c->purge_gen, 1, memory_order_acq_rel);
 	for (unsigned i = 0; i < c->nshards; i++) {
 		shard *s = &c->shards[i];
 		mc_cache_obj *grave = NULL;

@@ -974,6 +974,32 @@ static void test_engine_vary_and_upstream_stale(void **state)
 	rig_free(r);
 }
 
+/* A purge while a fill is in flight: the fill answers its requests but does not
+ * store what may be the purged content. */
+static void test_engine_purge_during_fill(void **state)
+{
+	(void)state;
+	rig *r = rig_new();
+	mc_cache_request q = get_req("/img/p", NULL, 0);
+	ans a = {0}, b = {0}, c = {0};
+	mc_cache_engine_handle(r->e, &q, on_ans, &a);
+	mc_cache_engine_handle(r->e, &q, on_ans, &b);
+	assert_int_equal(mc_cache_purge(r->c, NULL, 0, "/img/", 5, true), 0);
+	fake_reply(&r->f, 0, 200, "max-age=60", NULL, NULL, "old");
+	assert_int_equal(a.result, MC_CACHE_MISS);
+	assert_int_equal(b.result, MC_CACHE_MISS);
+	assert_true(b.collapsed);
+	mc_cache_engine_handle(r->e, &q, on_ans, &c);
+	assert_int_equal(c.calls, 0); /* not stored: a new fill */
+	fake_reply(&r->f, 0, 200, "max-age=60", NULL, NULL, "new");
+	assert_string_equal(c.body, "new");
+	ans d = {0};
+	mc_cache_engine_handle(r->e, &q, on_ans, &d);
+	assert_int_equal(d.result, MC_CACHE_HIT);
+	assert_string_equal(d.body, "new");
+	rig_free(r);
+}
+
 /* ---- hit ratio on Zipf traces ------------------------------------------------------------------ */
 
 /* A Zipf(alpha) sampler over n ranks by inverse CDF on a precomputed table. */
@@ -1099,6 +1125,7 @@ int main(void)
 		cmocka_unit_test(test_engine_swr_once),
 		cmocka_unit_test(test_engine_stale_if_error),
 		cmocka_unit_test(test_engine_vary_and_upstream_stale),
+		cmocka_unit_test(test_engine_purge_during_fill),
 		cmocka_unit_test(test_zipf_hit_ratio),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
