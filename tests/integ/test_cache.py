@@ -162,10 +162,12 @@ def test_hit_after_miss_and_tiers(cc):
 
 def test_max_age_expiry(cc):
     cc.start()
-    t = "/c/exp" + q(cc="max-age=2")
+    # the cell's copy can look up to a second older than it is (Date has one-second
+    # resolution): max-age 3 leaves room for a slow second request
+    t = "/c/exp" + q(cc="max-age=3")
     assert outcome(cc.get(t)[1])[0] == "cache_miss"
     assert outcome(cc.get(t)[1])[0] == "cache_hit"
-    time.sleep(3.2)  # stale in both tiers (Date has one-second resolution)
+    time.sleep(3.3)  # stale in both tiers
     status, h, body = cc.get(t)
     assert status == 200
     assert outcome(h)[0] == "cache_miss"
@@ -297,8 +299,9 @@ def test_origin_5xx_serves_stale_if_error(cc):
 
 def test_stale_while_revalidate_refreshes_exactly_once(cc):
     cc.start()
-    # max-age 3: long enough that the refreshed copies stay fresh while we look
-    t = "/c/swr" + q(cc="max-age=3, stale-while-revalidate=60", delay=300)
+    # max-age 3: long enough that the refreshed copies stay fresh while we look; the
+    # origin takes 2 s, so the shield's refresh is still running during the six requests
+    t = "/c/swr" + q(cc="max-age=3, stale-while-revalidate=60", delay=2000)
     assert outcome(cc.get(t)[1])[0] == "cache_miss"
     assert cc.origin_count(t) == 1
     time.sleep(3.6)
