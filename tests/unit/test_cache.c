@@ -223,6 +223,36 @@ static void test_field_filters(void **state)
 	}
 }
 
+static void test_purge_parse(void **state)
+{
+	(void)state;
+	mc_cache_purge_spec sp;
+	char err[256];
+	const char *ok = "{\"prefix\": \"/img/\", \"host\": \"Example.COM\"}";
+	assert_int_equal(mc_cache_purge_parse(ok, strlen(ok), &sp, err, sizeof err), 0);
+	assert_true(sp.prefix);
+	assert_string_equal(sp.host, "example.com");
+	assert_int_equal(sp.pattern_len, 5);
+	const char *key = "{\"key\": \"/a?b=1\"}";
+	assert_int_equal(mc_cache_purge_parse(key, strlen(key), &sp, err, sizeof err), 0);
+	assert_false(sp.prefix);
+	assert_int_equal(sp.host_len, 0);
+	assert_string_equal(sp.pattern, "/a?b=1");
+	const char *bad[] = {"", "[]", "{}", "{\"key\": \"/a\", \"prefix\": \"/\"}",
+			     "{\"key\": \"a\"}", "{\"key\": 1}", "{\"key\": \"/a b\"}",
+			     "{\"key\": \"/a\", \"host\": \"\"}", "{\"key\": \"/a\", \"x\": 1}",
+			     "{\"key\": \"/a\", \"key\": \"/b\"}"};
+	for (size_t i = 0; i < MC_ARRAY_LEN(bad); i++) {
+		err[0] = '\0';
+		assert_int_equal(mc_cache_purge_parse(bad[i], strlen(bad[i]), &sp, err, sizeof err),
+				 MC_EINVAL);
+		assert_true(err[0] != '\0');
+	}
+	char big[1200];
+	int n = snprintf(big, sizeof big, "{\"prefix\": \"/%01000d\"}", 0);
+	assert_int_equal(mc_cache_purge_parse(big, (size_t)n, &sp, err, sizeof err), MC_EINVAL);
+}
+
 /* ---- objects ------------------------------------------------------------------------------- */
 
 static mc_cache_obj *make_obj(const char *target, const char *cc, size_t body_len, int64_t t_ms)
@@ -1112,6 +1142,7 @@ int main(void)
 		cmocka_unit_test(test_storable),
 		cmocka_unit_test(test_keys_and_vary),
 		cmocka_unit_test(test_field_filters),
+		cmocka_unit_test(test_purge_parse),
 		cmocka_unit_test(test_obj_and_revalidation),
 		cmocka_unit_test(test_store_variants_and_purge),
 		cmocka_unit_test(test_store_byte_bound),
