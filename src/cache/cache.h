@@ -59,10 +59,10 @@ void mc_cache_date_format(int64_t t, char out[30]);
  * headers passed to mc_cache_meta_parse. */
 typedef struct mc_cache_meta {
 	mc_cache_cc cc;
-	int64_t date;          /* Date in seconds; -1 when absent or invalid */
-	int64_t expires;       /* Expires; an invalid value is a time in the past (0) */
+	int64_t date;	 /* Date in seconds; -1 when absent or invalid */
+	int64_t expires; /* Expires; an invalid value is a time in the past (0) */
 	bool has_expires;
-	int64_t age;           /* Age in seconds; 0 when absent or invalid */
+	int64_t age;	       /* Age in seconds; 0 when absent or invalid */
 	int64_t last_modified; /* -1 when absent or invalid */
 	const char *etag;      /* NULL when absent */
 	size_t etag_len;
@@ -74,9 +74,9 @@ void mc_cache_meta_parse(const mc_cache_header *h, size_t n, mc_cache_meta *m);
 /* How long a stored response may be used, derived once when it is stored. */
 typedef struct mc_cache_freshness {
 	int64_t lifetime_ms; /* freshness lifetime (RFC 9111 section 4.2.1, shared cache) */
-	int64_t swr_ms;      /* stale-while-revalidate window after the lifetime, -1 none */
-	int64_t sie_ms;      /* stale-if-error window after the lifetime, -1 none */
-	bool no_stale;       /* must-revalidate, proxy-revalidate, s-maxage or no-cache:
+	int64_t swr_ms;	     /* stale-while-revalidate window after the lifetime, -1 none */
+	int64_t sie_ms;	     /* stale-if-error window after the lifetime, -1 none */
+	bool no_stale;	     /* must-revalidate, proxy-revalidate, s-maxage or no-cache:
 			      * never served stale, whatever the windows say */
 	bool revalidate;     /* no-cache: never fresh, validate before each use */
 } mc_cache_freshness;
@@ -135,7 +135,7 @@ void mc_cache_key_build(mc_buf *out, size_t *primary_len, const char *host, size
 			const char *target, size_t target_len, const char *vary, size_t vary_len,
 			const mc_cache_header *req, size_t nreq);
 
-/* ---- objects ---------------------------------------------------------------------------------- */
+/* ---- objects --------------------------------------------------------------------------------- */
 
 /* A stored response: immutable once built, reference counted (atomically), so a
  * hit can be sent while another thread evicts it. */
@@ -190,13 +190,13 @@ bool mc_cache_obj_not_modified(const mc_cache_obj *o, const mc_cache_header *req
 typedef enum { MC_CACHE_S3FIFO = 0, MC_CACHE_LRU = 1 } mc_cache_policy;
 
 typedef struct mc_cache_opts {
-	size_t max_bytes;        /* bound on the charge of stored objects (default 64 MiB) */
+	size_t max_bytes;	 /* bound on the charge of stored objects (default 64 MiB) */
 	size_t max_object_bytes; /* larger objects pass through uncached (default 1 MiB) */
-	unsigned shards;         /* power of two, 1..256 (default 16); lowered until each
+	unsigned shards;	 /* power of two, 1..256 (default 16); lowered until each
 				  * shard holds 4 objects of max_object_bytes */
-	mc_cache_policy policy;  /* default S3-FIFO */
-	size_t max_waiters;      /* collapsed requests waiting on one fill (default 1024) */
-	size_t max_variants;     /* Vary variants kept per primary key (default 32) */
+	mc_cache_policy policy;	 /* default S3-FIFO */
+	size_t max_waiters;	 /* collapsed requests waiting on one fill (default 1024) */
+	size_t max_variants;	 /* Vary variants kept per primary key (default 32) */
 } mc_cache_opts;
 
 void mc_cache_opts_default(mc_cache_opts *o);
@@ -246,7 +246,7 @@ void mc_cache_stats_get(mc_cache *c, mc_cache_stats *out);
  * of charges, queues consistent with the table); for tests. Returns 0 or MC_EPROTO. */
 int mc_cache_check(mc_cache *c);
 
-/* ---- request collapsing ------------------------------------------------------------------------ */
+/* ---- request collapsing ---------------------------------------------------------------------- */
 
 typedef struct mc_cache_fill mc_cache_fill;
 
@@ -270,7 +270,7 @@ int mc_cache_fill_begin(mc_cache *c, const char *pk, size_t pk_len, mc_cache_fil
  * (o may be NULL; see mc_cache_fill_cb). Returns the number of waiters called. */
 size_t mc_cache_fill_end(mc_cache *c, mc_cache_fill *f, int err, mc_cache_obj *o);
 
-/* ---- engine ------------------------------------------------------------------------------------ */
+/* ---- engine ---------------------------------------------------------------------------------- */
 
 typedef struct mc_cache_response {
 	int status;
@@ -291,11 +291,11 @@ typedef int (*mc_cache_fetch_fn)(void *ctx, const char *method, const char *targ
 
 typedef enum {
 	MC_CACHE_HIT = 0, /* fresh from this tier */
-	MC_CACHE_STALE,   /* stale: stale-while-revalidate, stale-if-error, or the
+	MC_CACHE_STALE,	  /* stale: stale-while-revalidate, stale-if-error, or the
 			   * upstream tier said its answer was stale */
-	MC_CACHE_MISS,    /* went upstream for a cacheable request (revalidations,
+	MC_CACHE_MISS,	  /* went upstream for a cacheable request (revalidations,
 			   * collapsed waiters and upstream errors included) */
-	MC_CACHE_PASS,    /* not cacheable: method, Range, or a response that may not be
+	MC_CACHE_PASS,	  /* not cacheable: method, Range, or a response that may not be
 			   * stored (no-store, private, too big, ...) */
 	MC_CACHE_RESULT_COUNT
 } mc_cache_result;
@@ -304,9 +304,10 @@ extern const char *const mc_cache_result_names[MC_CACHE_RESULT_COUNT];
 
 typedef struct mc_cache_request {
 	const char *method, *target; /* NUL terminated */
-	const char *host;            /* the Host field ("" when absent) */
+	const char *host;	     /* the Host field ("" when absent) */
 	size_t host_len;
-	const mc_cache_header *headers; /* the client's (Vary, Authorization, Range, conditionals) */
+	const mc_cache_header
+	    *headers; /* the client's (Vary, Authorization, Range, conditionals) */
 	size_t nheaders;
 	const mc_cache_header *fwd; /* what to send upstream (the caller's filtering and
 				     * additions); the engine replaces the conditionals */
@@ -330,8 +331,8 @@ typedef struct mc_cache_answer {
 	size_t body_len;
 	int64_t age_s;
 	const char *tier;      /* "cell", "shield" or "origin": whose bytes these are */
-	bool collapsed;        /* served from another request's fill */
-	bool upstream;         /* this request waited on the upstream */
+	bool collapsed;	       /* served from another request's fill */
+	bool upstream;	       /* this request waited on the upstream */
 	char cache_status[48]; /* e.g. "hit; tier=cell" */
 } mc_cache_answer;
 
@@ -348,10 +349,10 @@ typedef struct mc_cache_engine_opts {
 
 typedef struct mc_cache_engine_stats {
 	uint64_t results[MC_CACHE_RESULT_COUNT];
-	uint64_t collapsed;      /* answered from another request's fill */
-	uint64_t bytes_avoided;  /* body bytes answered without crossing upstream */
-	uint64_t refreshes;      /* background refreshes started (stale-while-revalidate) */
-	uint64_t revalidated;    /* 304 answers that renewed a stored object */
+	uint64_t collapsed;	 /* answered from another request's fill */
+	uint64_t bytes_avoided;	 /* body bytes answered without crossing upstream */
+	uint64_t refreshes;	 /* background refreshes started (stale-while-revalidate) */
+	uint64_t revalidated;	 /* 304 answers that renewed a stored object */
 	uint64_t stale_on_error; /* stale answers because the upstream failed */
 	uint64_t upstream_errors;
 	uint64_t fetches; /* requests sent upstream */
@@ -370,7 +371,7 @@ void mc_cache_engine_handle(mc_cache_engine *e, const mc_cache_request *req, mc_
 			    void *arg);
 void mc_cache_engine_stats_get(const mc_cache_engine *e, mc_cache_engine_stats *out);
 
-/* ---- metrics ------------------------------------------------------------------------------------ */
+/* ---- metrics --------------------------------------------------------------------------------- */
 
 /* Sets the engine's families (metrocell_cache_requests_total{...,result}, _collapsed_total,
  * _origin_bytes_avoided_total, ...) in m with the given pre-rendered labels (e.g.
@@ -380,7 +381,7 @@ void mc_cache_engine_metrics(const mc_cache_engine *e, mc_metrics *m, const char
  * ...) in m with the given labels ("" for none). */
 void mc_cache_store_metrics(mc_cache *c, mc_metrics *m, const char *labels);
 
-/* ---- purge requests ---------------------------------------------------------------------------- */
+/* ---- purge requests -------------------------------------------------------------------------- */
 
 #define MC_CACHE_PURGE_MAX 1000 /* host + pattern bytes of one purge */
 

@@ -12,12 +12,12 @@ enum { Q_NONE = 0, Q_SMALL = 1, Q_MAIN = 2 };
 struct mc_cache_obj {
 	atomic_uint refs;
 	/* Store links, guarded by the owning shard's lock. */
-	mc_cache_obj *hnext;        /* hash chain */
+	mc_cache_obj *hnext;	     /* hash chain */
 	mc_cache_obj *qprev, *qnext; /* S3-FIFO small/main queue or the LRU list */
-	uint8_t queue;               /* Q_* */
-	atomic_uchar freq;           /* S3-FIFO access counter, 0..3 */
+	uint8_t queue;		     /* Q_* */
+	atomic_uchar freq;	     /* S3-FIFO access counter, 0..3 */
 	/* Immutable after mc_cache_obj_new. */
-	uint64_t hash;  /* of the primary key: table and shard */
+	uint64_t hash;	/* of the primary key: table and shard */
 	uint64_t khash; /* of the whole key: the S3-FIFO ghost */
 	const char *key;
 	size_t key_len, primary_len;
@@ -34,7 +34,7 @@ struct mc_cache_obj {
 	mc_cache_freshness fresh;
 	const char *etag, *last_modified; /* values inside headers, NULL when absent */
 	size_t etag_len, lm_len;
-	bool auth_ok;        /* may answer a request that carries Authorization */
+	bool auth_ok;	     /* may answer a request that carries Authorization */
 	bool upstream_stale; /* the upstream tier said these bytes were stale */
 	const char *tier;
 	size_t charge;

@@ -28,7 +28,7 @@ typedef struct ereq {
 	const mc_cache_request *req;
 	mc_cache_answer_cb cb;
 	void *arg;
-	mc_buf pk; /* primary key */
+	mc_buf pk;	     /* primary key */
 	mc_cache_obj *stale; /* a stored object that was not fresh: validators, stale-if-error */
 	int restarts;
 	bool head, authorized;
@@ -222,8 +222,8 @@ static void answer_failure(ereq *er, int err, const mc_cache_response *res)
 
 static bool conditional_or_range(const mc_cache_header *h)
 {
-	static const char *const names[] = {"if-none-match", "if-modified-since", "if-match",
-					    "if-unmodified-since", "if-range", "range"};
+	static const char *const names[] = {"if-none-match",	   "if-modified-since", "if-match",
+					    "if-unmodified-since", "if-range",		"range"};
 	for (size_t i = 0; i < MC_ARRAY_LEN(names); i++)
 		if (mc_cache_token_eq(h->name, h->name_len, names[i]))
 			return true;
@@ -344,8 +344,8 @@ static mc_cache_obj *object_of(fetch *f, const mc_cache_response *res, int64_t n
 	if (res->body_len > mc_cache_options(f->e->store)->max_object_bytes)
 		*why = "too-big";
 	bool private_error = m.cc.no_store || m.cc.is_private || m.set_cookie || m.vary_star;
-	if (*why && !(error_share && res->status >= 500 && !private_error &&
-		      strcmp(*why, "too-big") != 0))
+	if (*why &&
+	    !(error_share && res->status >= 500 && !private_error && strcmp(*why, "too-big") != 0))
 		return NULL;
 	mc_buf vary, key;
 	mc_buf_init(&vary);
@@ -356,21 +356,21 @@ static mc_cache_obj *object_of(fetch *f, const mc_cache_response *res, int64_t n
 		goto out;
 	}
 	size_t pl;
-	mc_cache_key_build(&key, &pl, f->host, f->host_len, f->target, strlen(f->target),
-			   vary.data, vary.len, f->hdrs, f->nhdrs);
+	mc_cache_key_build(&key, &pl, f->host, f->host_len, f->target, strlen(f->target), vary.data,
+			   vary.len, f->hdrs, f->nhdrs);
 	mc_cache_obj_spec s = {
-		.key = key.data,
-		.key_len = key.len,
-		.primary_len = pl,
-		.vary = vary.data,
-		.vary_len = vary.len,
-		.status = res->status,
-		.headers = res->headers,
-		.nheaders = res->nheaders,
-		.body = res->body,
-		.body_len = res->body_len,
-		.times = {.request_ms = f->request_ms, .response_ms = now},
-		.tier = tier,
+	    .key = key.data,
+	    .key_len = key.len,
+	    .primary_len = pl,
+	    .vary = vary.data,
+	    .vary_len = vary.len,
+	    .status = res->status,
+	    .headers = res->headers,
+	    .nheaders = res->nheaders,
+	    .body = res->body,
+	    .body_len = res->body_len,
+	    .times = {.request_ms = f->request_ms, .response_ms = now},
+	    .tier = tier,
 	};
 	if (mc_cache_obj_new(&s, &o) < 0) {
 		o = NULL;
@@ -405,7 +405,10 @@ static void on_fetched(void *arg, int err, const mc_cache_response *res)
 		if (err == 0)
 			shared = object_of(f, res, now, tier, true, &why);
 		if (f->fill)
-			mc_cache_fill_end(e->store, f->fill, err < 0 ? err : shared ? 0 : MC_EAGAIN,
+			mc_cache_fill_end(e->store, f->fill,
+					  err < 0  ? err
+					  : shared ? 0
+						   : MC_EAGAIN,
 					  shared);
 		if (er)
 			answer_failure(er, err, err < 0 ? NULL : res);
@@ -460,15 +463,15 @@ static void on_fetched(void *arg, int err, const mc_cache_response *res)
 	fetch_free(f);
 }
 
-/* ---- request flow ------------------------------------------------------------------------------ */
+/* ---- request flow ---------------------------------------------------------------------------- */
 
 /* A collapsed request learns the outcome of the fill it waited on. */
 static void on_waiter(void *arg, int err, mc_cache_obj *o)
 {
 	ereq *er = arg;
 	mc_cache_engine *e = er->e;
-	bool shareable = err == 0 && o && mc_cache_obj_vary_match(o, er->req->headers,
-								  er->req->nheaders) &&
+	bool shareable = err == 0 && o &&
+			 mc_cache_obj_vary_match(o, er->req->headers, er->req->nheaders) &&
 			 (!er->authorized || o->auth_ok);
 	if (err == MC_EAGAIN || (err == 0 && !shareable)) {
 		if (++er->restarts > MAX_RESTARTS) {
@@ -485,8 +488,9 @@ static void on_waiter(void *arg, int err, mc_cache_obj *o)
 		return;
 	}
 	if (o->status >= 500) {
-		if (er->stale && mc_cache_stale_if_error_ok(
-				     &er->stale->fresh, mc_cache_obj_age_ms(er->stale, now_ms(e)))) {
+		if (er->stale &&
+		    mc_cache_stale_if_error_ok(&er->stale->fresh,
+					       mc_cache_obj_age_ms(er->stale, now_ms(e)))) {
 			e->st.stale_on_error++;
 			answer_obj(er, er->stale, MC_CACHE_STALE, e->o.tier, true, true, false);
 		} else {
@@ -574,8 +578,8 @@ void mc_cache_engine_handle(mc_cache_engine *e, const mc_cache_request *req, mc_
 	er->arg = arg;
 	mc_buf_init(&er->pk);
 	er->head = strcmp(req->method, "HEAD") == 0;
-	er->authorized = mc_cache_header_find(req->headers, req->nheaders, "authorization", NULL) !=
-			 NULL;
+	er->authorized =
+	    mc_cache_header_find(req->headers, req->nheaders, "authorization", NULL) != NULL;
 	bool cacheable = (er->head || strcmp(req->method, "GET") == 0) &&
 			 !mc_cache_header_find(req->headers, req->nheaders, "range", NULL) &&
 			 host_ok(req->host, req->host_len);

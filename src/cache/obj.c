@@ -98,7 +98,8 @@ int mc_cache_obj_new(const mc_cache_obj_spec *s, mc_cache_obj **out)
 	o->times.age_s = m.age;
 	mc_cache_freshness_get(&m, s->status, s->times.response_ms, &o->fresh);
 	o->etag = mc_cache_header_find(o->headers, o->nheaders, "etag", &o->etag_len);
-	o->last_modified = mc_cache_header_find(o->headers, o->nheaders, "last-modified", &o->lm_len);
+	o->last_modified =
+	    mc_cache_header_find(o->headers, o->nheaders, "last-modified", &o->lm_len);
 	o->auth_ok = m.cc.is_public || m.cc.s_maxage >= 0 || m.cc.must_revalidate;
 	o->tier = s->tier ? s->tier : "origin";
 	o->hash = mc_cache_hash(o->key, o->primary_len);
@@ -128,18 +129,18 @@ int mc_cache_obj_revalidated(const mc_cache_obj *old, const mc_cache_header *h30
 	for (size_t j = 0; j < n; j++)
 		merged[k++] = h304[j];
 	mc_cache_obj_spec s = {
-		.key = old->key,
-		.key_len = old->key_len,
-		.primary_len = old->primary_len,
-		.vary = old->vary,
-		.vary_len = old->vary_len,
-		.status = old->status,
-		.headers = merged,
-		.nheaders = k,
-		.body = old->body,
-		.body_len = old->body_len,
-		.times = *t,
-		.tier = old->tier,
+	    .key = old->key,
+	    .key_len = old->key_len,
+	    .primary_len = old->primary_len,
+	    .vary = old->vary,
+	    .vary_len = old->vary_len,
+	    .status = old->status,
+	    .headers = merged,
+	    .nheaders = k,
+	    .body = old->body,
+	    .body_len = old->body_len,
+	    .times = *t,
+	    .tier = old->tier,
 	};
 	int rc = mc_cache_obj_new(&s, out);
 	if (rc == 0)

@@ -201,8 +201,8 @@ int mc_cache_date_parse(const char *s, size_t n, int64_t *out)
 	while (n && ows(s[n - 1]))
 		n--;
 	int y, mo, d, h, mi, se;
-	if (n == 29 && s[3] == ',' && s[4] == ' ' && s[7] == ' ' && s[11] == ' ' &&
-	    s[16] == ' ' && memcmp(s + 25, " GMT", 4) == 0) {
+	if (n == 29 && s[3] == ',' && s[4] == ' ' && s[7] == ' ' && s[11] == ' ' && s[16] == ' ' &&
+	    memcmp(s + 25, " GMT", 4) == 0) {
 		/* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
 		if (!digits(s + 5, 2, &d) || !(mo = month_of(s + 8)) || !digits(s + 12, 4, &y) ||
 		    !hms(s + 17, &h, &mi, &se))
@@ -247,9 +247,9 @@ void mc_cache_date_format(int64_t t, char out[30])
 	y += m <= 2;
 	int wd = (int)(((days % 7) + 7) % 7);
 	char tmp[96]; /* years past 9999 would not fit the 29 bytes: clamp */
-	snprintf(tmp, sizeof tmp, "%s, %02u %s %04d %02d:%02d:%02d GMT", WDAYS[wd], d, MONTHS[m - 1],
-		 (int)MC_MAX(0, MC_MIN(y, 9999)), (int)(secs / 3600), (int)(secs / 60 % 60),
-		 (int)(secs % 60));
+	snprintf(tmp, sizeof tmp, "%s, %02u %s %04d %02d:%02d:%02d GMT", WDAYS[wd], d,
+		 MONTHS[m - 1], (int)MC_MAX(0, MC_MIN(y, 9999)), (int)(secs / 3600),
+		 (int)(secs / 60 % 60), (int)(secs % 60));
 	memcpy(out, tmp, 29);
 	out[29] = '\0';
 }
@@ -302,7 +302,8 @@ void mc_cache_meta_parse(const mc_cache_header *h, size_t n, mc_cache_meta *m)
 			while (e > s && ows(v[e - 1]))
 				e--;
 			if (!have_age && mc_parse_u64(v + s, e - s, UINT64_MAX, &a) == 0)
-				m->age = a > (uint64_t)MC_CACHE_DELTA_MAX ? MC_CACHE_DELTA_MAX : (int64_t)a;
+				m->age = a > (uint64_t)MC_CACHE_DELTA_MAX ? MC_CACHE_DELTA_MAX
+									  : (int64_t)a;
 			have_age = true;
 		} else if (mc_cache_token_eq(name, nl, "last-modified")) {
 			if (!have_lm && mc_cache_date_parse(v, vl, &t) == 0)
@@ -346,14 +347,15 @@ void mc_cache_freshness_get(const mc_cache_meta *m, int status, int64_t response
 	else if (m->has_expires)
 		life = m->expires > base ? (m->expires - base) * 1000 : 0;
 	else if (m->last_modified >= 0 && heuristic_status(status) && base > m->last_modified)
-		life = MC_MIN((base - m->last_modified) * 100, (int64_t)MC_CACHE_HEURISTIC_MAX_S * 1000);
+		life = MC_MIN((base - m->last_modified) * 100,
+			      (int64_t)MC_CACHE_HEURISTIC_MAX_S * 1000);
 	else
 		life = 0;
 	out->lifetime_ms = life;
 	out->swr_ms = cc->swr >= 0 ? cc->swr * 1000 : -1;
 	out->sie_ms = cc->sie >= 0 ? cc->sie * 1000 : -1;
-	out->no_stale = cc->must_revalidate || cc->proxy_revalidate || cc->s_maxage >= 0 ||
-			cc->no_cache;
+	out->no_stale =
+	    cc->must_revalidate || cc->proxy_revalidate || cc->s_maxage >= 0 || cc->no_cache;
 	out->revalidate = cc->no_cache;
 }
 
@@ -441,8 +443,8 @@ static bool in_set(const char *name, size_t len, const char *const *set, size_t 
 	return false;
 }
 
-static const char *const HOP[] = {"connection", "keep-alive", "proxy-connection",
-				  "te",		"trailer",    "transfer-encoding",
+static const char *const HOP[] = {"connection", "keep-alive",	 "proxy-connection",
+				  "te",		"trailer",	 "transfer-encoding",
 				  "upgrade",	"content-length"};
 
 static bool metrocell_field(const char *name, size_t len)

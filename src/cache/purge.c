@@ -42,8 +42,8 @@ int mc_cache_purge_parse(const char *body, size_t len, mc_cache_purge_spec *out,
 		else if (strcmp(k, "host") == 0)
 			host = v;
 		else {
-			snprintf(err, errcap, "unknown member \"%.40s\" (expected key, prefix, host)",
-				 k);
+			snprintf(err, errcap,
+				 "unknown member \"%.40s\" (expected key, prefix, host)", k);
 			goto out;
 		}
 	}
@@ -53,7 +53,8 @@ int mc_cache_purge_parse(const char *body, size_t len, mc_cache_purge_spec *out,
 	}
 	json_t *pat = key ? key : prefix;
 	const char *what = key ? "key" : "prefix";
-	if (!json_is_string(pat) || json_string_length(pat) == 0 || json_string_value(pat)[0] != '/' ||
+	if (!json_is_string(pat) || json_string_length(pat) == 0 ||
+	    json_string_value(pat)[0] != '/' ||
 	    !printable(json_string_value(pat), json_string_length(pat))) {
 		snprintf(err, errcap,
 			 "\"%s\" must be a path (and query) starting with \"/\", without spaces or "

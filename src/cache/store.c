@@ -11,10 +11,10 @@
 
 #include "cache/cache_int.h"
 
-#define SMALL_PERCENT 10  /* S3-FIFO: share of a shard's budget for the small queue */
-#define FREQ_MAX 3        /* S3-FIFO: saturating access counter */
-#define PROMOTE_FREQ 1    /* S3-FIFO: accesses in the small queue that earn main */
-#define GHOST_PROBE 8     /* ghost table: slots probed per key */
+#define SMALL_PERCENT 10 /* S3-FIFO: share of a shard's budget for the small queue */
+#define FREQ_MAX 3	 /* S3-FIFO: saturating access counter */
+#define PROMOTE_FREQ 1	 /* S3-FIFO: accesses in the small queue that earn main */
+#define GHOST_PROBE 8	 /* ghost table: slots probed per key */
 #define GHOST_MIN_WINDOW 16
 
 typedef struct queue {
@@ -236,7 +236,7 @@ static bool same_primary(const mc_cache_obj *o, uint64_t h, const char *pk, size
 	return o->hash == h && o->primary_len == pl && memcmp(o->key, pk, pl) == 0;
 }
 
-/* ---- S3-FIFO ghost ---------------------------------------------------------------------------- */
+/* ---- S3-FIFO ghost --------------------------------------------------------------------------- */
 
 static void ghost_add(shard *s, uint64_t kh)
 {
@@ -279,8 +279,8 @@ static void evict_step(mc_cache *c, shard *s, mc_cache_obj **grave)
 		s->evictions++;
 		return;
 	}
-	bool from_small = s->small.tail && (s->small.bytes * 100 >= s->cap * SMALL_PERCENT ||
-					    !s->main.tail);
+	bool from_small =
+	    s->small.tail && (s->small.bytes * 100 >= s->cap * SMALL_PERCENT || !s->main.tail);
 	if (from_small) {
 		mc_cache_obj *t = s->small.tail;
 		if (atomic_load_explicit(&t->freq, memory_order_relaxed) >= PROMOTE_FREQ) {
@@ -307,7 +307,7 @@ static void evict_step(mc_cache *c, shard *s, mc_cache_obj **grave)
 	s->evictions++;
 }
 
-/* ---- public operations ------------------------------------------------------------------------ */
+/* ---- public operations ----------------------------------------------------------------------- */
 
 int mc_cache_lookup(mc_cache *c, const char *pk, size_t pk_len, const mc_cache_header *req,
 		    size_t nreq, mc_cache_obj **out)
@@ -356,8 +356,8 @@ int mc_cache_insert(mc_cache *c, mc_cache_obj *o)
 		if (!same_primary(v, o->hash, o->key, o->primary_len))
 			continue;
 		bool same_key = v->key_len == o->key_len && memcmp(v->key, o->key, o->key_len) == 0;
-		bool other_vary = v->vary_len != o->vary_len ||
-				  memcmp(v->vary, o->vary, o->vary_len) != 0;
+		bool other_vary =
+		    v->vary_len != o->vary_len || memcmp(v->vary, o->vary, o->vary_len) != 0;
 		if (same_key || other_vary) {
 			obj_drop(s, v, &grave);
 			continue;
@@ -429,10 +429,11 @@ size_t mc_cache_purge(mc_cache *c, const char *host, size_t host_len, const char
 				if (host_len && (v->host_len != host_len ||
 						 strncasecmp(v->host, host, host_len) != 0))
 					continue;
-				bool hit = prefix ? v->target_len >= pattern_len &&
-							    memcmp(v->target, pattern, pattern_len) == 0
-						  : v->target_len == pattern_len &&
-							    memcmp(v->target, pattern, pattern_len) == 0;
+				bool hit = prefix
+					       ? v->target_len >= pattern_len &&
+						     memcmp(v->target, pattern, pattern_len) == 0
+					       : v->target_len == pattern_len &&
+						     memcmp(v->target, pattern, pattern_len) == 0;
 				if (hit) {
 					obj_drop(s, v, &grave);
 					n++;
@@ -525,7 +526,7 @@ void mc_cache_free(mc_cache *c)
 	free(c);
 }
 
-/* ---- request collapsing ----------------------------------------------------------------------- */
+/* ---- request collapsing ---------------------------------------------------------------------- */
 
 int mc_cache_fill_begin(mc_cache *c, const char *pk, size_t pk_len, mc_cache_fill_cb cb, void *arg,
 			mc_cache_fill **fill)

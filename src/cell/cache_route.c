@@ -18,10 +18,10 @@
 struct cell_cache {
 	cell *c;
 	mc_cache *store;
-	mc_http_pool *shield;     /* keep-alive pool to region.http */
+	mc_http_pool *shield;	   /* keep-alive pool to region.http */
 	mc_cache_engine **engines; /* by route index; NULL for other kinds */
 	size_t nroutes;
-	uint64_t purge_frames;    /* PURGE frames received from the region */
+	uint64_t purge_frames; /* PURGE frames received from the region */
 };
 
 /* One request of a cache route, alive until the engine answers. */
@@ -107,15 +107,22 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 	const cell *c = r->c;
 	if (a->err < 0) {
 		int timeout = a->err == MC_ETIMEDOUT, full = a->err == MC_EFULL;
-		mc_cell_finish_error(r, timeout ? 504 : full ? 503 : 502, OUTCOME_REFUSED,
-				     timeout ? "upstream_timeout" : full ? "overloaded" : "upstream_failed",
-				     "region shield %s: %s", c->conf->region_http, mc_strerror(a->err));
+		mc_cell_finish_error(r,
+				     timeout ? 504
+				     : full  ? 503
+					     : 502,
+				     OUTCOME_REFUSED,
+				     timeout ? "upstream_timeout"
+				     : full  ? "overloaded"
+					     : "upstream_failed",
+				     "region shield %s: %s", c->conf->region_http,
+				     mc_strerror(a->err));
 		creq_free(q);
 		return;
 	}
-	cell_outcome outcome = a->result == MC_CACHE_HIT	? OUTCOME_CACHE_HIT
+	cell_outcome outcome = a->result == MC_CACHE_HIT     ? OUTCOME_CACHE_HIT
 			       : a->result == MC_CACHE_STALE ? OUTCOME_CACHE_STALE
-							      : OUTCOME_CACHE_MISS;
+							     : OUTCOME_CACHE_MISS;
 	if (!a->upstream) { /* answered here: the timing has no region segment */
 		r->seg_name = NULL;
 		r->seg_start_ns = 0;
@@ -130,7 +137,8 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 		snprintf(age, sizeof age, "%lld", (long long)a->age_s);
 		h[n++] = (mc_http_header){"Age", 3, age, strlen(age)};
 	}
-	h[n++] = (mc_http_header){"X-Metrocell-Cache", 17, a->cache_status, strlen(a->cache_status)};
+	h[n++] =
+	    (mc_http_header){"X-Metrocell-Cache", 17, a->cache_status, strlen(a->cache_status)};
 	mc_cell_finish(r, a->status, outcome, h, n, a->body, a->body_len);
 	free(h);
 	creq_free(q);
@@ -156,7 +164,8 @@ void mc_cell_cache_handle(cell_req *r)
 	q->fwd = mc_alloc((req->nheaders + 4) * sizeof *q->fwd);
 	size_t n = 0;
 	for (size_t i = 0; i < req->nheaders; i++)
-		if (mc_cache_header_forwardable(q->hdrs, req->nheaders, i) && !set_by_cell(&q->hdrs[i]))
+		if (mc_cache_header_forwardable(q->hdrs, req->nheaders, i) &&
+		    !set_by_cell(&q->hdrs[i]))
 			q->fwd[n++] = q->hdrs[i];
 	if (host) {
 		q->fwd[n++] = (mc_cache_header){"Host", 4, host, hl};
@@ -172,8 +181,8 @@ void mc_cell_cache_handle(cell_req *r)
 	}
 	mc_buf_append(&q->xff, req->peer, iplen);
 	q->fwd[n++] = (mc_cache_header){"X-Forwarded-For", 15, q->xff.data, q->xff.len};
-	q->fwd[n++] = (mc_cache_header){"X-Metrocell-Cell", 16, r->c->conf->cell,
-					strlen(r->c->conf->cell)};
+	q->fwd[n++] =
+	    (mc_cache_header){"X-Metrocell-Cell", 16, r->c->conf->cell, strlen(r->c->conf->cell)};
 	q->q = (mc_cache_request){.method = req->method,
 				  .target = req->target,
 				  .host = host ? host : "",
@@ -189,7 +198,7 @@ void mc_cell_cache_handle(cell_req *r)
 	mc_cache_engine_handle(cc->engines[idx], &q->q, on_answer, q);
 }
 
-/* ---- lifecycle, metrics, purge ------------------------------------------------------------------ */
+/* ---- lifecycle, metrics, purge --------------------------------------------------------------- */
 
 int mc_cell_cache_init(cell *c)
 {
@@ -235,8 +244,8 @@ int mc_cell_cache_init(cell *c)
 		    (rc = mc_cache_engine_new(&cc->engines[i], cc->store, &eo)) < 0)
 			return rc;
 	MC_INFO(COMP, "cell %s: %zu cache route(s), %llu bytes in %u shard(s), shield at %s",
-		cf->cell, ncache, (unsigned long long)o.max_bytes, mc_cache_options(cc->store)->shards,
-		cf->region_http);
+		cf->cell, ncache, (unsigned long long)o.max_bytes,
+		mc_cache_options(cc->store)->shards, cf->region_http);
 	return 0;
 }
 
@@ -270,7 +279,7 @@ void mc_cell_cache_metrics(cell *c)
 	mc_metrics_series(c->metrics, "metrocell_cache_purge_frames_total",
 			  "Purges received from the region over the replication link.",
 			  MC_METRIC_COUNTER, l.data)
-		->value = (double)cc->purge_frames;
+	    ->value = (double)cc->purge_frames;
 	size_t base = l.len;
 	for (size_t i = 0; i < cc->nroutes; i++) {
 		if (!cc->engines[i])

@@ -72,7 +72,7 @@ static int origin_fetch(void *ctx, const char *method, const char *target, const
 	return rc;
 }
 
-/* ---- requests from cells ----------------------------------------------------------------------- */
+/* ---- requests from cells --------------------------------------------------------------------- */
 
 static void sreq_free(sreq *q)
 {
@@ -87,8 +87,14 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 	sreq *q = arg;
 	if (a->err < 0) {
 		int timeout = a->err == MC_ETIMEDOUT, full = a->err == MC_EFULL;
-		mc_http_respond_error(q->ex, timeout ? 504 : full ? 503 : 502, NULL, 0,
-				      timeout ? "origin_timeout" : full ? "overloaded" : "origin_failed",
+		mc_http_respond_error(q->ex,
+				      timeout ? 504
+				      : full  ? 503
+					      : 502,
+				      NULL, 0,
+				      timeout ? "origin_timeout"
+				      : full  ? "overloaded"
+					      : "origin_failed",
 				      "shield origin: %s", mc_strerror(a->err));
 		sreq_free(q);
 		return;
@@ -103,7 +109,8 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 		snprintf(age, sizeof age, "%lld", (long long)a->age_s);
 		h[n++] = (mc_http_header){"Age", 3, age, strlen(age)};
 	}
-	h[n++] = (mc_http_header){"X-Metrocell-Cache", 17, a->cache_status, strlen(a->cache_status)};
+	h[n++] =
+	    (mc_http_header){"X-Metrocell-Cache", 17, a->cache_status, strlen(a->cache_status)};
 	mc_http_respond(q->ex, a->status, h, n, a->body, a->body_len);
 	free(h);
 	sreq_free(q);
@@ -163,7 +170,7 @@ int mc_region_shield_handle(region_shield *s, mc_http_exchange *ex)
 	return 1;
 }
 
-/* ---- purge --------------------------------------------------------------------------------------- */
+/* ---- purge ----------------------------------------------------------------------------------- */
 
 int mc_region_cache_admin(region_shield *s, mc_repl_sink *sink, mc_http_exchange *ex)
 {
@@ -206,7 +213,7 @@ int mc_region_cache_admin(region_shield *s, mc_repl_sink *sink, mc_http_exchange
 	return 1;
 }
 
-/* ---- lifecycle and metrics --------------------------------------------------------------------- */
+/* ---- lifecycle and metrics ------------------------------------------------------------------- */
 
 int mc_region_shield_new(region_shield **out, uv_loop_t *loop, const mc_region_conf *cf)
 {
@@ -271,9 +278,10 @@ void mc_region_shield_metrics(region_shield *s, mc_metrics *m)
 	mc_cache_store_metrics(s->store, m, "");
 	mc_cache_engine_metrics(s->engine, m, "route=\"shield\"");
 	mc_metrics_series(m, "metrocell_cache_purges_total",
-			  "Purge requests answered by the region's purge API.", MC_METRIC_COUNTER, "")
-		->value = (double)s->purges;
+			  "Purge requests answered by the region's purge API.", MC_METRIC_COUNTER,
+			  "")
+	    ->value = (double)s->purges;
 	mc_metrics_series(m, "metrocell_cache_purge_frames_sent_total",
 			  "PURGE frames sent to cells.", MC_METRIC_COUNTER, "")
-		->value = (double)s->purge_frames;
+	    ->value = (double)s->purge_frames;
 }

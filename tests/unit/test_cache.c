@@ -26,8 +26,9 @@ static void test_cc_parse(void **state)
 	(void)state;
 	mc_cache_cc cc;
 	mc_cache_cc_init(&cc);
-	const char *v = "Max-Age=60, s-maxage=\"30\", public,stale-while-revalidate=5 ,  "
-			"stale-if-error=600, must-revalidate, x-ext=\"a,b\", no-cache=\"Set-Cookie\"";
+	const char *v =
+	    "Max-Age=60, s-maxage=\"30\", public,stale-while-revalidate=5 ,  "
+	    "stale-if-error=600, must-revalidate, x-ext=\"a,b\", no-cache=\"Set-Cookie\"";
 	mc_cache_cc_parse(&cc, v, strlen(v));
 	assert_int_equal(cc.max_age, 60);
 	assert_int_equal(cc.s_maxage, 30);
@@ -90,7 +91,7 @@ static void test_freshness(void **state)
 			       H("Expires", "Sun, 06 Nov 1994 09:49:37 GMT")};
 	fresh_of(a, 2, 200, now, &m, &f);
 	assert_int_equal(f.lifetime_ms, 10000); /* s-maxage wins in a shared cache */
-	assert_true(f.no_stale);                /* and implies proxy-revalidate */
+	assert_true(f.no_stale);		/* and implies proxy-revalidate */
 	fresh_of(a, 1, 200, now, &m, &f);
 	mc_cache_header b[] = {H("Cache-Control", "max-age=60"), a[1]};
 	fresh_of(b, 2, 200, now, &m, &f);
@@ -113,7 +114,8 @@ static void test_freshness(void **state)
 	fresh_of(g, 2, 200, now, &m, &f);
 	assert_int_equal(f.lifetime_ms, MC_CACHE_HEURISTIC_MAX_S * 1000LL);
 	/* windows */
-	mc_cache_header s[] = {H("Cache-Control", "max-age=1, stale-while-revalidate=5, stale-if-error=30")};
+	mc_cache_header s[] = {
+	    H("Cache-Control", "max-age=1, stale-while-revalidate=5, stale-if-error=30")};
 	fresh_of(s, 1, 200, now, &m, &f);
 	assert_true(mc_cache_is_fresh(&f, 999));
 	assert_false(mc_cache_is_fresh(&f, 1000));
@@ -121,7 +123,8 @@ static void test_freshness(void **state)
 	assert_false(mc_cache_stale_while_revalidate_ok(&f, 6000));
 	assert_true(mc_cache_stale_if_error_ok(&f, 30999));
 	assert_false(mc_cache_stale_if_error_ok(&f, 31000));
-	mc_cache_header mr[] = {H("Cache-Control", "max-age=1, stale-if-error=30, must-revalidate")};
+	mc_cache_header mr[] = {
+	    H("Cache-Control", "max-age=1, stale-if-error=30, must-revalidate")};
 	fresh_of(mr, 1, 200, now, &m, &f);
 	assert_false(mc_cache_stale_if_error_ok(&f, 2000)); /* must-revalidate forbids stale */
 	mc_cache_header nc[] = {H("Cache-Control", "max-age=60, no-cache")};
@@ -212,9 +215,14 @@ static void test_keys_and_vary(void **state)
 static void test_field_filters(void **state)
 {
 	(void)state;
-	mc_cache_header h[] = {H("Connection", "keep-alive, X-Secret"), H("X-Secret", "1"),
-			       H("Content-Length", "5"), H("Age", "3"), H("X-Metrocell-Cache", "hit"),
-			       H("ETag", "\"a\""), H("Host", "h"), H("Transfer-Encoding", "chunked")};
+	mc_cache_header h[] = {H("Connection", "keep-alive, X-Secret"),
+			       H("X-Secret", "1"),
+			       H("Content-Length", "5"),
+			       H("Age", "3"),
+			       H("X-Metrocell-Cache", "hit"),
+			       H("ETag", "\"a\""),
+			       H("Host", "h"),
+			       H("Transfer-Encoding", "chunked")};
 	bool relay[] = {false, false, false, false, false, true, true, false};
 	bool fwd[] = {false, false, false, true, false, true, false, false};
 	for (size_t i = 0; i < MC_ARRAY_LEN(h); i++) {
@@ -238,9 +246,15 @@ static void test_purge_parse(void **state)
 	assert_false(sp.prefix);
 	assert_int_equal(sp.host_len, 0);
 	assert_string_equal(sp.pattern, "/a?b=1");
-	const char *bad[] = {"", "[]", "{}", "{\"key\": \"/a\", \"prefix\": \"/\"}",
-			     "{\"key\": \"a\"}", "{\"key\": 1}", "{\"key\": \"/a b\"}",
-			     "{\"key\": \"/a\", \"host\": \"\"}", "{\"key\": \"/a\", \"x\": 1}",
+	const char *bad[] = {"",
+			     "[]",
+			     "{}",
+			     "{\"key\": \"/a\", \"prefix\": \"/\"}",
+			     "{\"key\": \"a\"}",
+			     "{\"key\": 1}",
+			     "{\"key\": \"/a b\"}",
+			     "{\"key\": \"/a\", \"host\": \"\"}",
+			     "{\"key\": \"/a\", \"x\": 1}",
 			     "{\"key\": \"/a\", \"key\": \"/b\"}"};
 	for (size_t i = 0; i < MC_ARRAY_LEN(bad); i++) {
 		err[0] = '\0';
@@ -287,13 +301,21 @@ static void test_obj_and_revalidation(void **state)
 	mc_buf_init(&key);
 	size_t pl;
 	mc_cache_key_build(&key, &pl, "h", 1, "/x", 2, NULL, 0, NULL, 0);
-	mc_cache_header h[] = {H("Cache-Control", "max-age=10"), H("Connection", "close"),
-			       H("Content-Length", "5"), H("ETag", "W/\"e1\""),
-			       H("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"), H("Age", "4"),
+	mc_cache_header h[] = {H("Cache-Control", "max-age=10"),
+			       H("Connection", "close"),
+			       H("Content-Length", "5"),
+			       H("ETag", "W/\"e1\""),
+			       H("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+			       H("Age", "4"),
 			       H("X-Custom", "keep")};
-	mc_cache_obj_spec s = {.key = key.data, .key_len = key.len, .primary_len = pl,
-			       .status = 200, .headers = h, .nheaders = MC_ARRAY_LEN(h),
-			       .body = "hello", .body_len = 5,
+	mc_cache_obj_spec s = {.key = key.data,
+			       .key_len = key.len,
+			       .primary_len = pl,
+			       .status = 200,
+			       .headers = h,
+			       .nheaders = MC_ARRAY_LEN(h),
+			       .body = "hello",
+			       .body_len = 5,
 			       .times = {.request_ms = 100000, .response_ms = 100000}};
 	mc_cache_obj *o;
 	assert_int_equal(mc_cache_obj_new(&s, &o), 0);
@@ -371,9 +393,16 @@ static void test_store_variants_and_purge(void **state)
 		mc_cache_key_build(&key, &pl, "h", 1, "/v", 2, "accept-language", 15, req, 1);
 		mc_cache_header h[] = {H("Cache-Control", "max-age=60"),
 				       H("Vary", "Accept-Language")};
-		mc_cache_obj_spec s = {.key = key.data, .key_len = key.len, .primary_len = pl,
-				       .vary = "accept-language", .vary_len = 15, .status = 200,
-				       .headers = h, .nheaders = 2, .body = langs[i], .body_len = 2,
+		mc_cache_obj_spec s = {.key = key.data,
+				       .key_len = key.len,
+				       .primary_len = pl,
+				       .vary = "accept-language",
+				       .vary_len = 15,
+				       .status = 200,
+				       .headers = h,
+				       .nheaders = 2,
+				       .body = langs[i],
+				       .body_len = 2,
 				       .times = {.request_ms = 1000, .response_ms = 1000 + i}};
 		mc_cache_obj *o;
 		assert_int_equal(mc_cache_obj_new(&s, &o), 0);
@@ -410,7 +439,8 @@ static void test_store_variants_and_purge(void **state)
 		mc_cache_obj_unref(x);
 	}
 	assert_int_equal(mc_cache_purge(c, "other", 5, "/img/", 5, true), 0);
-	assert_int_equal(mc_cache_purge(c, "h", 1, "/img/b", 6, false), 0); /* exact: query differs */
+	assert_int_equal(mc_cache_purge(c, "h", 1, "/img/b", 6, false),
+			 0); /* exact: query differs */
 	assert_int_equal(mc_cache_purge(c, NULL, 0, "/img/b?x", 8, false), 1);
 	assert_int_equal(mc_cache_purge(c, "H", 1, "/img/", 5, true), 2);
 	mc_cache_stats_get(c, &st);
@@ -565,7 +595,7 @@ static void test_store_threads(void **state)
 	mc_cache_free(c);
 }
 
-/* ---- collapsing --------------------------------------------------------------------------------- */
+/* ---- collapsing ------------------------------------------------------------------------------ */
 
 typedef struct wres {
 	int calls, err;
@@ -590,7 +620,8 @@ static void test_fill_collapsing(void **state)
 	assert_int_equal(mc_cache_new(&c, &opts), 0);
 	mc_cache_fill *f = NULL, *g = NULL;
 	wres w[5] = {{0}};
-	assert_int_equal(mc_cache_fill_begin(c, "GET h /a", 8, on_w, &w[0], &f), MC_CACHE_FILL_LEADER);
+	assert_int_equal(mc_cache_fill_begin(c, "GET h /a", 8, on_w, &w[0], &f),
+			 MC_CACHE_FILL_LEADER);
 	for (int i = 1; i <= 3; i++)
 		assert_int_equal(mc_cache_fill_begin(c, "GET h /a", 8, on_w, &w[i], &g),
 				 MC_CACHE_FILL_JOINED);
@@ -607,13 +638,14 @@ static void test_fill_collapsing(void **state)
 	}
 	assert_int_equal(w[0].calls + w[4].calls, 0);
 	/* the key is free again */
-	assert_int_equal(mc_cache_fill_begin(c, "GET h /a", 8, NULL, NULL, &g), MC_CACHE_FILL_LEADER);
+	assert_int_equal(mc_cache_fill_begin(c, "GET h /a", 8, NULL, NULL, &g),
+			 MC_CACHE_FILL_LEADER);
 	assert_int_equal(mc_cache_fill_end(c, g, MC_ETIMEDOUT, NULL), 0);
 	mc_cache_obj_unref(o);
 	mc_cache_free(c);
 }
 
-/* ---- engine ------------------------------------------------------------------------------------- */
+/* ---- engine ---------------------------------------------------------------------------------- */
 
 typedef struct pending {
 	mc_cache_fetch_done done;
@@ -723,8 +755,11 @@ static rig *rig_new(void)
 	o.max_bytes = 1 << 20;
 	o.max_object_bytes = 64 << 10;
 	assert_int_equal(mc_cache_new(&r->c, &o), 0);
-	mc_cache_engine_opts eo = {.tier = "cell", .fetch = fake_fetch, .fetch_ctx = &r->f,
-				   .clock_ms = fake_clock, .clock_arg = &r->f};
+	mc_cache_engine_opts eo = {.tier = "cell",
+				   .fetch = fake_fetch,
+				   .fetch_ctx = &r->f,
+				   .clock_ms = fake_clock,
+				   .clock_arg = &r->f};
 	assert_int_equal(mc_cache_engine_new(&r->e, r->c, &eo), 0);
 	return r;
 }
@@ -739,8 +774,14 @@ static void rig_free(rig *r)
 
 static mc_cache_request get_req(const char *target, const mc_cache_header *h, size_t n)
 {
-	return (mc_cache_request){.method = "GET", .target = target, .host = "h", .host_len = 1,
-				  .headers = h, .nheaders = n, .fwd = h, .nfwd = n};
+	return (mc_cache_request){.method = "GET",
+				  .target = target,
+				  .host = "h",
+				  .host_len = 1,
+				  .headers = h,
+				  .nheaders = n,
+				  .fwd = h,
+				  .nfwd = n};
 }
 
 static void test_engine_hit_after_miss(void **state)
@@ -1030,7 +1071,7 @@ static void test_engine_purge_during_fill(void **state)
 	rig_free(r);
 }
 
-/* ---- hit ratio on Zipf traces ------------------------------------------------------------------ */
+/* ---- hit ratio on Zipf traces ---------------------------------------------------------------- */
 
 /* A Zipf(alpha) sampler over n ranks by inverse CDF on a precomputed table. */
 typedef struct zipf {
@@ -1066,8 +1107,7 @@ static size_t zipf_draw(const zipf *z, uint64_t *seed)
 /* Hit ratio of a cache holding about `fraction` of the n objects (equal sizes),
  * over `requests` draws; ranks are scrambled so popularity is not key order. One
  * scan of cold one-hit objects is mixed in (a crawler) to show scan resistance. */
-static double hit_ratio(mc_cache_policy p, const zipf *z, double fraction, int requests,
-			bool scan)
+static double hit_ratio(mc_cache_policy p, const zipf *z, double fraction, int requests, bool scan)
 {
 	mc_cache_obj *probe = make_obj("/z/0000000", "max-age=60", 100, 1000);
 	size_t charge = mc_cache_obj_charge(probe);
@@ -1082,7 +1122,8 @@ static double hit_ratio(mc_cache_policy p, const zipf *z, double fraction, int r
 		if (cold)
 			snprintf(t, sizeof t, "/s/%07d", i);
 		else
-			snprintf(t, sizeof t, "/z/%07zu", (zipf_draw(z, &seed) * 2654435761u) % 10000000);
+			snprintf(t, sizeof t, "/z/%07zu",
+				 (zipf_draw(z, &seed) * 2654435761u) % 10000000);
 		char pk[48];
 		int n = snprintf(pk, sizeof pk, "GET h %s", t);
 		mc_cache_obj *o;
@@ -1117,12 +1158,14 @@ static void test_zipf_hit_ratio(void **state)
 		zipf_init(&z, n, alphas[a]);
 		for (int scan = 0; scan < 2; scan++) {
 			for (size_t f = 0; f < MC_ARRAY_LEN(fractions); f++) {
-				double s3 = hit_ratio(MC_CACHE_S3FIFO, &z, fractions[f], requests,
-						      scan);
-				double lru = hit_ratio(MC_CACHE_LRU, &z, fractions[f], requests, scan);
-				printf("  | zipf %.1f | cache %4.1f %% | %s | S3-FIFO %.4f | LRU %.4f |\n",
-				       alphas[a], fractions[f] * 100, scan ? "25 % scan" : "no scan  ",
-				       s3, lru);
+				double s3 =
+				    hit_ratio(MC_CACHE_S3FIFO, &z, fractions[f], requests, scan);
+				double lru =
+				    hit_ratio(MC_CACHE_LRU, &z, fractions[f], requests, scan);
+				printf("  | zipf %.1f | cache %4.1f %% | %s | S3-FIFO %.4f | LRU "
+				       "%.4f |\n",
+				       alphas[a], fractions[f] * 100,
+				       scan ? "25 % scan" : "no scan  ", s3, lru);
 				assert_true(s3 > 0.05 && s3 < 1.0 && lru > 0.05 && lru < 1.0);
 				/* the reason S3-FIFO is the default: never clearly worse */
 				assert_true(s3 >= lru - 0.01);
@@ -1135,29 +1178,29 @@ static void test_zipf_hit_ratio(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cc_parse),
-		cmocka_unit_test(test_dates),
-		cmocka_unit_test(test_freshness),
-		cmocka_unit_test(test_age),
-		cmocka_unit_test(test_storable),
-		cmocka_unit_test(test_keys_and_vary),
-		cmocka_unit_test(test_field_filters),
-		cmocka_unit_test(test_purge_parse),
-		cmocka_unit_test(test_obj_and_revalidation),
-		cmocka_unit_test(test_store_variants_and_purge),
-		cmocka_unit_test(test_store_byte_bound),
-		cmocka_unit_test(test_store_ref_outlives_eviction),
-		cmocka_unit_test(test_store_threads),
-		cmocka_unit_test(test_fill_collapsing),
-		cmocka_unit_test(test_engine_hit_after_miss),
-		cmocka_unit_test(test_engine_collapses_100),
-		cmocka_unit_test(test_engine_no_store),
-		cmocka_unit_test(test_engine_expiry_and_304),
-		cmocka_unit_test(test_engine_swr_once),
-		cmocka_unit_test(test_engine_stale_if_error),
-		cmocka_unit_test(test_engine_vary_and_upstream_stale),
-		cmocka_unit_test(test_engine_purge_during_fill),
-		cmocka_unit_test(test_zipf_hit_ratio),
+	    cmocka_unit_test(test_cc_parse),
+	    cmocka_unit_test(test_dates),
+	    cmocka_unit_test(test_freshness),
+	    cmocka_unit_test(test_age),
+	    cmocka_unit_test(test_storable),
+	    cmocka_unit_test(test_keys_and_vary),
+	    cmocka_unit_test(test_field_filters),
+	    cmocka_unit_test(test_purge_parse),
+	    cmocka_unit_test(test_obj_and_revalidation),
+	    cmocka_unit_test(test_store_variants_and_purge),
+	    cmocka_unit_test(test_store_byte_bound),
+	    cmocka_unit_test(test_store_ref_outlives_eviction),
+	    cmocka_unit_test(test_store_threads),
+	    cmocka_unit_test(test_fill_collapsing),
+	    cmocka_unit_test(test_engine_hit_after_miss),
+	    cmocka_unit_test(test_engine_collapses_100),
+	    cmocka_unit_test(test_engine_no_store),
+	    cmocka_unit_test(test_engine_expiry_and_304),
+	    cmocka_unit_test(test_engine_swr_once),
+	    cmocka_unit_test(test_engine_stale_if_error),
+	    cmocka_unit_test(test_engine_vary_and_upstream_stale),
+	    cmocka_unit_test(test_engine_purge_during_fill),
+	    cmocka_unit_test(test_zipf_hit_ratio),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
 }
