@@ -172,9 +172,14 @@ static void answer_response(ereq *er, const mc_cache_response *res, mc_cache_res
 	bool st;
 	mc_cache_header *h = mc_alloc((res->nheaders + 1) * sizeof *h);
 	size_t n = 0;
-	for (size_t i = 0; i < res->nheaders; i++)
-		if (mc_cache_header_relayable(res->headers, res->nheaders, i))
+	for (size_t i = 0; i < res->nheaders; i++) {
+		/* a HEAD keeps the length a GET would have had (its body is empty) */
+		bool head_len =
+		    er->head && mc_cache_token_eq(res->headers[i].name, res->headers[i].name_len,
+						  "content-length");
+		if (head_len || mc_cache_header_relayable(res->headers, res->nheaders, i))
 			h[n++] = res->headers[i];
+	}
 	mc_cache_answer a;
 	memset(&a, 0, sizeof a);
 	a.result = result;

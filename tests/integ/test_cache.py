@@ -208,6 +208,9 @@ def test_no_store_is_never_stored(cc):
     assert cc.origin_count(t) == 3
     m = cc.metrics()
     assert metric(m, "metrocell_cache_requests_total", result="pass") == 3
+    # a HEAD passed through keeps the length a GET has
+    status, h, b = http_request(cc.cell_http, "HEAD", t)
+    assert status == 200 and b == b"" and int(h["content-length"]) == len(body)
     assert metric(m, "metrocell_cache_objects") == 0
     assert cc.region_metric("metrocell_cache_objects") == 0
     # private and Set-Cookie answers are not stored either
