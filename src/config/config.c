@@ -720,6 +720,7 @@ static const char *const POOL_REQUIRED[] = {"workers", NULL};
 static const char *const ROUTE_KEYS[] = {"name", "prefix", "kind", "pool"};
 static const char *const ROUTE_REQUIRED[] = {"name", "prefix", "kind", NULL};
 static const char *const ROUTE_KINDS[] = {"proxy", "kv", "cache"};
+static const mc_route_kind ROUTE_KIND_VALUES[] = {MC_ROUTE_PROXY, MC_ROUTE_KV, MC_ROUTE_CACHE};
 
 static int parse_region_link(vctx *v, json_t *root, mc_cell_conf *c)
 {
@@ -881,7 +882,7 @@ static int parse_route(vctx *v, json_t *ro, mc_cell_conf *c, size_t idx)
 		goto out;
 	r->prefix = mc_strdup(json_string_value(pj));
 	CHECK(opt_enum(v, ro, "kind", ROUTE_KINDS, MC_ARRAY_LEN(ROUTE_KINDS), &kind));
-	r->kind = kind == 0 ? MC_ROUTE_PROXY : kind == 1 ? MC_ROUTE_KV : MC_ROUTE_CACHE;
+	r->kind = ROUTE_KIND_VALUES[kind];
 	json_t *pool = json_object_get(ro, "pool");
 	if (r->kind != MC_ROUTE_PROXY) {
 		if (pool) {

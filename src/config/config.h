@@ -54,7 +54,7 @@ typedef struct mc_pool_conf {
 	uint32_t max_conns;          /* per worker, default 64, 1..10000 */
 } mc_pool_conf;
 
-typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_CACHE = 3 } mc_route_kind;
+typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_CACHE = 4 } mc_route_kind;
 
 /* An edge cache: the cell's "cache" object (its upstream is region.http, the
  * region's shield) or the region's "shield" (its upstream is origin). */
