@@ -42,7 +42,7 @@ ASAN_CFLAGS := -O1 $(BASE_CFLAGS) $(WARN) $(ASAN_FLAGS)
 LDLIBS_ALL = $(PKG_LIBS) $(LLHTTP_LIBS) $(TLS_LIBS) -lpthread -lm
 
 # Modules in dependency order (a module may use only those after it).
-MODULES := testbed bench ctl cell region repl http obs state config net common
+MODULES := testbed bench ctl cell region repl http cache obs state config net common
 mod_srcs = $(wildcard src/$(1)/*.c)
 
 # Which archives a module's unit test links, in link order.
@@ -57,9 +57,10 @@ LIBS_http := http obs net common llhttp
 LIBS_http_h2 := http obs net common llhttp
 LIBS_config_proxy := config common
 LIBS_http_stream := http obs net common llhttp
+LIBS_cache := cache obs common
 LIBS_repl := repl state net common
-LIBS_region := region repl http obs state config net common llhttp
-LIBS_cell := cell repl http obs state config net common llhttp
+LIBS_region := region repl http cache obs state config net common llhttp
+LIBS_cell := cell repl http cache obs state config net common llhttp
 LIBS_testbed := $(MODULES) llhttp
 LIBS_bench := $(MODULES) llhttp
 LIBS_ctl := $(MODULES) llhttp

@@ -192,6 +192,9 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	case MC_ROUTE_FLAGS:
 		mc_cell_flags_handle(r);
 		return;
+	case MC_ROUTE_CACHE:
+		mc_cell_cache_handle(r);
+		return;
 	}
 	mc_cell_finish_error(r, 500, OUTCOME_REFUSED, "internal", "route kind not handled");
 }
@@ -263,6 +266,7 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 		  MC_METRIC_COUNTER, (double)ss.writes);
 	set_gauge(c, "metrocell_uptime_seconds", "Seconds since the cell started.",
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
+	mc_cell_cache_metrics(c);
 }
 
 static void admin_status(cell *c, mc_http_exchange *ex)
@@ -301,6 +305,8 @@ static void on_admin(void *ctx, mc_http_exchange *ex)
 {
 	cell *c = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (mc_cell_cache_admin(c, ex))
+		return;
 	if (strcmp(req->method, "GET") != 0) {
 		mc_http_header allow = {"Allow", 5, "GET", 3};
 		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
@@ -338,6 +344,7 @@ static void stop(cell *c)
 	mc_repl_shipper_free(c->shipper);
 	c->shipper = NULL;
 	mc_cell_pools_fini(c);
+	mc_cell_cache_fini(c);
 	/* Commits what is queued; the write callbacks run from the loop, then the
 	 * store's last handle closes and uv_run() returns. */
 	mc_store_close(c->store);
@@ -431,6 +438,8 @@ static int start(cell *c)
 	}
 	if ((rc = mc_cell_pools_init(c)) < 0)
 		return rc;
+	if ((rc = mc_cell_cache_init(c)) < 0)
+		return rc;
 	setup_routes(c);
 	mc_cell_edge_init(c);
 
@@ -467,6 +476,8 @@ static int start(cell *c)
 	ro.batch_max_entries = cf->repl.batch_max_entries;
 	ro.heartbeat_ms = cf->repl.heartbeat_ms;
 	ro.dead_after_ms = cf->repl.dead_after_ms;
+	ro.on_purge = mc_cell_cache_on_purge;
+	ro.cb_arg = c;
 	rc = mc_repl_shipper_new(&c->shipper, c->loop, c->store, cf->cell, cf->region_repl, &ro);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot start replication to %s: %s\n",

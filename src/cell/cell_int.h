@@ -54,6 +54,8 @@ typedef struct cell_route {
 	mc_series *latency[OUTCOME_COUNT];
 } cell_route;
 
+typedef struct cell_cache cell_cache; /* src/cell/cache_route.c */
+
 /* The TLS listener's state (src/cell/tls.c). */
 typedef struct cell_tls {
 	mc_tls_ctx *ctx; /* the context new connections get; reloaded on SIGHUP */
@@ -80,6 +82,7 @@ struct cell {
 	cell_route *routes;
 	size_t nroutes;
 	mc_metrics *metrics;
+	cell_cache *cache; /* cache routes' store, shield pool and engines; NULL without */
 	uint64_t start_ns;
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
@@ -236,5 +239,20 @@ void mc_cell_policy_fail_closed(cell_req *r, cell_cause cause, const char *detai
  * error, else 503, {"error":"fallback_failed"} naming both causes; frees r. */
 void mc_cell_policy_fallback_failed(cell_req *r, cell_cause cause, const char *detail,
 				    cell_cause fcause, const char *fdetail, int region_answered);
+
+/* Cache routes (src/cell/cache_route.c). init creates the store, the pool to the
+ * region's shield and one engine per cache route (nothing without cache routes);
+ * fini frees them after completing what is in flight. */
+void mc_cell_cache_handle(cell_req *r);
+int mc_cell_cache_init(cell *c);
+void mc_cell_cache_fini(cell *c);
+/* Refreshes the metrocell_cache_* families in c->metrics. */
+void mc_cell_cache_metrics(cell *c);
+/* Answers POST /v1/cache/purge on the admin listener; returns 1 when the request
+ * was that one (answered), 0 otherwise. */
+int mc_cell_cache_admin(cell *c, mc_http_exchange *ex);
+/* The shipper's on_purge callback (arg is the cell). */
+void mc_cell_cache_on_purge(void *arg, bool prefix, const char *host, size_t host_len,
+			    const char *pattern, size_t pattern_len);
 
 #endif

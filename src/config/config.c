@@ -1132,7 +1132,8 @@ out:
 
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
 					"state", "limits", "replication", "pools",  "routes",
-					"flags", "locality", "tls"};
+					"flags", "locality", "tls",
+					"cache"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
@@ -1164,8 +1165,9 @@ static const char *const ROUTE_KEYS[] = {"name",
 					 "fallback_timeout_ms"};
 static const char *const ON_FAILURE[] = {"fail_closed", "fail_open"};
 static const char *const ROUTE_REQUIRED[] = {"name", "prefix", "kind", NULL};
-static const char *const ROUTE_KINDS[] = {"proxy", "kv", "flags"};
-static const mc_route_kind ROUTE_KIND_VALUES[] = {MC_ROUTE_PROXY, MC_ROUTE_KV, MC_ROUTE_FLAGS};
+static const char *const ROUTE_KINDS[] = {"proxy", "kv", "flags", "cache"};
+static const mc_route_kind ROUTE_KIND_VALUES[] = {MC_ROUTE_PROXY, MC_ROUTE_KV, MC_ROUTE_FLAGS,
+						   MC_ROUTE_CACHE};
 
 static int parse_region_link(vctx *v, json_t *root, mc_cell_conf *c)
 {
@@ -1804,6 +1806,99 @@ out:
 	return rc;
 }
 
+/* ---- edge cache (cell "cache", region "shield") ----------------------------------------- */
+
+static const char *const CACHE_KEYS[] = {"max_bytes",   "max_object_bytes",   "shards",
+					 "policy",      "max_waiters",        "connect_timeout_ms",
+					 "timeout_ms",  "max_conns",          "origin"};
+static const char *const CACHE_POLICIES[] = {"s3fifo", "lru"};
+
+static void cache_conf_default(mc_cache_conf *c)
+{
+	c->max_bytes = 64u << 20;
+	c->max_object_bytes = 1u << 20;
+	c->shards = 16;
+	c->policy = 0;
+	c->max_waiters = 1024;
+	c->connect_timeout_ms = 1000;
+	c->timeout_ms = 10000;
+	c->max_conns = 64;
+}
+
+/* The members shared by a cell's "cache" and the region's "shield" (the object
+ * at the current path); "origin" is accepted only with_origin. */
+static int parse_cache_members(vctx *v, json_t *o, mc_cache_conf *c, bool with_origin)
+{
+	int rc;
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, CACHE_KEYS, MC_ARRAY_LEN(CACHE_KEYS) - (with_origin ? 0 : 1),
+			 NULL));
+	CHECK(opt_u64(v, o, "max_bytes", 65536, 1ull << 40, &c->max_bytes));
+	CHECK(opt_u64(v, o, "max_object_bytes", 256, c->max_bytes, &c->max_object_bytes));
+	CHECK(opt_u32(v, o, "shards", 1, 256, &c->shards));
+	if (c->shards & (c->shards - 1)) {
+		push_key(v, "shards");
+		rc = fail(v, "expected a power of two in 1..256, got %" PRIu32, c->shards);
+		pop(v);
+		goto out;
+	}
+	CHECK(opt_enum(v, o, "policy", CACHE_POLICIES, MC_ARRAY_LEN(CACHE_POLICIES), &c->policy));
+	CHECK(opt_u32(v, o, "max_waiters", 1, 100000, &c->max_waiters));
+	CHECK(opt_u32(v, o, "connect_timeout_ms", 1, 60000, &c->connect_timeout_ms));
+	CHECK(opt_u32(v, o, "timeout_ms", 1, 600000, &c->timeout_ms));
+	CHECK(opt_u32(v, o, "max_conns", 1, 10000, &c->max_conns));
+out:
+	return rc;
+}
+
+static int parse_cell_cache(vctx *v, json_t *root, mc_cell_conf *c)
+{
+	cache_conf_default(&c->cache);
+	json_t *o = json_object_get(root, "cache");
+	int rc = 0;
+	if (o) {
+		push_key(v, "cache");
+		rc = parse_cache_members(v, o, &c->cache, false);
+		pop(v);
+		if (rc)
+			return rc;
+	}
+	/* a cache route's upstream is the region's shield, on region.http */
+	for (size_t i = 0; i < c->nroutes && !c->region_http; i++) {
+		if (c->routes[i].kind != MC_ROUTE_CACHE)
+			continue;
+		push_key(v, "routes");
+		push_index(v, i);
+		push_key(v, "kind");
+		rc = fail(v, "a \"cache\" route needs region.http (the region's shield), which "
+			     "is not set");
+		pop(v);
+		pop(v);
+		pop(v);
+		return rc;
+	}
+	return 0;
+}
+
+static int parse_shield(vctx *v, json_t *root, mc_region_conf *c)
+{
+	cache_conf_default(&c->shield);
+	json_t *o = json_object_get(root, "shield");
+	if (!o)
+		return 0;
+	int rc;
+	push_key(v, "shield");
+	CHECK(parse_cache_members(v, o, &c->shield, true));
+	if (!json_object_get(o, "origin")) {
+		rc = fail(v, "missing required key \"origin\"");
+		goto out;
+	}
+	CHECK(opt_hostport(v, o, "origin", false, &c->shield_origin));
+out:
+	pop(v);
+	return rc;
+}
+
 static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 {
 	int rc;
@@ -1821,6 +1916,7 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(parse_flags(v, root, c));
 	CHECK(parse_locality(v, root, c));
 	CHECK(parse_tls(v, root, c));
+	CHECK(parse_cell_cache(v, root, c));
 out:
 	return rc;
 }
@@ -1901,7 +1997,8 @@ void mc_cell_conf_free(mc_cell_conf *c)
 /* ---- region -------------------------------------------------------------------------- */
 
 static const char *const REGION_KEYS[] = {"region", "listen", "data_dir",    "cells",	"log",
-					  "state",  "limits", "replication", "fallback"};
+					  "state",  "limits", "replication", "fallback",
+					  "shield"};
 static const char *const REGION_REQUIRED[] = {"region", "listen", "data_dir", NULL};
 
 typedef struct name_at {
@@ -2018,6 +2115,7 @@ static int region_build(vctx *v, json_t *root, mc_region_conf *c)
 	CHECK(parse_limits(v, root, &c->limits));
 	CHECK(parse_repl(v, root, &c->repl));
 	CHECK(parse_region_fallback(v, root, c));
+	CHECK(parse_shield(v, root, c));
 out:
 	return rc;
 }
@@ -2072,5 +2170,6 @@ void mc_region_conf_free(mc_region_conf *c)
 		free(c->cells[i]);
 	free(c->cells);
 	pool_conf_free(c->fallback);
+	free(c->shield_origin);
 	free(c);
 }

@@ -90,7 +90,7 @@ typedef struct mc_pool_conf {
 	mc_outlier_conf outlier;
 } mc_pool_conf;
 
-typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_FLAGS = 3 } mc_route_kind;
+typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_FLAGS = 3, MC_ROUTE_CACHE = 4 } mc_route_kind;
 
 /* What a quota's token buckets are keyed by. */
 typedef enum { MC_QUOTA_KEY_IP = 1, MC_QUOTA_KEY_HEADER = 2 } mc_quota_key;
@@ -106,6 +106,19 @@ typedef struct mc_quota_conf {
 	char *header;      /* header name (MC_QUOTA_KEY_HEADER), else NULL */
 	uint32_t max_keys; /* buckets kept at most (default 100000, 1..10000000) */
 } mc_quota_conf;
+
+/* An edge cache: the cell's "cache" object (its upstream is region.http, the
+ * region's shield) or the region's "shield" (its upstream is origin). */
+typedef struct mc_cache_conf {
+	uint64_t max_bytes;          /* default 67108864, 65536..1099511627776 */
+	uint64_t max_object_bytes;   /* default 1048576, 256..max_bytes */
+	uint32_t shards;             /* default 16, a power of two in 1..256 */
+	int policy;                  /* "policy": "s3fifo" (0, default) | "lru" (1) */
+	uint32_t max_waiters;        /* collapsed misses per key, default 1024, 1..100000 */
+	uint32_t connect_timeout_ms; /* to the upstream, default 1000, 1..60000 */
+	uint32_t timeout_ms;         /* upstream response, default 10000, 1..600000 */
+	uint32_t max_conns;          /* to the upstream, default 64, 1..10000 */
+} mc_cache_conf;
 
 typedef struct mc_route_conf {
 	char *name;   /* unique; used as the metrics label */
@@ -218,6 +231,7 @@ typedef struct mc_cell_conf {
 	size_t nflags;
 	mc_locality_conf locality;
 	mc_tls_conf tls;
+	mc_cache_conf cache; /* for "cache" routes (defaults when the key is absent) */
 } mc_cell_conf;
 
 typedef struct mc_region_conf {
@@ -234,6 +248,8 @@ typedef struct mc_region_conf {
 	mc_repl_conf repl;
 	mc_pool_conf *fallback; /* the fallback path's upstream, NULL when not configured
 				 * (name "fallback"; health and outlier unused) */
+	char *shield_origin;  /* "shield.origin" host:port; NULL: no shield cache */
+	mc_cache_conf shield; /* the shield's cache (when shield_origin is set) */
 } mc_region_conf;
 
 /* Reads and validates a cell config file. Returns 0 and *out (free with

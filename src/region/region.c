@@ -27,6 +27,7 @@ typedef struct region {
 	mc_repl_sink *sink;
 	mc_http_server *http;
 	mc_metrics *metrics;
+	region_shield *shield; /* NULL without shield.origin */
 	uint64_t start_ns;
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	int stopping;
@@ -119,6 +120,7 @@ static mc_repl_cell_stats *refresh(region *g, size_t *n)
 			  "Replayed entries skipped because they were already applied.",
 			  MC_METRIC_COUNTER, "")
 		->value = (double)ss.skipped;
+	mc_region_shield_metrics(g->shield, g->metrics);
 	mc_buf_fini(&l);
 	return st;
 }
@@ -157,7 +159,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 {
 	region *g = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
-	if (mc_region_fallback_handle(g->fallback, ex))
+	if (mc_region_fallback_handle(g->fallback, ex) || mc_region_shield_handle(g->shield, ex) ||
+	    mc_region_cache_admin(g->shield, g->sink, ex))
 		return;
 	if (strncmp(req->path, KV_PREFIX, strlen(KV_PREFIX)) == 0) {
 		kv_get(g, ex, req);
@@ -192,6 +195,8 @@ static void stop(region *g)
 	g->fallback = NULL;
 	mc_repl_sink_free(g->sink);
 	g->sink = NULL;
+	mc_region_shield_free(g->shield);
+	g->shield = NULL;
 	mc_store_close(g->store);
 	g->store = NULL;
 	mc_http_graceful_close(&g->graceful);
@@ -233,6 +238,8 @@ static int start(region *g)
 		return rc;
 	}
 	if ((rc = mc_region_fallback_new(&g->fallback, g->loop, cf, g->metrics)) < 0)
+		return rc;
+	if ((rc = mc_region_shield_new(&g->shield, g->loop, cf)) < 0)
 		return rc;
 	mc_http_server_opts ho;
 	mc_http_server_opts_default(&ho);

@@ -24,4 +24,23 @@ int mc_region_fallback_handle(mc_region_fallback *f, mc_http_exchange *ex);
  * the loop has run. Accepts NULL. */
 void mc_region_fallback_free(mc_region_fallback *f);
 
+#include "repl/repl.h"
+
+/* The shield cache in front of the origin (src/region/shield.c). */
+typedef struct region_shield region_shield;
+
+/* Creates the shield when cf->shield_origin is set (else *out is NULL). Returns 0,
+ * or a negative code after printing why. */
+int mc_region_shield_new(region_shield **out, uv_loop_t *loop, const mc_region_conf *cf);
+/* Completes what is in flight and frees. Accepts NULL. */
+void mc_region_shield_free(region_shield *s);
+/* Answers ex when it is a cell's shield request (it carries X-Metrocell-Shield;
+ * 404 without a shield) and returns 1; returns 0 for any other request. */
+int mc_region_shield_handle(region_shield *s, mc_http_exchange *ex);
+/* Answers POST /v1/cache/purge (the shield, which may be NULL, then every connected
+ * cell through the sink) and returns 1; returns 0 for any other path. */
+int mc_region_cache_admin(region_shield *s, mc_repl_sink *sink, mc_http_exchange *ex);
+/* Refreshes the metrocell_cache_* families in m. Accepts NULL. */
+void mc_region_shield_metrics(region_shield *s, mc_metrics *m);
+
 #endif

@@ -122,6 +122,23 @@ static int decode_payload(uint8_t type, const uint8_t *p, size_t n, mc_repl_fram
 		out->u.invalidate.klen = kl;
 		return 0;
 	}
+	case MC_FRAME_PURGE: {
+		/* u8 mode (1 exact, 2 prefix) | u16 host_len | host | u16 pattern_len | pattern */
+		if (n < 5 || (p[0] != 1 && p[0] != 2))
+			return MC_EPROTO;
+		size_t hl = mc_get_u16(p + 1);
+		if (n < 5 + hl)
+			return MC_EPROTO;
+		size_t pl = mc_get_u16(p + 3 + hl);
+		if (pl == 0 || hl + pl > MC_REPL_PURGE_MAX || n != 5 + hl + pl)
+			return MC_EPROTO;
+		out->u.purge.prefix = p[0] == 2;
+		out->u.purge.host = (const char *)p + 3;
+		out->u.purge.host_len = hl;
+		out->u.purge.pattern = (const char *)p + 5 + hl;
+		out->u.purge.pattern_len = pl;
+		return 0;
+	}
 	default:
 		return MC_EPROTO;
 	}
@@ -225,6 +242,22 @@ void mc_repl_encode_invalidate(mc_buf *out, uint64_t version, const char *key, s
 	mc_put_u16(b, (uint16_t)klen);
 	mc_buf_append(out, b, sizeof(b));
 	mc_buf_append(out, key, klen);
+	frame_end(out, start);
+}
+
+void mc_repl_encode_purge(mc_buf *out, bool prefix, const char *host, size_t host_len,
+			  const char *pattern, size_t pattern_len)
+{
+	MC_ASSERT(pattern_len >= 1 && host_len + pattern_len <= MC_REPL_PURGE_MAX);
+	size_t start = frame_begin(out, MC_FRAME_PURGE);
+	uint8_t b[3] = {prefix ? 2 : 1, 0, 0};
+	mc_put_u16(b + 1, (uint16_t)host_len);
+	mc_buf_append(out, b, sizeof(b));
+	if (host_len)
+		mc_buf_append(out, host, host_len);
+	mc_put_u16(b, (uint16_t)pattern_len);
+	mc_buf_append(out, b, 2);
+	mc_buf_append(out, pattern, pattern_len);
 	frame_end(out, start);
 }
 

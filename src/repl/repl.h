@@ -27,7 +27,12 @@ typedef enum {
 	MC_FRAME_HEARTBEAT = 4,
 	MC_FRAME_FENCE = 5,
 	MC_FRAME_INVALIDATE = 6,
+	MC_FRAME_PURGE = 7,
 } mc_frame_type;
+
+/* PURGE: host + pattern bytes at most (the frame stays under the cell's 1 KiB bound
+ * for region-to-cell frames). */
+#define MC_REPL_PURGE_MAX 1000
 
 typedef struct mc_repl_hello {
 	uint16_t proto;
@@ -57,6 +62,13 @@ typedef struct mc_repl_frame {
 			const char *key;
 			size_t klen;
 		} invalidate;
+		struct {
+			bool prefix; /* the pattern is a target prefix, else an exact target */
+			const char *host; /* host_len 0: every host */
+			size_t host_len;
+			const char *pattern;
+			size_t pattern_len;
+		} purge;
 	} u;
 } mc_repl_frame;
 
@@ -74,6 +86,9 @@ void mc_repl_encode_ack(mc_buf *out, uint64_t seq);
 void mc_repl_encode_heartbeat(mc_buf *out, uint64_t hlc);
 void mc_repl_encode_fence(mc_buf *out, uint64_t epoch);
 void mc_repl_encode_invalidate(mc_buf *out, uint64_t version, const char *key, size_t klen);
+/* PURGE: pattern_len >= 1 and host_len + pattern_len <= MC_REPL_PURGE_MAX. */
+void mc_repl_encode_purge(mc_buf *out, bool prefix, const char *host, size_t host_len,
+			  const char *pattern, size_t pattern_len);
 
 /* ENTRIES is built incrementally: begin, add each entry (seq must be
  * first_seq + index), end (patches count, length and CRC). */
@@ -109,6 +124,11 @@ typedef struct mc_repl_shipper_opts {
 	 * stale: the shipper stops shipping and stops reconnecting until freed). */
 	void (*on_invalidate)(void *arg, const char *key, size_t klen, uint64_t version);
 	void (*on_fence)(void *arg, uint64_t epoch);
+	/* Optional, run on the loop: the region sent PURGE (drop the cached objects
+	 * whose target equals pattern, or starts with it when prefix, on host or on
+	 * every host when host_len is 0). */
+	void (*on_purge)(void *arg, bool prefix, const char *host, size_t host_len,
+			 const char *pattern, size_t pattern_len);
 	void *cb_arg;
 } mc_repl_shipper_opts;
 
@@ -189,5 +209,10 @@ int mc_repl_sink_fence(mc_repl_sink *sk, const char *cell, uint64_t epoch);
  * (NULL: all). Returns the number of cells it was sent to, or MC_EINVAL. */
 int mc_repl_sink_invalidate(mc_repl_sink *sk, const char *key, size_t klen, uint64_t version,
 			    const char *except_cell);
+/* Sends PURGE{prefix, host, pattern} to every connected cell (cells not connected
+ * now do not get it). Returns the number of cells it was sent to, or MC_EINVAL
+ * (lengths outside the PURGE bounds). */
+int mc_repl_sink_purge(mc_repl_sink *sk, bool prefix, const char *host, size_t host_len,
+		       const char *pattern, size_t pattern_len);
 
 #endif

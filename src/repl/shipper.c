@@ -345,6 +345,12 @@ static int on_frame(struct conn *c, const mc_repl_frame *f)
 			sh->o.on_invalidate(sh->o.cb_arg, f->u.invalidate.key, f->u.invalidate.klen,
 					    f->u.invalidate.version);
 		return 0;
+	case MC_FRAME_PURGE:
+		if (sh->o.on_purge)
+			sh->o.on_purge(sh->o.cb_arg, f->u.purge.prefix, f->u.purge.host,
+				       f->u.purge.host_len, f->u.purge.pattern,
+				       f->u.purge.pattern_len);
+		return 0;
 	default:
 		return MC_EPROTO;
 	}

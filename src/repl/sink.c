@@ -707,3 +707,24 @@ int mc_repl_sink_invalidate(mc_repl_sink *sk, const char *key, size_t klen, uint
 	mc_buf_fini(&f);
 	return sent;
 }
+
+int mc_repl_sink_purge(mc_repl_sink *sk, bool prefix, const char *host, size_t host_len,
+		       const char *pattern, size_t pattern_len)
+{
+	if (!pattern || pattern_len == 0 || host_len + pattern_len > MC_REPL_PURGE_MAX ||
+	    (host_len && !host))
+		return MC_EINVAL;
+	int sent = 0;
+	mc_buf f;
+	mc_buf_init(&f);
+	for (struct sconn *c = sk->conns, *next; c; c = next) {
+		next = c->next;
+		if (!c->cell || c->cell->conn != c)
+			continue;
+		mc_repl_encode_purge(&f, prefix, host, host_len, pattern, pattern_len);
+		send_frame(c, &f);
+		sent++;
+	}
+	mc_buf_fini(&f);
+	return sent;
+}

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "common/common.h"
@@ -17,8 +18,15 @@
 #define MAX_WORK_MS 600000u
 #define MAX_AGE_MAX 31536000u
 #define NAME_MAX_LEN 64
+#define TARGETS_MAX 10000 /* distinct targets the origin counts one by one */
+#define CC_MAX 256
 
 typedef struct work work;
+
+typedef struct target_count {
+	char *target;
+	uint64_t n;
+} target_count;
 
 typedef struct app {
 	const char *prog; /* "sample-worker" or "sample-origin" */
@@ -26,8 +34,16 @@ typedef struct app {
 	const char *listen;
 	const char *name;
 	uint64_t work_ms, body_bytes, max_age;
-	uint64_t fail_status; /* answer every request (not /healthz) with it; 0: off */
-	uint64_t n;	      /* requests answered (health checks excluded) */
+	uint64_t fail_status; /* worker: answer every request (not /healthz) with it; 0: off */
+	uint64_t n; /* requests answered (health checks excluded) */
+	const char *cache_control; /* origin: --cache-control (else max-age=--max-age) */
+	const char *vary;          /* origin: --vary */
+	target_count *targets;     /* origin: requests per target, for /_origin/stats */
+	size_t ntargets;
+	uint64_t other;   /* requests to targets past TARGETS_MAX */
+	uint64_t n304;    /* 304 answers */
+	int fail;         /* origin: answer 503 to everything (POST /_origin/fail?on=1) */
+	uint64_t start_s; /* the Last-Modified of lm=1 answers */
 	uv_loop_t loop;
 	mc_http_server *srv;
 	uv_signal_t sigterm, sigint;
@@ -40,7 +56,8 @@ struct work {
 	app *a;
 	mc_http_exchange *ex;
 	uint64_t n;
-	int status;
+	void (*answer)(app *a, mc_http_exchange *ex, uint64_t n); /* origin; NULL: worker */
+	int status;                         /* worker answers */
 	uint64_t sse_left, sse_seq, gap_ms; /* a server-sent event stream (?sse=N) */
 	int streaming;
 	work *prev, *next;
@@ -59,9 +76,16 @@ static const char WORKER_USAGE[] =
 
 static const char ORIGIN_USAGE[] =
     "usage: metrocell sample-origin --listen HOST:PORT [--max-age S] [--body-bytes N]\n"
+    "                               [--cache-control CC] [--vary NAME] [--work-ms N]\n"
     "  --listen HOST:PORT  address to serve on (port 0 picks a free one)\n"
     "  --max-age S         Cache-Control max-age in seconds (default 60)\n"
-    "  --body-bytes N      pad the JSON body to N bytes\n";
+    "  --body-bytes N      pad the JSON body to N bytes\n"
+    "  --cache-control CC  the whole Cache-Control value (instead of max-age=S)\n"
+    "  --vary NAME         answer with Vary: NAME and the request's NAME in the body\n"
+    "  --work-ms N         delay every answer by N ms\n"
+    "Per request, query parameters override: cc=, vary=, status=, delay=, bytes=,\n"
+    "lm=1 (Last-Modified), etag=0 (no ETag), cookie=1 (Set-Cookie).\n"
+    "GET /_origin/stats: request counts; POST /_origin/fail?on=1|0: answer 503 or not.\n";
 
 /* ---- bodies ---------------------------------------------------------------------------- */
 
@@ -99,6 +123,9 @@ static void answer_health(app *a, mc_http_exchange *ex)
 	mc_buf_fini(&b);
 }
 
+static uint64_t query_u64(const mc_http_request *r, const char *name, uint64_t max,
+			  uint64_t dflt);
+
 static void worker_answer(app *a, mc_http_exchange *ex, uint64_t n, int status)
 {
 	const mc_http_request *r = mc_http_exchange_request(ex);
@@ -117,23 +144,6 @@ static void worker_answer(app *a, mc_http_exchange *ex, uint64_t n, int status)
 			      {"X-Worker", 8, a->name, strlen(a->name)}};
 	mc_http_respond(ex, status, h, MC_ARRAY_LEN(h), b.data, b.len);
 	mc_buf_fini(&b);
-}
-
-/* The value of parameter key in a query string ("a=1&b=2"), parsed as an
- * integer in [0, max]; dflt when absent or malformed. */
-static uint64_t query_num(const char *q, const char *key, uint64_t max, uint64_t dflt)
-{
-	size_t kl = strlen(key);
-	while (q && *q) {
-		const char *amp = strchr(q, '&');
-		size_t len = amp ? (size_t)(amp - q) : strlen(q);
-		uint64_t v;
-		if (len > kl && strncmp(q, key, kl) == 0 && q[kl] == '=' &&
-		    mc_parse_u64(q + kl + 1, len - kl - 1, max, &v) == 0)
-			return v;
-		q = amp ? amp + 1 : NULL;
-	}
-	return dflt;
 }
 
 static void work_closed(uv_handle_t *h)
@@ -205,8 +215,31 @@ static void on_work_done(uv_timer_t *t)
 			uv_timer_start(&w->timer, on_work_done, w->gap_ms, 0);
 		return;
 	}
-	worker_answer(w->a, w->ex, w->n, w->status);
+	if (w->answer)
+		w->answer(w->a, w->ex, w->n);
+	else
+		worker_answer(w->a, w->ex, w->n, w->status);
 	work_finish(w);
+}
+
+/* Answers ex after delay_ms, from a timer: with answer() when it is set, else as
+ * a worker (status, events: the caller fills them in the work returned). */
+static work *answer_later(app *a, mc_http_exchange *ex, uint64_t n, uint64_t delay_ms,
+			  void (*answer)(app *, mc_http_exchange *, uint64_t))
+{
+	work *w = mc_calloc(1, sizeof *w);
+	w->a = a;
+	w->ex = ex;
+	w->n = n;
+	w->answer = answer;
+	uv_timer_init(&a->loop, &w->timer);
+	w->timer.data = w;
+	w->next = a->pending;
+	if (a->pending)
+		a->pending->prev = w;
+	a->pending = w;
+	uv_timer_start(&w->timer, on_work_done, delay_ms, 0);
+	return w;
 }
 
 static void worker_handler(void *ctx, mc_http_exchange *ex)
@@ -218,31 +251,21 @@ static void worker_handler(void *ctx, mc_http_exchange *ex)
 		return;
 	}
 	a->n++;
-	int status = (int)query_num(r->query, "status", 999, 200);
+	int status = (int)query_u64(r, "status", 999, 200);
 	if (status < 200)
 		status = 200;
 	if (a->fail_status)
 		status = (int)a->fail_status;
-	uint64_t delay = query_num(r->query, "delay_ms", MAX_WORK_MS, a->work_ms);
-	uint64_t events = query_num(r->query, "sse", 100000, 0);
+	uint64_t delay = query_u64(r, "delay_ms", MAX_WORK_MS, a->work_ms);
+	uint64_t events = query_u64(r, "sse", 100000, 0);
 	if (delay == 0 && events == 0) {
 		worker_answer(a, ex, a->n, status);
 		return;
 	}
-	work *w = mc_calloc(1, sizeof *w);
-	w->a = a;
-	w->ex = ex;
-	w->n = a->n;
+	work *w = answer_later(a, ex, a->n, delay, NULL);
 	w->status = status;
 	w->sse_left = events;
-	w->gap_ms = query_num(r->query, "gap_ms", MAX_WORK_MS, 0);
-	uv_timer_init(&a->loop, &w->timer);
-	w->timer.data = w;
-	w->next = a->pending;
-	if (a->pending)
-		a->pending->prev = w;
-	a->pending = w;
-	uv_timer_start(&w->timer, on_work_done, delay, 0);
+	w->gap_ms = query_u64(r, "gap_ms", MAX_WORK_MS, 0);
 }
 
 /* 1 when an If-None-Match value lists etag (or is "*"). */
@@ -271,6 +294,157 @@ static int etag_matches(const char *v, size_t n, const char *etag)
 	return 0;
 }
 
+/* The value of query parameter name (percent-decoded into out), or NULL. */
+static const char *query_param(const mc_http_request *r, const char *name, mc_buf *out)
+{
+	const char *q = r->query;
+	size_t nl = strlen(name);
+	while (*q) {
+		const char *amp = strchr(q, '&');
+		size_t len = amp ? (size_t)(amp - q) : strlen(q);
+		if (len > nl && q[nl] == '=' && strncmp(q, name, nl) == 0) {
+			if (mc_http_percent_decode(q + nl + 1, len - nl - 1, out) < 0)
+				return NULL;
+			mc_buf_append(out, "", 1); /* NUL terminated */
+			out->len--;
+			return out->data ? out->data : "";
+		}
+		q += len + (amp ? 1 : 0);
+	}
+	return NULL;
+}
+
+static uint64_t query_u64(const mc_http_request *r, const char *name, uint64_t max,
+			  uint64_t dflt)
+{
+	mc_buf b;
+	mc_buf_init(&b);
+	uint64_t v = dflt;
+	const char *s = query_param(r, name, &b);
+	if (s && mc_parse_u64(s, b.len, max, &v) < 0)
+		v = dflt;
+	mc_buf_fini(&b);
+	return v;
+}
+
+static void count_target(app *a, const char *target)
+{
+	for (size_t i = 0; i < a->ntargets; i++) {
+		if (strcmp(a->targets[i].target, target) == 0) {
+			a->targets[i].n++;
+			return;
+		}
+	}
+	if (a->ntargets == TARGETS_MAX) {
+		a->other++;
+		return;
+	}
+	a->targets = mc_realloc(a->targets, (a->ntargets + 1) * sizeof *a->targets);
+	a->targets[a->ntargets++] = (target_count){mc_strdup(target), 1};
+}
+
+static void origin_stats(app *a, mc_http_exchange *ex)
+{
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_buf_printf(&b, "{\"requests\":%llu,\"not_modified\":%llu,\"other\":%llu,\"fail\":%s,"
+			  "\"targets\":{",
+		      (unsigned long long)a->n, (unsigned long long)a->n304,
+		      (unsigned long long)a->other, a->fail ? "true" : "false");
+	for (size_t i = 0; i < a->ntargets; i++) {
+		if (i)
+			mc_buf_append_str(&b, ",");
+		mc_buf_append_json(&b, a->targets[i].target, strlen(a->targets[i].target));
+		mc_buf_printf(&b, ":%llu", (unsigned long long)a->targets[i].n);
+	}
+	mc_buf_append_str(&b, "}}\n");
+	mc_http_header h[] = {{"Content-Type", 12, "application/json", 16},
+			      {"Cache-Control", 13, "no-store", 8}};
+	mc_http_respond(ex, 200, h, MC_ARRAY_LEN(h), b.data, b.len);
+	mc_buf_fini(&b);
+}
+
+static void origin_answer(app *a, mc_http_exchange *ex, uint64_t n)
+{
+	(void)n;
+	const mc_http_request *r = mc_http_exchange_request(ex);
+	if (a->fail) {
+		const char fail[] = "{\"error\":\"origin_failing\",\"message\":\"fail mode is on\"}\n";
+		mc_http_header h[] = {{"Content-Type", 12, "application/json", 16},
+				      {"Cache-Control", 13, "no-store", 8}};
+		mc_http_respond(ex, 503, h, MC_ARRAY_LEN(h), fail, sizeof fail - 1);
+		return;
+	}
+	mc_buf ccb, varyb;
+	mc_buf_init(&ccb);
+	mc_buf_init(&varyb);
+	char cc[CC_MAX];
+	const char *qcc = query_param(r, "cc", &ccb);
+	if (qcc)
+		snprintf(cc, sizeof cc, "%s", qcc);
+	else if (a->cache_control)
+		snprintf(cc, sizeof cc, "%s", a->cache_control);
+	else
+		snprintf(cc, sizeof cc, "max-age=%llu", (unsigned long long)a->max_age);
+	const char *vary = query_param(r, "vary", &varyb);
+	if (!vary)
+		vary = a->vary;
+	int status = (int)query_u64(r, "status", 599, 200);
+	if (status < 200)
+		status = 200;
+	/* the body depends on the target and the varied field only, so the ETag is a
+	 * true validator */
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_buf_append_str(&b, "{\"origin\":\"sample\",\"path\":");
+	mc_buf_append_json(&b, r->path, r->path_len);
+	if (vary && *vary) {
+		size_t vl = 0;
+		const char *v = mc_http_header_find(r->headers, r->nheaders, vary, &vl);
+		mc_buf_append_str(&b, ",\"vary\":");
+		if (v)
+			mc_buf_append_json(&b, v, vl);
+		else
+			mc_buf_append_str(&b, "null");
+	}
+	mc_buf_append_str(&b, "}");
+	pad_json(&b, (size_t)query_u64(r, "bytes", MAX_BODY_BYTES, a->body_bytes));
+	char etag[16], hits[24], lm[40];
+	snprintf(etag, sizeof etag, "\"%08x\"", (unsigned)mc_crc32c(0, b.data, b.len));
+	snprintf(hits, sizeof hits, "%llu", (unsigned long long)a->n);
+	mc_http_header h[8];
+	size_t nh = 0;
+	h[nh++] = (mc_http_header){"Content-Type", 12, "application/json", 16};
+	h[nh++] = (mc_http_header){"Cache-Control", 13, cc, strlen(cc)};
+	h[nh++] = (mc_http_header){"X-Origin-Hits", 13, hits, strlen(hits)};
+	int with_etag = query_u64(r, "etag", 1, 1) == 1;
+	if (with_etag)
+		h[nh++] = (mc_http_header){"ETag", 4, etag, strlen(etag)};
+	if (vary && *vary)
+		h[nh++] = (mc_http_header){"Vary", 4, vary, strlen(vary)};
+	if (query_u64(r, "lm", 1, 0) == 1) {
+		time_t t = (time_t)a->start_s;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(lm, sizeof lm, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		h[nh++] = (mc_http_header){"Last-Modified", 13, lm, strlen(lm)};
+	}
+	if (query_u64(r, "cookie", 1, 0) == 1)
+		h[nh++] = (mc_http_header){"Set-Cookie", 10, "sid=sample", 10};
+	size_t inm_len;
+	const char *inm = mc_http_header_find(r->headers, r->nheaders, "if-none-match", &inm_len);
+	int is_read = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+	if (inm && is_read && status == 200 && with_etag && etag_matches(inm, inm_len, etag)) {
+		a->n304++;
+		mc_http_respond(ex, 304, h + 1, nh - 1, NULL, 0);
+	} else {
+		mc_http_respond(ex, status, h, nh, b.data, b.len);
+	}
+	mc_buf_fini(&b);
+	mc_buf_fini(&ccb);
+	mc_buf_fini(&varyb);
+}
+
 static void origin_handler(void *ctx, mc_http_exchange *ex)
 {
 	app *a = ctx;
@@ -279,30 +453,27 @@ static void origin_handler(void *ctx, mc_http_exchange *ex)
 		answer_health(a, ex);
 		return;
 	}
+	if (strcmp(r->path, "/_origin/stats") == 0) {
+		origin_stats(a, ex);
+		return;
+	}
+	if (strcmp(r->path, "/_origin/fail") == 0) {
+		if (strcmp(r->method, "POST") != 0) {
+			mc_http_header allow = {"Allow", 5, "POST", 4};
+			mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed", "POST only");
+			return;
+		}
+		a->fail = query_u64(r, "on", 1, 1) == 1;
+		origin_stats(a, ex);
+		return;
+	}
 	a->n++;
-	/* the body depends on the path only, so the ETag is a true validator */
-	mc_buf b;
-	mc_buf_init(&b);
-	mc_buf_append_str(&b, "{\"origin\":\"sample\",\"path\":");
-	mc_buf_append_json(&b, r->path, r->path_len);
-	mc_buf_append_str(&b, "}");
-	pad_json(&b, (size_t)a->body_bytes);
-	char etag[16], cc[32], hits[24];
-	snprintf(etag, sizeof etag, "\"%08x\"", (unsigned)mc_crc32c(0, b.data, b.len));
-	snprintf(cc, sizeof cc, "max-age=%llu", (unsigned long long)a->max_age);
-	snprintf(hits, sizeof hits, "%llu", (unsigned long long)a->n);
-	mc_http_header h[] = {{"Content-Type", 12, "application/json", 16},
-			      {"Cache-Control", 13, cc, strlen(cc)},
-			      {"ETag", 4, etag, strlen(etag)},
-			      {"X-Origin-Hits", 13, hits, strlen(hits)}};
-	size_t inm_len;
-	const char *inm = mc_http_header_find(r->headers, r->nheaders, "if-none-match", &inm_len);
-	int is_read = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
-	if (inm && is_read && etag_matches(inm, inm_len, etag))
-		mc_http_respond(ex, 304, h + 1, MC_ARRAY_LEN(h) - 1, NULL, 0);
+	count_target(a, r->target);
+	uint64_t delay = query_u64(r, "delay", MAX_WORK_MS, a->work_ms);
+	if (delay == 0)
+		origin_answer(a, ex, a->n);
 	else
-		mc_http_respond(ex, 200, h, MC_ARRAY_LEN(h), b.data, b.len);
-	mc_buf_fini(&b);
+		answer_later(a, ex, a->n, delay, origin_answer);
 }
 
 /* ---- process ----------------------------------------------------------------------------- */
@@ -316,6 +487,11 @@ static void app_stop(app *a)
 	a->srv = NULL;
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->sigint, NULL);
+	for (size_t i = 0; i < a->ntargets; i++)
+		free(a->targets[i].target);
+	free(a->targets);
+	a->targets = NULL;
+	a->ntargets = 0;
 	while (a->pending) {
 		work *w = a->pending;
 		if (w->streaming)
@@ -369,6 +545,15 @@ static int name_ok(const char *s)
 	return 1;
 }
 
+/* Printable ASCII, spaces allowed (a header value). */
+static int name_ok_spaces(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return 0;
+	return 1;
+}
+
 /* Returns 0 to run, 1 after --help, -1 on a command-line error (reported). */
 static int parse_args(app *a, int argc, char **argv)
 {
@@ -387,9 +572,10 @@ static int parse_args(app *a, int argc, char **argv)
 		memcpy(opt, arg, olen);
 		opt[olen] = '\0';
 		int known = !strcmp(opt, "--listen") || !strcmp(opt, "--body-bytes") ||
-			    (!a->origin && (!strcmp(opt, "--name") || !strcmp(opt, "--work-ms") ||
-					    !strcmp(opt, "--fail-status"))) ||
-			    (a->origin && !strcmp(opt, "--max-age"));
+			    !strcmp(opt, "--work-ms") ||
+			    (!a->origin && (!strcmp(opt, "--name") || !strcmp(opt, "--fail-status"))) ||
+			    (a->origin && (!strcmp(opt, "--max-age") ||
+					   !strcmp(opt, "--cache-control") || !strcmp(opt, "--vary")));
 		if (!known)
 			return arg_error(a, "unknown option '%s'", opt);
 		if (eq) {
@@ -424,6 +610,16 @@ static int parse_args(app *a, int argc, char **argv)
 						 "--fail-status: expected a status in 200..999, "
 						 "got '%s'",
 						 val);
+		} else if (!strcmp(opt, "--cache-control")) {
+			if (strlen(val) >= CC_MAX || !name_ok_spaces(val))
+				return arg_error(a, "--cache-control: expected at most %d printable "
+						    "characters, got '%s'",
+						 CC_MAX - 1, val);
+			a->cache_control = val;
+		} else if (!strcmp(opt, "--vary")) {
+			if (!name_ok(val))
+				return arg_error(a, "--vary: expected a header name, got '%s'", val);
+			a->vary = val;
 		} else if (!strcmp(opt, "--body-bytes")) {
 			if (parse_num(a, opt, val, MAX_BODY_BYTES, &a->body_bytes) < 0)
 				return -1;
@@ -497,5 +693,6 @@ int mc_testbed_sample_origin_main(int argc, char **argv)
 	a.prog = "sample-origin";
 	a.origin = 1;
 	a.max_age = 60;
+	a.start_s = mc_wall_ms() / 1000 - 3600;
 	return app_main(&a, argc, argv);
 }

@@ -84,6 +84,11 @@ static void run_stream(const uint8_t *data, size_t size)
 			mc_repl_encode_invalidate(&re, f.u.invalidate.version, f.u.invalidate.key,
 						  f.u.invalidate.klen);
 			break;
+		case MC_FRAME_PURGE:
+			mc_repl_encode_purge(&re, f.u.purge.prefix, f.u.purge.host,
+					     f.u.purge.host_len, f.u.purge.pattern,
+					     f.u.purge.pattern_len);
+			break;
 		default:
 			abort(); /* decode accepted an unknown type */
 		}

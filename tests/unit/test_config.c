@@ -121,8 +121,11 @@ static const bad_case cell_bad[] = {
     {HEAD POOLS " \"routes\": [" KV_ROUTE ",\n  {\"name\": \"app\", \"prefix\": \"/v1/kv/\", "
 		"\"kind\": \"proxy\", \"pool\": \"app\"}]}",
      "cell.json:7:29: routes[1].prefix: duplicate prefix \"/v1/kv/\" (also routes[0])"},
+    {HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"/v1/kv/\", \"kind\": \"cdn\"}]}",
+     "cell.json:5:57: routes[0].kind: expected one of \"proxy\", \"kv\", \"flags\", \"cache\", got \"cdn\""},
     {HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"/v1/kv/\", \"kind\": \"cache\"}]}",
-     "cell.json:5:57: routes[0].kind: expected one of \"proxy\", \"kv\", \"flags\", got \"cache\""},
+     "cell.json:5:57: routes[0].kind: a \"cache\" route needs region.http (the region's shield), "
+     "which is not set"},
     {HEAD " \"routes\": [{\"name\": \"kv\", \"prefix\": \"v1/kv/\", \"kind\": \"kv\"}]}",
      "cell.json:5:38: routes[0].prefix: expected a path prefix starting with \"/\", got "
      "\"v1/kv/\""},
@@ -786,6 +789,51 @@ static void test_cell_edge_example(void **state)
 	mc_cell_conf_free(c);
 }
 
+/* The edge cache's examples: a cell with a "cache" section and route, a region
+ * with a shield; defaults when the sections are absent. */
+static void test_cache_examples(void **state)
+{
+	(void)state;
+	char path[512], err[MC_CONFIG_ERR_MAX];
+	mc_cell_conf *c = NULL;
+	example("cell-cache.json", path, sizeof path);
+	int rc = mc_cell_conf_load(path, &c, err, sizeof err);
+	if (rc)
+		print_message("%s\n", err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(c->nroutes, 2);
+	assert_int_equal(c->routes[1].kind, MC_ROUTE_CACHE);
+	assert_int_equal(c->cache.max_bytes, 268435456);
+	assert_int_equal(c->cache.max_object_bytes, 1048576);
+	assert_int_equal(c->cache.shards, 16);
+	assert_int_equal(c->cache.policy, 0);
+	assert_int_equal(c->cache.max_waiters, 1024);
+	mc_cell_conf_free(c);
+
+	mc_region_conf *g = NULL;
+	example("region-shield.json", path, sizeof path);
+	rc = mc_region_conf_load(path, &g, err, sizeof err);
+	if (rc)
+		print_message("%s\n", err);
+	assert_int_equal(rc, 0);
+	assert_string_equal(g->shield_origin, "127.0.0.1:9000");
+	assert_int_equal(g->shield.max_bytes, 1073741824);
+	assert_int_equal(g->shield.max_object_bytes, 8388608);
+	assert_int_equal(g->shield.shards, 16);
+	assert_int_equal(g->shield.timeout_ms, 10000);
+	mc_region_conf_free(g);
+
+	example("region.json", path, sizeof path);
+	assert_int_equal(mc_region_conf_load(path, &g, err, sizeof err), 0);
+	assert_null(g->shield_origin);
+	mc_region_conf_free(g);
+	example("cell-lax.json", path, sizeof path);
+	assert_int_equal(mc_cell_conf_load(path, &c, err, sizeof err), 0);
+	assert_int_equal(c->cache.max_bytes, 64u << 20);
+	assert_int_equal(c->cache.policy, 0);
+	mc_cell_conf_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -803,6 +851,7 @@ int main(void)
 	    cmocka_unit_test(test_region_bad_documents),
 	    cmocka_unit_test(test_cell_edge_bad_documents),
 	    cmocka_unit_test(test_cell_edge_example),
+	    cmocka_unit_test(test_cache_examples),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -935,6 +935,84 @@ static void test_sink_raw_peers(void **state)
 	free(t);
 }
 
+/* PURGE: the golden frames of docs/protocol.md section 5, a round trip and the
+ * malformed variants. */
+static const char GOLDEN_PURGE_PREFIX[] = "00 00 00 0b 07 02 00 00 00 05 2f 69 6d 67 2f 0e\n"
+					  "be 28 1c";
+static const char GOLDEN_PURGE_EXACT[] = "00 00 00 1b 07 01 00 0b 65 78 61 6d 70 6c 65 2e\n"
+					 "63 6f 6d 00 0a 2f 61 2e 70 6e 67 3f 76 3d 31 83\n"
+					 "1f 5d f6";
+
+static void test_purge_frame(void **state)
+{
+	(void)state;
+	uint8_t want[64];
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_repl_frame f;
+	mc_repl_encode_purge(&b, true, "", 0, "/img/", 5);
+	size_t n = hex_decode(GOLDEN_PURGE_PREFIX, want, sizeof want);
+	assert_int_equal(b.len, n);
+	assert_memory_equal(b.data, want, n);
+	assert_int_equal(mc_repl_frame_decode((uint8_t *)b.data, b.len, MC_REPL_MAX_FRAME, &f),
+			 (int)n);
+	assert_int_equal(f.type, MC_FRAME_PURGE);
+	assert_true(f.u.purge.prefix);
+	assert_int_equal(f.u.purge.host_len, 0);
+	assert_int_equal(f.u.purge.pattern_len, 5);
+	assert_memory_equal(f.u.purge.pattern, "/img/", 5);
+
+	mc_buf_reset(&b);
+	mc_repl_encode_purge(&b, false, "example.com", 11, "/a.png?v=1", 10);
+	n = hex_decode(GOLDEN_PURGE_EXACT, want, sizeof want);
+	assert_int_equal(b.len, n);
+	assert_memory_equal(b.data, want, n);
+	assert_int_equal(mc_repl_frame_decode((uint8_t *)b.data, b.len, MC_REPL_MAX_FRAME, &f),
+			 (int)n);
+	assert_false(f.u.purge.prefix);
+	assert_memory_equal(f.u.purge.host, "example.com", 11);
+	assert_memory_equal(f.u.purge.pattern, "/a.png?v=1", 10);
+
+	/* the largest PURGE fits the cell's bound on region-to-cell frames */
+	char big[MC_REPL_PURGE_MAX];
+	memset(big, 'a', sizeof big);
+	big[0] = '/';
+	mc_buf_reset(&b);
+	mc_repl_encode_purge(&b, true, big + 1, 400, big, MC_REPL_PURGE_MAX - 400);
+	assert_true(b.len - MC_REPL_HDR - MC_REPL_TRAILER <= 1024);
+	assert_int_equal(decode_all(&b, &f), (int)b.len);
+
+	/* malformed: bad mode, empty pattern, host past the end, trailing byte, too long */
+	uint8_t *p;
+	mc_buf_reset(&b);
+	mc_repl_encode_purge(&b, false, "h", 1, "/x", 2);
+	p = (uint8_t *)b.data;
+	p[MC_REPL_HDR] = 3;
+	fix_crc(p, b.len);
+	assert_int_equal(decode_all(&b, &f), MC_EPROTO);
+	p[MC_REPL_HDR] = 1;
+	mc_put_u16(p + MC_REPL_HDR + 1, 9);
+	fix_crc(p, b.len);
+	assert_int_equal(decode_all(&b, &f), MC_EPROTO);
+	mc_put_u16(p + MC_REPL_HDR + 1, 1);
+	mc_put_u16(p + MC_REPL_HDR + 4, 0);
+	fix_crc(p, b.len);
+	assert_int_equal(decode_all(&b, &f), MC_EPROTO);
+	mc_put_u16(p + MC_REPL_HDR + 4, 1);
+	fix_crc(p, b.len);
+	assert_int_equal(decode_all(&b, &f), MC_EPROTO); /* one pattern byte left over */
+	mc_buf_reset(&b); /* host + pattern one byte over the bound */
+	mc_repl_encode_purge(&b, true, big + 1, 400, big, MC_REPL_PURGE_MAX - 400);
+	b.len -= MC_REPL_TRAILER;
+	mc_buf_append(&b, "a\0\0\0\0", 5);
+	p = (uint8_t *)b.data;
+	mc_put_u32(p, mc_get_u32(p) + 1);
+	mc_put_u16(p + MC_REPL_HDR + 3 + 400, MC_REPL_PURGE_MAX - 400 + 1);
+	fix_crc(p, b.len);
+	assert_int_equal(decode_all(&b, &f), MC_EPROTO);
+	mc_buf_fini(&b);
+}
+
 #define E2E_TESTS cmocka_unit_test(test_e2e_ship_and_restart), cmocka_unit_test(test_sink_raw_peers),
 
 int main(void)
@@ -949,6 +1027,7 @@ int main(void)
 		cmocka_unit_test(test_oversize),
 		cmocka_unit_test(test_malformed_entries),
 		cmocka_unit_test(test_malformed_small),
+		cmocka_unit_test(test_purge_frame),
 		E2E_TESTS
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

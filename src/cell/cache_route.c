@@ -1,0 +1,337 @@
+/* Cache routes: the cell's edge cache (tier "cell") in front of the region's
+ * shield cache. The upstream is region.http, asked with the client's request and
+ * "X-Metrocell-Shield: 1" (docs/architecture.md, "Edge cache"); answers carry
+ * X-Metrocell-Cache ("hit; tier=cell", "miss; tier=shield", ...) and Age, and
+ * the outcome cache_hit, cache_stale or cache_miss. Also the cell's purge API and
+ * the purges the region sends over the replication link. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cache/cache.h"
+#include "cell/cell_int.h"
+
+#define COMP "cache"
+#define PURGE_PATH "/v1/cache/purge"
+
+struct cell_cache {
+	cell *c;
+	mc_cache *store;
+	mc_http_pool *shield;	   /* keep-alive pool to region.http */
+	mc_cache_engine **engines; /* by route index; NULL for other kinds */
+	size_t nroutes;
+	uint64_t purge_frames; /* PURGE frames received from the region */
+};
+
+/* One request of a cache route, alive until the engine answers. */
+typedef struct creq {
+	cell_req *r;
+	mc_cache_request q;
+	mc_cache_header *hdrs;
+	mc_cache_header *fwd;
+	mc_buf xff;
+} creq;
+
+/* One request to the shield. */
+typedef struct sfetch {
+	mc_cache_fetch_done done;
+	void *arg;
+} sfetch;
+
+/* ---- upstream: the region's shield -------------------------------------------------------- */
+
+static void on_shield_response(void *arg, int err, const mc_http_response *res)
+{
+	sfetch *f = arg;
+	if (err < 0) {
+		f->done(f->arg, err, NULL);
+		free(f);
+		return;
+	}
+	mc_cache_header *h = mc_alloc((res->nheaders + 1) * sizeof *h);
+	for (size_t i = 0; i < res->nheaders; i++)
+		h[i] = (mc_cache_header){res->headers[i].name, res->headers[i].name_len,
+					 res->headers[i].value, res->headers[i].value_len};
+	mc_cache_response cr = {res->status, h, res->nheaders, res->body, res->body_len};
+	f->done(f->arg, 0, &cr);
+	free(h);
+	free(f);
+}
+
+static int shield_fetch(void *ctx, const char *method, const char *target, const mc_cache_header *h,
+			size_t n, const void *body, size_t body_len, mc_cache_fetch_done done,
+			void *arg)
+{
+	cell_cache *cc = ctx;
+	mc_http_header *hh = mc_alloc((n + 1) * sizeof *hh);
+	for (size_t i = 0; i < n; i++)
+		hh[i] = (mc_http_header){h[i].name, h[i].name_len, h[i].value, h[i].value_len};
+	hh[n] = (mc_http_header){"X-Metrocell-Shield", 18, "1", 1};
+	sfetch *f = mc_alloc(sizeof *f);
+	f->done = done;
+	f->arg = arg;
+	int rc = mc_http_pool_request(cc->shield, method, target, hh, n + 1, body, body_len,
+				      on_shield_response, f);
+	free(hh);
+	if (rc < 0)
+		free(f);
+	return rc;
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static void creq_free(creq *q)
+{
+	free(q->hdrs);
+	free(q->fwd);
+	mc_buf_fini(&q->xff);
+	free(q);
+}
+
+static bool named(const mc_cache_header *h, const char *name)
+{
+	return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
+/* The cell sets these itself (X-Forwarded-For is extended, not replaced). */
+static bool set_by_cell(const mc_cache_header *h)
+{
+	return named(h, "x-forwarded-for") || named(h, "x-forwarded-host");
+}
+
+static void on_answer(void *arg, const mc_cache_answer *a)
+{
+	creq *q = arg;
+	cell_req *r = q->r;
+	const cell *c = r->c;
+	if (a->err < 0) {
+		int timeout = a->err == MC_ETIMEDOUT, full = a->err == MC_EFULL;
+		mc_cell_finish_error(r,
+				     timeout ? 504
+				     : full  ? 503
+					     : 502,
+				     OUTCOME_REFUSED,
+				     timeout ? "upstream_timeout"
+				     : full  ? "overloaded"
+					     : "upstream_failed",
+				     "region shield %s: %s", c->conf->region_http,
+				     mc_strerror(a->err));
+		creq_free(q);
+		return;
+	}
+	cell_outcome outcome = a->result == MC_CACHE_HIT     ? OUTCOME_CACHE_HIT
+			       : a->result == MC_CACHE_STALE ? OUTCOME_CACHE_STALE
+							     : OUTCOME_CACHE_MISS;
+	if (!a->upstream) { /* answered here: the timing has no region segment */
+		r->seg_name = NULL;
+		r->seg_start_ns = 0;
+	}
+	mc_http_header *h = mc_alloc((a->nheaders + 2) * sizeof *h);
+	size_t n = 0;
+	for (size_t i = 0; i < a->nheaders; i++)
+		h[n++] = (mc_http_header){a->headers[i].name, a->headers[i].name_len,
+					  a->headers[i].value, a->headers[i].value_len};
+	char age[24];
+	if (a->age_s >= 0) {
+		snprintf(age, sizeof age, "%lld", (long long)a->age_s);
+		h[n++] = (mc_http_header){"Age", 3, age, strlen(age)};
+	}
+	h[n++] =
+	    (mc_http_header){"X-Metrocell-Cache", 17, a->cache_status, strlen(a->cache_status)};
+	mc_cell_finish(r, a->status, outcome, h, n, a->body, a->body_len);
+	free(h);
+	creq_free(q);
+}
+
+void mc_cell_cache_handle(cell_req *r)
+{
+	cell_cache *cc = r->c->cache;
+	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	size_t idx = (size_t)(r->route - r->c->routes);
+	MC_ASSERT(cc && idx < cc->nroutes && cc->engines[idx]);
+	creq *q = mc_calloc(1, sizeof *q);
+	q->r = r;
+	mc_buf_init(&q->xff);
+	q->hdrs = mc_alloc((req->nheaders + 1) * sizeof *q->hdrs);
+	for (size_t i = 0; i < req->nheaders; i++)
+		q->hdrs[i] = (mc_cache_header){req->headers[i].name, req->headers[i].name_len,
+					       req->headers[i].value, req->headers[i].value_len};
+	size_t hl = 0;
+	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
+	/* Upstream fields: the client's end-to-end ones, the same Host (the shield's key
+	 * is the cell's key), the forwarding chain and the cell's name. */
+	q->fwd = mc_alloc((req->nheaders + 4) * sizeof *q->fwd);
+	size_t n = 0;
+	for (size_t i = 0; i < req->nheaders; i++)
+		if (mc_cache_header_forwardable(q->hdrs, req->nheaders, i) &&
+		    !set_by_cell(&q->hdrs[i]))
+			q->fwd[n++] = q->hdrs[i];
+	if (host) {
+		q->fwd[n++] = (mc_cache_header){"Host", 4, host, hl};
+		q->fwd[n++] = (mc_cache_header){"X-Forwarded-Host", 16, host, hl};
+	}
+	const char *colon = strrchr(req->peer, ':');
+	size_t iplen = colon ? (size_t)(colon - req->peer) : strlen(req->peer);
+	size_t xl;
+	const char *xff = mc_http_header_find(req->headers, req->nheaders, "x-forwarded-for", &xl);
+	if (xff) {
+		mc_buf_append(&q->xff, xff, xl);
+		mc_buf_append(&q->xff, ", ", 2);
+	}
+	mc_buf_append(&q->xff, req->peer, iplen);
+	q->fwd[n++] = (mc_cache_header){"X-Forwarded-For", 15, q->xff.data, q->xff.len};
+	q->fwd[n++] =
+	    (mc_cache_header){"X-Metrocell-Cell", 16, r->c->conf->cell, strlen(r->c->conf->cell)};
+	q->q = (mc_cache_request){.method = req->method,
+				  .target = req->target,
+				  .host = host ? host : "",
+				  .host_len = host ? hl : 0,
+				  .headers = q->hdrs,
+				  .nheaders = req->nheaders,
+				  .fwd = q->fwd,
+				  .nfwd = n,
+				  .body = req->body,
+				  .body_len = req->body_len};
+	r->seg_name = "region";
+	r->seg_start_ns = mc_now_ns();
+	mc_cache_engine_handle(cc->engines[idx], &q->q, on_answer, q);
+}
+
+/* ---- lifecycle, metrics, purge --------------------------------------------------------------- */
+
+int mc_cell_cache_init(cell *c)
+{
+	const mc_cell_conf *cf = c->conf;
+	size_t ncache = 0;
+	for (size_t i = 0; i < cf->nroutes; i++)
+		ncache += cf->routes[i].kind == MC_ROUTE_CACHE;
+	if (ncache == 0)
+		return 0;
+	cell_cache *cc = mc_calloc(1, sizeof *cc);
+	c->cache = cc;
+	cc->c = c;
+	mc_cache_opts o;
+	mc_cache_opts_default(&o);
+	o.max_bytes = (size_t)cf->cache.max_bytes;
+	o.max_object_bytes = (size_t)cf->cache.max_object_bytes;
+	o.shards = cf->cache.shards;
+	o.policy = cf->cache.policy == 1 ? MC_CACHE_LRU : MC_CACHE_S3FIFO;
+	o.max_waiters = cf->cache.max_waiters;
+	int rc = mc_cache_new(&cc->store, &o);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: cannot create the cache: %s\n", mc_strerror(rc));
+		return rc;
+	}
+	mc_http_pool_opts po;
+	mc_http_pool_opts_default(&po);
+	po.connect_timeout_ms = cf->cache.connect_timeout_ms;
+	po.request_timeout_ms = cf->cache.timeout_ms;
+	po.max_conns = cf->cache.max_conns;
+	po.max_idle = cf->cache.max_conns;
+	po.max_response_bytes = MC_MAX(po.max_response_bytes, o.max_object_bytes + (64u << 10));
+	rc = mc_http_pool_new(&cc->shield, c->loop, cf->region_http, &po);
+	if (rc < 0) {
+		fprintf(stderr, "metrocell cell: region.http %s: %s\n", cf->region_http,
+			mc_strerror(rc));
+		return rc;
+	}
+	cc->nroutes = cf->nroutes;
+	cc->engines = mc_calloc(cf->nroutes, sizeof *cc->engines);
+	mc_cache_engine_opts eo = {.tier = "cell", .fetch = shield_fetch, .fetch_ctx = cc};
+	for (size_t i = 0; i < cf->nroutes; i++)
+		if (cf->routes[i].kind == MC_ROUTE_CACHE &&
+		    (rc = mc_cache_engine_new(&cc->engines[i], cc->store, &eo)) < 0)
+			return rc;
+	MC_INFO(COMP, "cell %s: %zu cache route(s), %llu bytes in %u shard(s), shield at %s",
+		cf->cell, ncache, (unsigned long long)o.max_bytes,
+		mc_cache_options(cc->store)->shards, cf->region_http);
+	return 0;
+}
+
+void mc_cell_cache_fini(cell *c)
+{
+	cell_cache *cc = c->cache;
+	if (!cc)
+		return;
+	/* Freeing the pool completes its requests (MC_ECANCELED), so the engines have
+	 * nothing in flight when they go. */
+	mc_http_pool_free(cc->shield);
+	for (size_t i = 0; i < cc->nroutes; i++)
+		mc_cache_engine_free(cc->engines[i]);
+	free(cc->engines);
+	mc_cache_free(cc->store);
+	free(cc);
+	c->cache = NULL;
+}
+
+void mc_cell_cache_metrics(cell *c)
+{
+	cell_cache *cc = c->cache;
+	if (!cc)
+		return;
+	mc_buf l;
+	mc_buf_init(&l);
+	mc_buf_append_str(&l, "cell=\"");
+	mc_metrics_label_escape(&l, c->conf->cell);
+	mc_buf_append_str(&l, "\"");
+	mc_cache_store_metrics(cc->store, c->metrics, l.data);
+	mc_metrics_series(c->metrics, "metrocell_cache_purge_frames_total",
+			  "Purges received from the region over the replication link.",
+			  MC_METRIC_COUNTER, l.data)
+	    ->value = (double)cc->purge_frames;
+	size_t base = l.len;
+	for (size_t i = 0; i < cc->nroutes; i++) {
+		if (!cc->engines[i])
+			continue;
+		l.len = base;
+		l.data[base] = '\0';
+		mc_buf_append_str(&l, ",route=\"");
+		mc_metrics_label_escape(&l, c->conf->routes[i].name);
+		mc_buf_append_str(&l, "\"");
+		mc_cache_engine_metrics(cc->engines[i], c->metrics, l.data);
+	}
+	mc_buf_fini(&l);
+}
+
+void mc_cell_cache_on_purge(void *arg, bool prefix, const char *host, size_t host_len,
+			    const char *pattern, size_t pattern_len)
+{
+	cell *c = arg;
+	if (!c->cache)
+		return;
+	c->cache->purge_frames++;
+	size_t n = mc_cache_purge(c->cache->store, host, host_len, pattern, pattern_len, prefix);
+	MC_INFO(COMP, "cell %s: region purge %s %.*s%s%.*s: %zu object(s)", c->conf->cell,
+		prefix ? "prefix" : "key", (int)host_len, host, host_len ? " " : "",
+		(int)pattern_len, pattern, n);
+}
+
+int mc_cell_cache_admin(cell *c, mc_http_exchange *ex)
+{
+	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (strcmp(req->path, PURGE_PATH) != 0)
+		return 0;
+	if (strcmp(req->method, "POST") != 0) {
+		mc_http_header allow = {"Allow", 5, "POST", 4};
+		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
+				      "%s answers POST only", PURGE_PATH);
+		return 1;
+	}
+	mc_cache_purge_spec *sp = mc_alloc(sizeof *sp);
+	char err[256];
+	if (mc_cache_purge_parse(req->body, req->body_len, sp, err, sizeof err) < 0) {
+		mc_http_respond_error(ex, 400, NULL, 0, "bad_purge", "%s", err);
+		free(sp);
+		return 1;
+	}
+	size_t n = c->cache ? mc_cache_purge(c->cache->store, sp->host, sp->host_len, sp->pattern,
+					     sp->pattern_len, sp->prefix)
+			    : 0;
+	char body[64];
+	int bl = snprintf(body, sizeof body, "{\"purged\":%zu}\n", n);
+	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
+	mc_http_respond(ex, 200, &ct, 1, body, (size_t)bl);
+	free(sp);
+	return 1;
+}
