@@ -109,6 +109,9 @@ typedef struct mc_repl_shipper_opts {
 	 * stale: the shipper stops shipping and stops reconnecting until freed). */
 	void (*on_invalidate)(void *arg, const char *key, size_t klen, uint64_t version);
 	void (*on_fence)(void *arg, uint64_t epoch);
+	/* Optional, run on the loop: the region has durably applied every entry up
+	 * to seq (an ACK, or the answer to HELLO); seq only grows. */
+	void (*on_acked)(void *arg, uint64_t seq);
 	void *cb_arg;
 } mc_repl_shipper_opts;
 
@@ -124,6 +127,9 @@ typedef struct mc_repl_shipper_stats {
 	uint64_t lag_entries;     /* last_seq - acked_seq */
 	uint64_t oldest_unacked_ms; /* age of the oldest unacknowledged entry (0 when none) */
 	uint64_t fenced_epoch;     /* epoch the region fenced us with (0: not fenced) */
+	uint64_t up_since_ms;      /* wall ms the current connection was accepted by the
+				    * region (answer to HELLO); 0 while down */
+	uint64_t residency_violations; /* non-replicated entries found in the log, not shipped */
 	mc_hist lag_us;            /* commit-to-ack latency of acknowledged entries */
 } mc_repl_shipper_stats;
 
@@ -140,6 +146,11 @@ int mc_repl_shipper_new(mc_repl_shipper **out, uv_loop_t *loop, mc_store *store,
 			const char *cell, const char *region_addr,
 			const mc_repl_shipper_opts *opts);
 void mc_repl_shipper_stats_get(mc_repl_shipper *sh, mc_repl_shipper_stats *out);
+/* The cheap subset of the stats for per-request checks: the highest acknowledged
+ * seq, the age of the oldest unacknowledged entry in ms (0 when none) and
+ * up_since_ms. Any pointer may be NULL. */
+void mc_repl_shipper_progress(mc_repl_shipper *sh, uint64_t *acked_seq, uint64_t *oldest_unacked_ms,
+			      uint64_t *up_since_ms);
 void mc_repl_shipper_free(mc_repl_shipper *sh);
 
 /* ---- region side: sink ------------------------------------------------------------------- */
@@ -152,6 +163,10 @@ typedef struct mc_repl_sink_opts {
 	 * cell is answered by closing the connection. Copied by mc_repl_sink_new(). */
 	const char *const *allow_cells;
 	size_t n_allow_cells;
+	/* Optional, on the loop: cell's HELLO was accepted (ACK sent), so frames to it
+	 * (mc_repl_sink_invalidate_cell) now reach it. */
+	void (*on_cell_ready)(void *arg, const char *cell);
+	void *cb_arg;
 } mc_repl_sink_opts;
 
 void mc_repl_sink_opts_default(mc_repl_sink_opts *o);
@@ -189,5 +204,9 @@ int mc_repl_sink_fence(mc_repl_sink *sk, const char *cell, uint64_t epoch);
  * (NULL: all). Returns the number of cells it was sent to, or MC_EINVAL. */
 int mc_repl_sink_invalidate(mc_repl_sink *sk, const char *key, size_t klen, uint64_t version,
 			    const char *except_cell);
+/* Sends INVALIDATE{version, key} to cell alone. Returns 1 when it was queued on the
+ * cell's live connection, 0 when the cell is not connected, MC_EINVAL. */
+int mc_repl_sink_invalidate_cell(mc_repl_sink *sk, const char *cell, const char *key, size_t klen,
+				 uint64_t version);
 
 #endif

@@ -827,8 +827,8 @@ static void test_trim_survives_failed_batch(void **state)
 
 	struct req *w = mc_calloc(1, sizeof *w), *t = mc_calloc(1, sizeof *t);
 	w->kind = REQ_WRITE;
-	w->op = MC_OP_PUT;
-	w->log = 1;
+	w->wkind = MC_W_PUT;
+	w->flags = MC_W_LOG;
 	w->key = mc_strdup("one-more");
 	w->klen = strlen(w->key);
 	w->value = mc_alloc(VLEN);
