@@ -41,6 +41,8 @@ typedef struct cell_route {
 	mc_series *latency[OUTCOME_COUNT];
 } cell_route;
 
+struct cell_kv;
+
 typedef struct cell {
 	uv_loop_t *loop;
 	mc_cell_conf *conf;
@@ -57,6 +59,7 @@ typedef struct cell {
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
 	int stopping;
+	struct cell_kv *kv; /* hot-state KV API (src/cell/kv*.c) */
 } cell;
 
 /* Per-request state carried through asynchronous handlers. */
@@ -85,6 +88,22 @@ void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const c
 /* Route handlers. */
 void mc_cell_kv_handle(cell_req *r);
 void mc_cell_proxy_handle(cell_req *r);
+
+/* The hot-state KV API's life cycle (src/cell/kv_state.c), in call order:
+ * new (before the store opens), store_opts, shipper_opts, start (store and
+ * shipper running), metrics (any time), fini (stop: before the store closes),
+ * free (after the loop ended). */
+void mc_cell_kv_new(cell *c);
+void mc_cell_kv_store_opts(cell *c, mc_store_opts *so);
+void mc_cell_kv_shipper_opts(cell *c, mc_repl_shipper_opts *ro);
+void mc_cell_kv_start(cell *c);
+void mc_cell_kv_metrics(cell *c);
+void mc_cell_kv_fini(cell *c);
+void mc_cell_kv_free(cell *c);
+/* The KV route whose multi-get endpoint path is ("/v1/kv/" serves
+ * "POST /v1/kv:mget"), or NULL. */
+cell_route *mc_cell_kv_mget_route(cell *c, const char *path, size_t len);
+void mc_cell_kv_mget(cell_req *r);
 
 int mc_cell_pools_init(cell *c);
 void mc_cell_pools_fini(cell *c);
