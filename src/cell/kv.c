@@ -198,8 +198,9 @@ static void on_copy_stored(void *arg, const mc_write_result *res)
 		MC_WARN("cell", "keeping a replica copy: %s", mc_strerror(res->err));
 }
 
-/* Keeps the region's answer (200 or 404) as a replica copy. */
-static void keep_copy(kv_req *kr, const mc_http_response *res)
+/* Keeps the region's answer (200 or 404) as a replica copy; cb (NULL: none) runs
+ * once it is committed. Returns 0 or the store's error (cb not called). */
+static int keep_copy(kv_req *kr, const mc_http_response *res, mc_store_result_cb cb, void *arg)
 {
 	size_t hl;
 	char home[MC_STATE_MAX_HOME + 1] = "";
@@ -218,9 +219,10 @@ static void keep_copy(kv_req *kr, const mc_http_response *res)
 		      .home = home,
 		      .deleted = res->status != 200,
 		      .synced_ms = mc_wall_ms()};
-	int rc = mc_store_submit(kr->kv->c->store, &w, on_copy_stored, NULL);
+	int rc = mc_store_submit(kr->kv->c->store, &w, cb ? cb : on_copy_stored, arg);
 	if (rc < 0 && rc != MC_ECLOSED)
 		MC_WARN("cell", "keeping a replica copy: %s", mc_strerror(rc));
+	return rc;
 }
 
 static void why_of(char *why, size_t cap, int err, const mc_http_response *res)
@@ -229,6 +231,25 @@ static void why_of(char *why, size_t cap, int err, const mc_http_response *res)
 		snprintf(why, cap, "%s", mc_strerror(err));
 	else
 		snprintf(why, cap, "the region answered %d", res->status);
+}
+
+/* The read-through answer is sent once its copy is committed, so a client that
+ * got it reads the copy next. The answer was saved in kr->copy. */
+static void on_fetched_kept(void *arg, const mc_write_result *res)
+{
+	kv_req *kr = arg;
+	(void)res; /* a failed copy costs a read-through next time, nothing more */
+	kr->copy.value = kr->copy_val.data ? kr->copy_val.data : "";
+	struct hdrs H;
+	if (kr->copy.deleted) {
+		rec_headers(&H, kr, kr->copy.version, kr->copy.home, 0);
+		kv_fail_h(kr, 404, OUTCOME_REGIONAL, H.h, H.n, "not_found",
+			  "no key \"%s\" in the region", kr->r->key.data);
+		return;
+	}
+	rec_headers(&H, kr, kr->copy.version, kr->copy.home, kr->copy.expires_ms);
+	hdr_add(&H, "Content-Type", "application/octet-stream");
+	kv_finish(kr, 200, OUTCOME_REGIONAL, H.h, H.n, kr->copy.value, kr->copy.value_len);
 }
 
 static void on_fetched(void *arg, int err, const mc_http_response *res)
@@ -245,13 +266,31 @@ static void on_fetched(void *arg, int err, const mc_http_response *res)
 	if (is_write(kr)) {
 		/* The write's condition or counter sees the region's record: the copy
 		 * is queued before it, so the writer applies them in that order. */
-		keep_copy(kr, res);
+		keep_copy(kr, res, NULL, NULL);
 		kr->prefetched = 1;
 		kv_submit_write(kr);
 		return;
 	}
-	if (copy_bound(kr) > 0 && !kv->closing)
-		keep_copy(kr, res);
+	if (copy_bound(kr) > 0 && !kv->closing) {
+		size_t hl;
+		const char *h = mc_http_header_find(res->headers, res->nheaders, "x-metrocell-home",
+						    &hl);
+		memset(&kr->copy, 0, sizeof kr->copy);
+		if (h && hl <= MC_STATE_MAX_HOME) {
+			memcpy(kr->copy.home, h, hl);
+			kr->copy.home[hl] = '\0';
+		}
+		kr->copy.version = kv_hdr_u64(res, "x-metrocell-version");
+		kr->copy.expires_ms = kv_hdr_u64(res, "x-metrocell-expires-ms");
+		kr->copy.deleted = res->status != 200;
+		kr->have_copy = 0; /* not a fallback: the region's own answer */
+		mc_buf_reset(&kr->copy_val);
+		if (res->status == 200)
+			mc_buf_append(&kr->copy_val, res->body ? res->body : "", res->body_len);
+		kr->copy.value_len = kr->copy_val.len;
+		if (keep_copy(kr, res, on_fetched_kept, kr) == 0)
+			return;
+	}
 	size_t hl;
 	const char *home = mc_http_header_find(res->headers, res->nheaders, "x-metrocell-home", &hl);
 	char hbuf[MC_STATE_MAX_HOME + 1] = "";
@@ -311,9 +350,7 @@ static void on_forwarded(void *arg, int err, const mc_http_response *res)
 	}
 	kv_count(kv->rr_regional_key);
 	uint64_t version = kv_hdr_u64(res, "x-metrocell-version");
-	if (!is_write(kr) && (res->status == 200 || res->status == 404) && copy_bound(kr) > 0)
-		keep_copy(kr, res);
-	if (is_write(kr) && res->status < 300 && version && copy_bound(kr) > 0) {
+	if (res->status < 300 && version && copy_bound(kr) > 0) {
 		/* Our cached copy is older than this write: drop it. */
 		mc_write w = {.kind = MC_W_INVALIDATE,
 			      .key = kr->r->key.data,

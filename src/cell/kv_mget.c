@@ -30,6 +30,7 @@ struct mget {
 	size_t n;
 	size_t asked; /* items waiting for the region */
 	int read_through, regional;
+	size_t copies; /* replica copies not yet committed: the answer waits for them */
 };
 
 static void mget_free(struct mget *mg)
@@ -150,15 +151,20 @@ static void unavailable(cell_kv *kv, struct mitem *it)
 	it->error = "state_unavailable";
 }
 
+static void finish(kv_req *kr);
+
 static void on_copy(void *arg, const mc_write_result *res)
 {
-	(void)arg;
-	(void)res;
+	kv_req *kr = arg;
+	(void)res; /* a failed copy costs a read-through next time, nothing more */
+	if (--kr->mg->copies == 0)
+		finish(kr);
 }
 
 /* Applies the region's answer for one item (a member of its "results"). */
-static void take_answer(cell_kv *kv, struct mitem *it, json_t *a)
+static void take_answer(kv_req *kr, struct mitem *it, json_t *a)
 {
+	cell_kv *kv = kr->kv;
 	json_t *st = json_object_get(a, "status");
 	int status = json_is_integer(st) ? (int)json_integer_value(st) : 0;
 	if (status != 200 && status != 404) {
@@ -201,7 +207,8 @@ static void take_answer(cell_kv *kv, struct mitem *it, json_t *a)
 			      .home = it->rec.home,
 			      .deleted = status != 200,
 			      .synced_ms = mc_wall_ms()};
-		mc_store_submit(kv->c->store, &w, on_copy, NULL);
+		if (mc_store_submit(kv->c->store, &w, on_copy, kr) == 0)
+			kr->mg->copies++;
 	}
 }
 
@@ -229,12 +236,13 @@ static void on_region(void *arg, int err, const mc_http_response *res)
 		if (it->status)
 			continue;
 		if (results)
-			take_answer(kv, it, json_array_get(results, k++));
+			take_answer(kr, it, json_array_get(results, k++));
 		else
 			unavailable(kv, it);
 	}
 	json_decref(doc);
-	finish(kr);
+	if (mg->copies == 0)
+		finish(kr);
 }
 
 /* Parses {"keys": [...]} into items; answers 400 itself. */
