@@ -315,6 +315,11 @@ static void test_cell_example(void **state)
 	assert_string_equal(c->routes[1].prefix, "/");
 	assert_int_equal(c->routes[1].kind, MC_ROUTE_PROXY);
 	assert_int_equal(c->routes[1].pool, 0);
+	assert_int_equal(c->classes.n, 5); /* the four rules and the default */
+	assert_int_equal(mc_class_rules_match(&c->classes, "pii:1", 5)->cls, MC_SCLASS_LOCAL);
+	assert_int_equal(mc_class_rules_match(&c->classes, "pay:1", 5)->ack_timeout_ms, 2000);
+	assert_true(c->repl.backlog_max_bytes == 1073741824);
+	assert_int_equal(c->state.max_mget_keys, 100);
 	mc_cell_conf_free(c);
 }
 
