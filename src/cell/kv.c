@@ -124,11 +124,12 @@ static void serve(kv_req *kr, int live, const mc_record *rec, cell_outcome o, co
 	if (replica)
 		replica_headers(&H, replica, age_ms);
 	if (!live) {
-		kv_fail_h(kr, 404, o, H.h, H.n, "not_found", "no key \"%s\" (%s, %s)",
-			  kr->r->key.data,
-			  replica ? "the region's answer, kept as a replica copy"
-			  : kr->cls == MC_CLASS_LOCAL ? "local key" : "deleted or expired here",
-			  kr->kv->c->conf->cell);
+		const char *why = replica			  ? "the region's answer, kept as a replica copy"
+				  : kr->cls == MC_CLASS_LOCAL ? "a local key"
+				  : rec->found		  ? "deleted or expired"
+							  : "not held, and no region.http to ask";
+		kv_fail_h(kr, 404, o, H.h, H.n, "not_found", "no key \"%s\" in cell %s (%s)",
+			  kr->r->key.data, kr->kv->c->conf->cell, why);
 		return;
 	}
 	hdr_add(&H, "Content-Type", "application/octet-stream");

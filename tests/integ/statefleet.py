@@ -10,7 +10,7 @@ CLASSES = [
     {"prefix": "pii:", "class": "local"},
     {"prefix": "ledger:", "class": "regional"},
     {"prefix": "cache:", "class": "regional", "cache_ttl_ms": 60000},
-    {"prefix": "s:", "class": "replicated", "replica_max_staleness_ms": 3000},
+    {"prefix": "s:", "class": "replicated", "replica_max_staleness_ms": 5000},
     {"prefix": "pay:", "class": "replicated", "ack": "region", "ack_timeout_ms": 1500},
     {"prefix": "payslow:", "class": "replicated", "ack": "region", "ack_timeout_ms": 20000},
 ]

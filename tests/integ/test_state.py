@@ -126,12 +126,12 @@ def test_cas_conflict_ttl_expiry_and_limits(fleet_factory):
 
     # TTL: served until it expires, 404 after, then swept from the store
     before = f.metric("lax", 'metrocell_state_swept_total{cell="lax",kind="expired"}')
-    doc = f.put("lax", "tmp:1", b"soon gone", query="?ttl_ms=600")
-    f.put("lax", "pii:tmp", b"local ttl", query="?ttl=1")
+    doc = f.put("lax", "tmp:1", b"soon gone", query="?ttl_ms=1500")
+    f.put("lax", "pii:tmp", b"local ttl", query="?ttl=2")
     status, hdrs, body = f.get("lax", "tmp:1")
     assert status == 200 and int(hdrs["x-metrocell-expires-ms"]) == doc["expires_ms"]
     assert f.get("lax", "pii:tmp")[0] == 200
-    time.sleep(1.2)
+    time.sleep(2.1)
     status, _, body = f.get("lax", "tmp:1")
     assert status == 404 and json.loads(body)["error"] == "not_found"
     assert f.get("lax", "pii:tmp")[0] == 404
@@ -277,7 +277,7 @@ def test_region_down_copy_within_bound_served_never_synced_503(fleet_factory):
     status, hdrs, body = f.get("lax", "s:held")
     assert status == 200 and body == b"held-value"
     assert hdrs["x-metrocell-replica"] == "stale"
-    assert int(hdrs["x-metrocell-replica-age-ms"]) < 3000
+    assert int(hdrs["x-metrocell-replica-age-ms"]) < 5000
     assert hdrs["x-metrocell-outcome"] == "cache_stale"
     status, hdrs, _ = f.get("lax", "s:absent")
     assert status == 404 and hdrs["x-metrocell-replica"] == "stale"
@@ -290,7 +290,7 @@ def test_region_down_copy_within_bound_served_never_synced_503(fleet_factory):
     assert res[0]["status"] == 200 and res[0]["replica"] == "stale"
     assert res[1]["status"] == 503 and res[1]["error"] == "state_unavailable"
     # beyond the bound: 503 as well, never the stale value and never 404
-    time.sleep(max(0.0, synced + 3.2 - time.time()))
+    time.sleep(max(0.0, synced + 5.2 - time.time()))
     status, _, body = f.get("lax", "s:held")
     assert status == 503 and json.loads(body)["error"] == "state_unavailable"
     assert f.get("lax", "s:absent")[0] == 503
