@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -42,7 +43,7 @@ class Checker:
         self.lock = threading.Lock()
         self.sent = {}       # key -> set of values ever sent
         self.acked = {}      # key -> (version, value) last acknowledged
-        self.inflight = {}   # key -> value sent, no answer yet
+        self.inflight = {}   # key -> values sent without an answer since the last check
         self.seen = {}       # key -> highest version read back
         self.count_acked = {}   # counter key -> acknowledged increments
         self.count_flying = {}  # counter key -> increments without an answer
@@ -70,6 +71,9 @@ class Checker:
             version, value = int(r["version"]), r["value"]
             if value not in sent:
                 problems.append("iter %d: %s holds %r, which was never written" % (it, key, value))
+            if not acked and value not in self.inflight.get(key, ()):
+                problems.append("iter %d: %s holds %r, never acknowledged nor in flight" %
+                                (it, key, value))
             if acked:
                 if version < acked[0]:
                     problems.append("iter %d: %s went back from acknowledged version %d to %d" %
@@ -77,7 +81,7 @@ class Checker:
                 elif version == acked[0] and value != acked[1]:
                     problems.append("iter %d: %s version %d holds %r, acknowledged %r" %
                                     (it, key, version, value, acked[1]))
-                elif version > acked[0] and value != self.inflight.get(key):
+                elif version > acked[0] and value not in self.inflight.get(key, ()):
                     problems.append("iter %d: %s version %d holds %r, neither acknowledged "
                                     "nor in flight" % (it, key, version, value))
             if version < self.seen.get(key, 0):
@@ -129,7 +133,7 @@ def writer(fleet, checker, t, it, stop, rng):
             value = "v-%d-%d-%d" % (t, it, seq)
             with checker.lock:
                 checker.sent.setdefault(key, set()).add(value)
-                checker.inflight[key] = value
+                checker.inflight.setdefault(key, set()).add(value)
             conn.request("PUT", "/v1/kv/" + key, body=value.encode())
             resp = conn.getresponse()
             body = resp.read()
@@ -137,7 +141,7 @@ def writer(fleet, checker, t, it, stop, rng):
                 doc = json.loads(body)
                 with checker.lock:
                     checker.acked[key] = (int(doc["version"]), value)
-                    checker.inflight.pop(key, None)
+                    checker.inflight[key].discard(value)
                     checker.acked_writes += 1
         except (OSError, http.client.HTTPException):
             # the cell died under us: whatever was in flight stays "maybe"
@@ -225,9 +229,12 @@ def main():
         print("PROBLEM:", p)
     for p, rc in bad:
         print("process %s exited with %s" % (p.popen.args, rc))
-    print("%d iterations, %d acknowledged writes, %d problems, %.1f s (data in %s)" %
-          (n, acked, len(problems), time.time() - t0, tmp))
-    return 1 if problems or bad else 0
+    failed = bool(problems or bad)
+    print("%d iterations, %d acknowledged writes, %d problems, %.1f s%s" %
+          (n, acked, len(problems), time.time() - t0, " (data kept in %s)" % tmp if failed else ""))
+    if not failed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
