@@ -196,17 +196,19 @@ void kv_ack_wait(kv_req *kr, const mc_write_result *res)
 
 /* ---- invalidations and the sweeper ---------------------------------------------------------- */
 
+/* Counted once committed: a reader that sees the count sees the marker. */
 static void on_invalidated(void *arg, const mc_write_result *res)
 {
-	(void)arg;
-	if (res->err < 0)
+	cell_kv *kv = arg;
+	if (res->err == 0)
+		kv_count(kv->invalidations);
+	else if (res->err != MC_ECLOSED)
 		MC_WARN(COMP, "recording an invalidation from the region: %s", mc_strerror(res->err));
 }
 
 static void on_invalidate(void *arg, const char *key, size_t klen, uint64_t version)
 {
 	cell_kv *kv = arg;
-	kv_count(kv->invalidations);
 	mc_write w = {.kind = MC_W_INVALIDATE, .key = key, .klen = klen, .version = version};
 	int rc = mc_store_submit(kv->c->store, &w, on_invalidated, kv);
 	if (rc < 0)
@@ -271,7 +273,7 @@ void mc_cell_kv_new(cell *c)
 	kv->rr_read_through = regional_series(c, "read_through");
 	kv->rr_regional_key = regional_series(c, "regional_key");
 	kv->invalidations = cell_series(c, "metrocell_state_invalidations_total",
-					"INVALIDATE frames received from the region (a key this "
+					"INVALIDATE frames from the region applied (a key this "
 					"cell holds was written elsewhere).",
 					MC_METRIC_COUNTER, NULL);
 	kv->backlog_refused = cell_series(c, "metrocell_replication_backlog_refused_total",

@@ -262,6 +262,23 @@ def test_read_through_invalidate_and_new_value(fleet_factory):
     f.wait_replicated("sfo")
     status, _, body = f.incr("lax", "ctr")
     assert status == 200 and json.loads(body)["value"] == 42
+    # a regional key with a read cache: local within cache_ttl_ms, invalidated when
+    # another cell writes it through the region
+    assert f.req("sfo", "PUT", "cache:r", b"r1")[0] == 200
+    status, hdrs, body = f.get("lax", "cache:r")
+    assert status == 200 and body == b"r1" and hdrs["x-metrocell-outcome"] == "regional"
+    status, hdrs, body = f.get("lax", "cache:r")
+    assert status == 200 and body == b"r1" and hdrs["x-metrocell-outcome"] == "local"
+    assert hdrs["x-metrocell-replica"] == "fresh" and hdrs["x-metrocell-class"] == "regional"
+    before = f.metric("lax", 'metrocell_state_invalidations_total{cell="lax"}')
+    assert f.req("sfo", "PUT", "cache:r", b"r2")[0] == 200
+    wait_until(lambda: f.metric("lax", 'metrocell_state_invalidations_total{cell="lax"}') > before,
+               timeout=10, what="INVALIDATE of the cached regional key")
+    status, hdrs, body = f.get("lax", "cache:r")
+    assert body == b"r2" and hdrs["x-metrocell-outcome"] == "regional"
+    # lax's own write drops its cached copy at once
+    assert f.req("lax", "PUT", "cache:r", b"r3")[0] == 200
+    assert f.get("lax", "cache:r")[2] == b"r3"
 
 
 def test_region_down_copy_within_bound_served_never_synced_503(fleet_factory):
