@@ -41,7 +41,7 @@ void kv_finish(kv_req *kr, int status, cell_outcome outcome, const mc_http_heade
 
 static void kv_failv(kv_req *kr, int status, cell_outcome outcome, const mc_http_header *h,
 		     size_t n, const char *code, const char *fmt, va_list ap)
-	__attribute__((format(printf, 7, 0)));
+    __attribute__((format(printf, 7, 0)));
 
 static void kv_failv(kv_req *kr, int status, cell_outcome outcome, const mc_http_header *h,
 		     size_t n, const char *code, const char *fmt, va_list ap)
@@ -124,10 +124,10 @@ static void serve(kv_req *kr, int live, const mc_record *rec, cell_outcome o, co
 	if (replica)
 		replica_headers(&H, replica, age_ms);
 	if (!live) {
-		const char *why = replica			  ? "the region's answer, kept as a replica copy"
+		const char *why = replica ? "the region's answer, kept as a replica copy"
 				  : kr->cls == MC_CLASS_LOCAL ? "a local key"
-				  : rec->found		  ? "deleted or expired"
-							  : "not held, and no region.http to ask";
+				  : rec->found		      ? "deleted or expired"
+					       : "not held, and no region.http to ask";
 		kv_fail_h(kr, 404, o, H.h, H.n, "not_found", "no key \"%s\" in cell %s (%s)",
 			  kr->r->key.data, kr->kv->c->conf->cell, why);
 		return;
@@ -172,24 +172,28 @@ static void region_unavailable(kv_req *kr, const char *why)
 	}
 	kv_count(kv->unavailable);
 	if (is_write(kr))
-		kv_fail(kr, 503, OUTCOME_REFUSED, "state_unavailable",
-			"%s key \"%s\": the write needs the region's current record (incr or a "
-			"condition on a key cell %s does not hold) and the region is unreachable: %s",
-			mc_state_class_name(kr->cls), kr->r->key.data, kv->c->conf->cell, why);
+		kv_fail(
+		    kr, 503, OUTCOME_REFUSED, "state_unavailable",
+		    "%s key \"%s\": the write needs the region's current record (incr or a "
+		    "condition on a key cell %s does not hold) and the region is unreachable: %s",
+		    mc_state_class_name(kr->cls), kr->r->key.data, kv->c->conf->cell, why);
 	else if (kr->cls == MC_CLASS_REGIONAL)
 		kv_fail(kr, 503, OUTCOME_REFUSED, "state_unavailable",
 			"regional key \"%s\" lives in the region, which is unreachable: %s",
 			kr->r->key.data, why);
 	else if (kr->have_copy)
-		kv_fail(kr, 503, OUTCOME_REFUSED, "state_unavailable",
-			"cell %s holds a replica copy of \"%s\" older than replica_max_staleness_ms "
-			"(%u ms) and the region is unreachable: %s",
-			kv->c->conf->cell, kr->r->key.data, kr->rule->replica_max_staleness_ms, why);
+		kv_fail(
+		    kr, 503, OUTCOME_REFUSED, "state_unavailable",
+		    "cell %s holds a replica copy of \"%s\" older than replica_max_staleness_ms "
+		    "(%u ms) and the region is unreachable: %s",
+		    kv->c->conf->cell, kr->r->key.data, kr->rule->replica_max_staleness_ms, why);
 	else
-		kv_fail(kr, 503, OUTCOME_REFUSED, "state_unavailable",
-			"cell %s has never synced \"%s\" and the region is unreachable (%s); a key "
-			"the cell cannot vouch for is not answered \"not found\"",
-			kv->c->conf->cell, kr->r->key.data, why);
+		kv_fail(
+		    kr, 503, OUTCOME_REFUSED, "state_unavailable",
+		    "cell %s holds no copy of \"%s\" it can vouch for (never synced, or "
+		    "invalidated) and the region is unreachable (%s); such a key is not answered "
+		    "\"not found\"",
+		    kv->c->conf->cell, kr->r->key.data, why);
 }
 
 static void on_copy_stored(void *arg, const mc_write_result *res)
@@ -274,8 +278,8 @@ static void on_fetched(void *arg, int err, const mc_http_response *res)
 	}
 	if (copy_bound(kr) > 0 && !kv->closing) {
 		size_t hl;
-		const char *h = mc_http_header_find(res->headers, res->nheaders, "x-metrocell-home",
-						    &hl);
+		const char *h =
+		    mc_http_header_find(res->headers, res->nheaders, "x-metrocell-home", &hl);
 		memset(&kr->copy, 0, sizeof kr->copy);
 		if (h && hl <= MC_STATE_MAX_HOME) {
 			memcpy(kr->copy.home, h, hl);
@@ -293,7 +297,8 @@ static void on_fetched(void *arg, int err, const mc_http_response *res)
 			return;
 	}
 	size_t hl;
-	const char *home = mc_http_header_find(res->headers, res->nheaders, "x-metrocell-home", &hl);
+	const char *home =
+	    mc_http_header_find(res->headers, res->nheaders, "x-metrocell-home", &hl);
 	char hbuf[MC_STATE_MAX_HOME + 1] = "";
 	if (home && hl <= MC_STATE_MAX_HOME) {
 		memcpy(hbuf, home, hl);
@@ -396,7 +401,9 @@ static void forward(kv_req *kr)
 		h[n++] = (mc_http_header){"If-Match", 8, v, len};
 	if ((v = mc_http_header_find(req->headers, req->nheaders, "if-none-match", &len)) != NULL)
 		h[n++] = (mc_http_header){"If-None-Match", 13, v, len};
-	const char *method = kr->action == KV_PUT ? "PUT" : kr->action == KV_DEL ? "DELETE" : "POST";
+	const char *method = kr->action == KV_PUT   ? "PUT"
+			     : kr->action == KV_DEL ? "DELETE"
+						    : "POST";
 	kr->r->seg_name = "region";
 	kr->r->seg_start_ns = mc_now_ns();
 	int rc = kv_region_call(kv, method, &target, h, n, req->body, req->body_len,
@@ -513,13 +520,15 @@ static void on_written(void *arg, const mc_write_result *res)
 		return;
 	case MC_EINVAL:
 		kv_fail(kr, 409, OUTCOME_LOCAL, "not_a_counter",
-			"\"%s\" holds a value that is not a decimal 64-bit integer", kr->r->key.data);
+			"\"%s\" holds a value that is not a decimal 64-bit integer",
+			kr->r->key.data);
 		return;
 	case MC_ETOOBIG:
-		kv_fail(kr, 409, OUTCOME_LOCAL, "counter_overflow",
-			"adding %lld to \"%s\" would overflow a signed 64-bit integer; the counter is "
-			"unchanged",
-			(long long)kr->delta, kr->r->key.data);
+		kv_fail(
+		    kr, 409, OUTCOME_LOCAL, "counter_overflow",
+		    "adding %lld to \"%s\" would overflow a signed 64-bit integer; the counter is "
+		    "unchanged",
+		    (long long)kr->delta, kr->r->key.data);
 		return;
 	case MC_EFULL:
 		kv_fail(kr, 507, OUTCOME_LOCAL, "store_full",
@@ -603,7 +612,8 @@ static void kv_write(kv_req *kr)
 		int needs = kr->action == KV_INCR || kr->if_version || kr->cond;
 		if (needs && kv->region && !kr->prefetched) {
 			mc_record rec;
-			int rc = mc_store_get(kv->c->store, kr->r->key.data, kr->r->key.len, &rec, NULL);
+			int rc =
+			    mc_store_get(kv->c->store, kr->r->key.data, kr->r->key.len, &rec, NULL);
 			if ((rc == 0 || rc == MC_ENOTFOUND) && (!rec.found || rec.invalid)) {
 				fetch(kr);
 				return;
@@ -677,7 +687,8 @@ static int parse_params(kv_req *kr, const mc_http_request *req)
 		int star;
 		if (mc_kv_version_parse(v, len, &kr->if_version, &star) < 0) {
 			kv_fail(kr, 400, OUTCOME_LOCAL, "bad_request",
-				"If-Match must be * or one version (as in X-Metrocell-Version or ETag)");
+				"If-Match must be * or one version (as in X-Metrocell-Version or "
+				"ETag)");
 			return -1;
 		}
 		if (star)
@@ -733,8 +744,8 @@ void mc_cell_kv_handle(cell_req *r)
 	} else {
 		mc_http_header allow = {"Allow", 5, "GET, HEAD, PUT, DELETE, POST", 28};
 		kv_fail_h(kr, 405, OUTCOME_LOCAL, &allow, 1, "method_not_allowed",
-			  "%.16s is not allowed on the KV API (POST only as %s{key}:incr)", req->method,
-			  r->route->conf->prefix);
+			  "%.16s is not allowed on the KV API (POST only as %s{key}:incr)",
+			  req->method, r->route->conf->prefix);
 		return;
 	}
 	if (parse_key(kr) < 0 || parse_params(kr, req) < 0)

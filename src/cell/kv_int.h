@@ -89,7 +89,7 @@ struct kv_req {
 void kv_finish(kv_req *kr, int status, cell_outcome outcome, const mc_http_header *h, size_t n,
 	       const void *body, size_t len);
 void kv_fail(kv_req *kr, int status, cell_outcome outcome, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 /* The same after the headers h[0..n). */
 void kv_fail_h(kv_req *kr, int status, cell_outcome outcome, const mc_http_header *h, size_t n,
 	       const char *code, const char *fmt, ...) __attribute__((format(printf, 7, 8)));

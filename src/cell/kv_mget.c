@@ -72,7 +72,8 @@ static void finish(kv_req *kr)
 		if (it->error)
 			mc_buf_printf(&b, ",\"error\":\"%s\"", it->error);
 		if (it->rec.version && it->status != 503)
-			mc_buf_printf(&b, ",\"version\":\"%llu\"", (unsigned long long)it->rec.version);
+			mc_buf_printf(&b, ",\"version\":\"%llu\"",
+				      (unsigned long long)it->rec.version);
 		if (it->rec.home[0] && it->status != 503) {
 			mc_buf_append_str(&b, ",\"home\":");
 			mc_buf_append_json(&b, it->rec.home, strlen(it->rec.home));
@@ -84,8 +85,8 @@ static void finish(kv_req *kr)
 					      (unsigned long long)it->rec.expires_ms);
 		}
 		if (it->replica)
-			mc_buf_printf(&b, ",\"replica\":\"%s\",\"replica_age_ms\":%llu", it->replica,
-				      (unsigned long long)it->age_ms);
+			mc_buf_printf(&b, ",\"replica\":\"%s\",\"replica_age_ms\":%llu",
+				      it->replica, (unsigned long long)it->age_ms);
 		mc_buf_append_str(&b, "}");
 	}
 	mc_buf_append_str(&b, "]}\n");
@@ -116,8 +117,8 @@ static void resolve_local(cell_kv *kv, struct mitem *it)
 		return;
 	}
 	it->live = rc == 0;
-	if (it->cls == MC_CLASS_LOCAL ||
-	    (it->cls == MC_CLASS_REPLICATED && it->rec.found && !it->rec.replica && !it->rec.invalid)) {
+	if (it->cls == MC_CLASS_LOCAL || (it->cls == MC_CLASS_REPLICATED && it->rec.found &&
+					  !it->rec.replica && !it->rec.invalid)) {
 		it->status = it->live ? 200 : 404;
 		return;
 	}
@@ -281,9 +282,10 @@ static int parse(kv_req *kr, struct mget *mg)
 		const unsigned char *p = (const unsigned char *)json_string_value(k);
 		for (size_t j = 0; j < json_string_length(k); j++) {
 			if (p[j] <= 0x20 || p[j] == 0x7f) {
-				kv_fail(kr, 400, OUTCOME_LOCAL, "bad_key",
-					"keys[%zu]: keys may not contain spaces or control characters",
-					i);
+				kv_fail(
+				    kr, 400, OUTCOME_LOCAL, "bad_key",
+				    "keys[%zu]: keys may not contain spaces or control characters",
+				    i);
 				goto out;
 			}
 		}

@@ -147,8 +147,9 @@ void kv_region_target(mc_buf *out, const char *key, size_t klen, const char *suf
 	mc_buf_append_str(out, "/v1/kv/");
 	for (size_t i = 0; i < klen; i++) {
 		unsigned char ch = (unsigned char)key[i];
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '_' || ch == '.' || ch == '~' || ch == ':' || ch == '@') {
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~' ||
+		    ch == ':' || ch == '@') {
 			mc_buf_append(out, (const char *)&ch, 1);
 		} else {
 			char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};

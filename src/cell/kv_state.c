@@ -13,8 +13,8 @@
 #define AGE_RECHECK_NS (50u * 1000000u)
 
 _Static_assert((int)MC_SCLASS_REPLICATED == (int)MC_CLASS_REPLICATED &&
-		       (int)MC_SCLASS_LOCAL == (int)MC_CLASS_LOCAL &&
-		       (int)MC_SCLASS_REGIONAL == (int)MC_CLASS_REGIONAL,
+		   (int)MC_SCLASS_LOCAL == (int)MC_CLASS_LOCAL &&
+		   (int)MC_SCLASS_REGIONAL == (int)MC_CLASS_REGIONAL,
 	       "config and state name the classes alike");
 
 void kv_count(mc_series *s)
@@ -128,11 +128,12 @@ static void ack_timeout(kv_req *w, const char *why)
 	char vbuf[24];
 	snprintf(vbuf, sizeof vbuf, "%llu", (unsigned long long)w->wres.version);
 	mc_http_header h[1] = {{"X-Metrocell-Version", 19, vbuf, strlen(vbuf)}};
-	kv_fail_h(w, 504, OUTCOME_REFUSED, h, 1, "region_ack_timeout",
-		"%s: the write (version %llu, seq %llu) is committed in cell %s and will still be "
-		"shipped to the region, but its acknowledgement (ack: region) did not arrive",
-		why, (unsigned long long)w->wres.version, (unsigned long long)w->wres.seq,
-		w->kv->c->conf->cell);
+	kv_fail_h(
+	    w, 504, OUTCOME_REFUSED, h, 1, "region_ack_timeout",
+	    "%s: the write (version %llu, seq %llu) is committed in cell %s and will still be "
+	    "shipped to the region, but its acknowledgement (ack: region) did not arrive",
+	    why, (unsigned long long)w->wres.version, (unsigned long long)w->wres.seq,
+	    w->kv->c->conf->cell);
 }
 
 static void on_ack_tick(uv_timer_t *t)
@@ -203,7 +204,8 @@ static void on_invalidated(void *arg, const mc_write_result *res)
 	if (res->err == 0)
 		kv_count(kv->invalidations);
 	else if (res->err != MC_ECLOSED)
-		MC_WARN(COMP, "recording an invalidation from the region: %s", mc_strerror(res->err));
+		MC_WARN(COMP, "recording an invalidation from the region: %s",
+			mc_strerror(res->err));
 }
 
 static void on_invalidate(void *arg, const char *key, size_t klen, uint64_t version)
@@ -246,7 +248,8 @@ static void on_sweep_tick(uv_timer_t *t)
 	sweep_next(t->data);
 }
 
-/* ---- life cycle ------------------------------------------------------------------------------- */
+/* ---- life cycle -------------------------------------------------------------------------------
+ */
 
 void mc_cell_kv_new(cell *c)
 {
@@ -258,11 +261,11 @@ void mc_cell_kv_new(cell *c)
 	kv->prefixes = mc_calloc(rules->n ? rules->n : 1, sizeof *kv->prefixes);
 	for (size_t i = 0; i < rules->n; i++) {
 		const mc_class_rule_conf *r = &rules->rules[i];
-		kv->prefixes[i] = (mc_state_prefix){r->prefix, strlen(r->prefix),
-						    (mc_state_class)r->cls};
+		kv->prefixes[i] =
+		    (mc_state_prefix){r->prefix, strlen(r->prefix), (mc_state_class)r->cls};
 		uint64_t bound = r->cls == MC_SCLASS_REPLICATED ? r->replica_max_staleness_ms
-				 : r->cls == MC_SCLASS_REGIONAL  ? r->cache_ttl_ms
-								 : 0;
+				 : r->cls == MC_SCLASS_REGIONAL ? r->cache_ttl_ms
+								: 0;
 		kv->copy_max_age_ms = MC_MAX(kv->copy_max_age_ms, bound);
 	}
 	uv_timer_init(c->loop, &kv->ack_timer);
@@ -371,43 +374,45 @@ void mc_cell_kv_metrics(cell *c)
 		    "Local- or regional-class records found on their way to the region (the store "
 		    "or the shipper withheld them). Stays 0.",
 		    MC_METRIC_COUNTER, NULL)
-		->value = (double)(ss.residency_violations + ship_violations);
+	    ->value = (double)(ss.residency_violations + ship_violations);
 	static const char *const kinds[] = {"expired", "tombstone", "replica_copy", "marker"};
-	uint64_t swept[] = {ss.swept_expired, ss.swept_tombstones, ss.swept_copies, ss.swept_markers};
+	uint64_t swept[] = {ss.swept_expired, ss.swept_tombstones, ss.swept_copies,
+			    ss.swept_markers};
 	for (size_t i = 0; i < MC_ARRAY_LEN(kinds); i++) {
 		char l[48];
 		snprintf(l, sizeof l, ",kind=\"%s\"", kinds[i]);
 		cell_series(c, "metrocell_state_swept_total",
-			    "Records deleted by the background sweeper, by kind.", MC_METRIC_COUNTER, l)
-			->value = (double)swept[i];
+			    "Records deleted by the background sweeper, by kind.",
+			    MC_METRIC_COUNTER, l)
+		    ->value = (double)swept[i];
 	}
 	cell_series(c, "metrocell_state_records",
 		    "Records in the hot-state store (tombstones and replica copies included).",
 		    MC_METRIC_GAUGE, NULL)
-		->value = (double)mc_store_record_count(c->store);
+	    ->value = (double)mc_store_record_count(c->store);
 	cell_series(c, "metrocell_state_durable",
-		    "1 when each group commit is fsynced (state.durability fsync).", MC_METRIC_GAUGE,
-		    NULL)
-		->value = mc_store_is_durable(c->store);
+		    "1 when each group commit is fsynced (state.durability fsync).",
+		    MC_METRIC_GAUGE, NULL)
+	    ->value = mc_store_is_durable(c->store);
 	char why[200];
 	cell_series(c, "metrocell_replication_backlog_full",
 		    "1 while replicated writes are refused (a backlog bound is reached).",
 		    MC_METRIC_GAUGE, NULL)
-		->value = kv_backlog_full(kv, why, sizeof why);
+	    ->value = kv_backlog_full(kv, why, sizeof why);
 	cell_series(c, "metrocell_replication_backlog_age_seconds",
 		    "Age of the oldest write the region has not acknowledged.", MC_METRIC_GAUGE,
 		    NULL)
-		->value = (double)age_ms / 1000.0;
+	    ->value = (double)age_ms / 1000.0;
 	cell_series(c, "metrocell_replication_backlog_max_bytes",
 		    "replication.backlog_max_bytes: backlog bytes at which replicated writes are "
 		    "refused.",
 		    MC_METRIC_GAUGE, NULL)
-		->value = (double)c->conf->repl.backlog_max_bytes;
+	    ->value = (double)c->conf->repl.backlog_max_bytes;
 	cell_series(c, "metrocell_replication_backlog_max_age_seconds",
 		    "replication.backlog_max_age_ms in seconds.", MC_METRIC_GAUGE, NULL)
-		->value = (double)c->conf->repl.backlog_max_age_ms / 1000.0;
+	    ->value = (double)c->conf->repl.backlog_max_age_ms / 1000.0;
 	cell_series(c, "metrocell_ack_region_waiting",
 		    "ack:region writes committed locally and waiting for the region.",
 		    MC_METRIC_GAUGE, NULL)
-		->value = (double)kv->nwait;
+	    ->value = (double)kv->nwait;
 }

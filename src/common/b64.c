@@ -56,8 +56,8 @@ int mc_base64_decode(mc_buf *out, const char *s, size_t n)
 			if (pad || (v[k] = b64val(s[i + k])) < 0)
 				return MC_EINVAL;
 		}
-		uint32_t x = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
-			     (uint32_t)v[3];
+		uint32_t x = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
+			     ((uint32_t)v[2] << 6) | (uint32_t)v[3];
 		uint8_t b[3] = {(uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x};
 		mc_buf_append(out, b, (size_t)(3 - pad));
 	}
@@ -97,8 +97,8 @@ int mc_utf8_valid(const void *p, size_t n)
 				return 0;
 			cp = (cp << 6) | (s[i + k] & 0x3F);
 		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-		    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+		    (len == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
 			return 0;
 		i += len;
 	}

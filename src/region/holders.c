@@ -15,8 +15,8 @@ struct holder {
 };
 
 struct entry {
-	struct entry *hnext;        /* hash chain */
-	struct entry *prev, *next;  /* LRU list, most recent at the tail */
+	struct entry *hnext;	   /* hash chain */
+	struct entry *prev, *next; /* LRU list, most recent at the tail */
 	uint32_t hash;
 	struct holder *hs;
 	uint16_t nh, caph;

@@ -29,10 +29,10 @@ typedef int (*mc_holders_send)(void *arg, const char *cell, const char *key, siz
 			       uint64_t version);
 
 typedef struct mc_holders_stats {
-	uint64_t keys;     /* keys tracked now */
-	uint64_t pending;  /* invalidations waiting for their cell to reconnect */
-	uint64_t sent;     /* INVALIDATE frames sent */
-	uint64_t evicted;  /* keys forgotten at MC_HOLDERS_MAX_KEYS */
+	uint64_t keys;	  /* keys tracked now */
+	uint64_t pending; /* invalidations waiting for their cell to reconnect */
+	uint64_t sent;	  /* INVALIDATE frames sent */
+	uint64_t evicted; /* keys forgotten at MC_HOLDERS_MAX_KEYS */
 } mc_holders_stats;
 
 /* max_keys 0 means MC_HOLDERS_MAX_KEYS. self is the region's own name: never a

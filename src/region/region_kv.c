@@ -80,7 +80,8 @@ static void on_cell_ready(void *arg, const char *cell)
 	mc_holders_flush(kv->holders, cell);
 }
 
-/* ---- sweeper ---------------------------------------------------------------------------------- */
+/* ---- sweeper ----------------------------------------------------------------------------------
+ */
 
 static void on_swept(void *arg, const mc_sweep_result *res)
 {
@@ -102,7 +103,8 @@ static void on_sweep_tick(uv_timer_t *t)
 		kv->sweeping = 1;
 }
 
-/* ---- helpers ------------------------------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------------------------------
+ */
 
 static int cell_name_ok(const char *s, size_t n)
 {
@@ -124,7 +126,8 @@ static int asking_cell(const mc_http_request *req, char *cell, size_t cap)
 		return 0;
 	memcpy(cell, c, n);
 	cell[n] = '\0';
-	const char *copy = mc_http_header_find(req->headers, req->nheaders, "x-metrocell-copy", &cn);
+	const char *copy =
+	    mc_http_header_find(req->headers, req->nheaders, "x-metrocell-copy", &cn);
 	return copy && cn == 1 && copy[0] == '1';
 }
 
@@ -148,25 +151,26 @@ static void rec_headers(mc_region_kv *kv, struct hdrs *H, uint64_t version, cons
 			uint64_t expires_ms)
 {
 	H->n = 0;
-	H->h[H->n++] = (mc_http_header){"X-Metrocell-Region", 18, kv->cf->region,
-					strlen(kv->cf->region)};
+	H->h[H->n++] =
+	    (mc_http_header){"X-Metrocell-Region", 18, kv->cf->region, strlen(kv->cf->region)};
 	if (version) {
 		snprintf(H->version, sizeof H->version, "%llu", (unsigned long long)version);
 		snprintf(H->etag, sizeof H->etag, "\"%llu\"", (unsigned long long)version);
-		H->h[H->n++] = (mc_http_header){"X-Metrocell-Version", 19, H->version,
-						strlen(H->version)};
+		H->h[H->n++] =
+		    (mc_http_header){"X-Metrocell-Version", 19, H->version, strlen(H->version)};
 		H->h[H->n++] = (mc_http_header){"ETag", 4, H->etag, strlen(H->etag)};
 	}
 	if (home && home[0])
 		H->h[H->n++] = (mc_http_header){"X-Metrocell-Home", 16, home, strlen(home)};
 	if (expires_ms) {
 		snprintf(H->expires, sizeof H->expires, "%llu", (unsigned long long)expires_ms);
-		H->h[H->n++] = (mc_http_header){"X-Metrocell-Expires-Ms", 22, H->expires,
-						strlen(H->expires)};
+		H->h[H->n++] =
+		    (mc_http_header){"X-Metrocell-Expires-Ms", 22, H->expires, strlen(H->expires)};
 	}
 }
 
-/* ---- reads -------------------------------------------------------------------------------------- */
+/* ---- reads --------------------------------------------------------------------------------------
+ */
 
 static void kv_read(mc_region_kv *kv, mc_http_exchange *ex, const mc_buf *key)
 {
@@ -275,7 +279,8 @@ static void kv_mget(mc_region_kv *kv, mc_http_exchange *ex)
 	json_decref(doc);
 }
 
-/* ---- writes ------------------------------------------------------------------------------------- */
+/* ---- writes -------------------------------------------------------------------------------------
+ */
 
 static void rw_free(struct rw *w)
 {
@@ -300,8 +305,9 @@ static void on_written(void *arg, const mc_write_result *res)
 				      kv->cf->region);
 		goto out;
 	case MC_ENOTFOUND:
-		mc_http_respond_error(w->ex, 404, NULL, 0, "not_found", "no key \"%.*s\" in region %s",
-				      (int)w->klen, w->key, kv->cf->region);
+		mc_http_respond_error(w->ex, 404, NULL, 0, "not_found",
+				      "no key \"%.*s\" in region %s", (int)w->klen, w->key,
+				      kv->cf->region);
 		goto out;
 	case MC_EINVAL:
 		mc_http_respond_error(w->ex, 409, NULL, 0, "not_a_counter",
@@ -330,7 +336,8 @@ static void on_written(void *arg, const mc_write_result *res)
 	mc_buf_init(&b);
 	mc_buf_append_str(&b, "{\"key\":");
 	mc_buf_append_json(&b, w->key, w->klen);
-	mc_buf_printf(&b, ",\"version\":\"%llu\",\"seq\":0,\"home\":", (unsigned long long)res->version);
+	mc_buf_printf(
+	    &b, ",\"version\":\"%llu\",\"seq\":0,\"home\":", (unsigned long long)res->version);
 	mc_buf_append_json(&b, kv->cf->region, strlen(kv->cf->region));
 	if (w->action == A_DEL)
 		mc_buf_append_str(&b, ",\"deleted\":true");
@@ -393,7 +400,8 @@ static void kv_write(mc_region_kv *kv, mc_http_exchange *ex, const mc_buf *key, 
 		if (req->body_len > kv->cf->state.max_value_bytes) {
 			mc_http_respond_error(ex, 413, NULL, 0, "value_too_large",
 					      "value of %zu bytes is over the limit of %u bytes",
-					      req->body_len, (unsigned)kv->cf->state.max_value_bytes);
+					      req->body_len,
+					      (unsigned)kv->cf->state.max_value_bytes);
 			rw_free(w);
 			return;
 		}
@@ -406,11 +414,12 @@ static void kv_write(mc_region_kv *kv, mc_http_exchange *ex, const mc_buf *key, 
 	} else {
 		wr.kind = MC_W_INCR;
 		wr.delta = qp.has_by ? qp.by : 1;
-		if (req->body_len && (qp.has_by || mc_kv_i64_parse(req->body, req->body_len,
-								   &wr.delta) < 0)) {
-			mc_http_respond_error(ex, 400, NULL, 0, "bad_delta",
-					      "the delta is one signed 64-bit integer, in the body or "
-					      "in ?by=, not both");
+		if (req->body_len &&
+		    (qp.has_by || mc_kv_i64_parse(req->body, req->body_len, &wr.delta) < 0)) {
+			mc_http_respond_error(
+			    ex, 400, NULL, 0, "bad_delta",
+			    "the delta is one signed 64-bit integer, in the body or "
+			    "in ?by=, not both");
 			rw_free(w);
 			return;
 		}
@@ -427,7 +436,8 @@ static void kv_write(mc_region_kv *kv, mc_http_exchange *ex, const mc_buf *key, 
 	}
 }
 
-/* ---- dispatch ------------------------------------------------------------------------------------- */
+/* ---- dispatch
+ * ------------------------------------------------------------------------------------- */
 
 int mc_region_kv_owns(const char *path, size_t len)
 {
@@ -442,7 +452,8 @@ void mc_region_kv_handle(mc_region_kv *kv, mc_http_exchange *ex)
 		mc_http_respond_error(ex, 503, NULL, 0, "shutting_down", "the region is stopping");
 		return;
 	}
-	if (req->path_len == strlen(MGET_PATH) && memcmp(req->path, MGET_PATH, req->path_len) == 0) {
+	if (req->path_len == strlen(MGET_PATH) &&
+	    memcmp(req->path, MGET_PATH, req->path_len) == 0) {
 		if (strcmp(req->method, "POST") != 0) {
 			mc_http_header allow = {"Allow", 5, "POST", 4};
 			mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
@@ -478,10 +489,11 @@ void mc_region_kv_handle(mc_region_kv *kv, mc_http_exchange *ex)
 	mc_buf key;
 	mc_buf_init(&key);
 	if (rawlen == 0 || mc_http_percent_decode(raw, rawlen, &key) < 0 || !key_ok(kv, &key)) {
-		mc_http_respond_error(ex, 400, NULL, 0, "bad_key",
-				      "missing, malformed or too long key (1..%u bytes, no spaces or "
-				      "control characters)",
-				      (unsigned)kv->cf->state.max_key_bytes);
+		mc_http_respond_error(
+		    ex, 400, NULL, 0, "bad_key",
+		    "missing, malformed or too long key (1..%u bytes, no spaces or "
+		    "control characters)",
+		    (unsigned)kv->cf->state.max_key_bytes);
 	} else if (action == A_GET || action == A_HEAD) {
 		kv_read(kv, ex, &key);
 	} else {
@@ -490,7 +502,8 @@ void mc_region_kv_handle(mc_region_kv *kv, mc_http_exchange *ex)
 	mc_buf_fini(&key);
 }
 
-/* ---- life cycle -------------------------------------------------------------------------------------- */
+/* ---- life cycle
+ * -------------------------------------------------------------------------------------- */
 
 mc_region_kv *mc_region_kv_new(uv_loop_t *loop, const mc_region_conf *cf, mc_metrics *metrics)
 {
@@ -534,19 +547,19 @@ void mc_region_kv_metrics(mc_region_kv *kv)
 	mc_holders_stats_get(kv->holders, &hs);
 	series(kv, "metrocell_region_copy_tracked_keys",
 	       "Keys for which the region tracks which cells hold a copy.", MC_METRIC_GAUGE, NULL)
-		->value = (double)hs.keys;
+	    ->value = (double)hs.keys;
 	series(kv, "metrocell_region_invalidations_sent_total",
 	       "INVALIDATE frames sent to cells holding a copy of a key written elsewhere.",
 	       MC_METRIC_COUNTER, NULL)
-		->value = (double)hs.sent;
+	    ->value = (double)hs.sent;
 	series(kv, "metrocell_region_invalidations_pending",
 	       "Invalidations waiting for their cell to reconnect.", MC_METRIC_GAUGE, NULL)
-		->value = (double)hs.pending;
+	    ->value = (double)hs.pending;
 	series(kv, "metrocell_region_copy_tracking_evicted_total",
 	       "Tracked keys forgotten at the table's bound (copies then bounded by their "
 	       "staleness bound only).",
 	       MC_METRIC_COUNTER, NULL)
-		->value = (double)hs.evicted;
+	    ->value = (double)hs.evicted;
 	if (!kv->store)
 		return;
 	mc_store_stats ss;
@@ -559,11 +572,11 @@ void mc_region_kv_metrics(mc_region_kv *kv)
 		series(kv, "metrocell_region_state_swept_total",
 		       "Records deleted by the region's background sweeper, by kind.",
 		       MC_METRIC_COUNTER, l)
-			->value = (double)swept[i];
+		    ->value = (double)swept[i];
 	}
 	series(kv, "metrocell_region_state_records",
 	       "Records in the regional store (tombstones included).", MC_METRIC_GAUGE, NULL)
-		->value = (double)mc_store_record_count(kv->store);
+	    ->value = (double)mc_store_record_count(kv->store);
 }
 
 static void on_timer_closed(uv_handle_t *h)

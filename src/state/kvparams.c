@@ -81,7 +81,8 @@ int mc_kv_query_parse(const char *q, mc_kv_params *out, char *err, size_t errcap
 			uint64_t mul = nl == 3 ? 1000 : 1;
 
 			if (out->has_ttl) {
-				snprintf(err, errcap, "give one of ttl= (seconds) and ttl_ms=, once");
+				snprintf(err, errcap,
+					 "give one of ttl= (seconds) and ttl_ms=, once");
 				return MC_EINVAL;
 			}
 			if (mc_parse_u64(val, vl, MC_KV_MAX_TTL_MS / mul, &x) != 0 || x == 0) {
@@ -110,8 +111,8 @@ int mc_kv_query_parse(const char *q, mc_kv_params *out, char *err, size_t errcap
 					      ? '?'
 					      : q[i];
 			name[m] = '\0';
-			snprintf(err, errcap, "unknown query parameter \"%s\" (known: ttl, ttl_ms, by)",
-				 name);
+			snprintf(err, errcap,
+				 "unknown query parameter \"%s\" (known: ttl, ttl_ms, by)", name);
 			return MC_EINVAL;
 		}
 		q = amp ? amp + 1 : NULL;
