@@ -337,13 +337,32 @@ static void fetch(kv_req *kr)
 		region_unavailable(kr, rc == MC_EUNAVAIL ? kv->region_err : mc_strerror(rc));
 }
 
-static void on_invalidated_local(void *arg, const mc_write_result *res)
+static const char *const relay_names[5] = {"X-Metrocell-Version", "ETag", "X-Metrocell-Home",
+					   "X-Metrocell-Expires-Ms", "Content-Type"};
+
+/* Sends the region's answer saved by on_forwarded. */
+static void relay(kv_req *kr)
 {
-	(void)arg;
-	(void)res;
+	mc_http_header h[6];
+	size_t n = 0;
+	h[n++] = (mc_http_header){"X-Metrocell-Class", 17, "regional", 8};
+	for (size_t i = 0; i < MC_ARRAY_LEN(relay_names); i++)
+		if (kr->relay_len[i])
+			h[n++] = (mc_http_header){relay_names[i], strlen(relay_names[i]),
+						  kr->relay_hdr[i], kr->relay_len[i]};
+	kv_finish(kr, kr->relay_status, OUTCOME_REGIONAL, h, n, kr->copy_val.data,
+		  kr->copy_val.len);
 }
 
-/* Answer of the region to a forwarded regional operation: relayed. */
+static void on_dropped_copy(void *arg, const mc_write_result *res)
+{
+	(void)res; /* on failure the copy still ages out within cache_ttl_ms */
+	relay(arg);
+}
+
+/* Answer of the region to a forwarded regional write: relayed, after this cell's
+ * cached copy (older than the write) is marked invalid, so the client's next read
+ * does not see its own write undone. */
 static void on_forwarded(void *arg, int err, const mc_http_response *res)
 {
 	kv_req *kr = arg;
@@ -355,27 +374,27 @@ static void on_forwarded(void *arg, int err, const mc_http_response *res)
 		return;
 	}
 	kv_count(kv->rr_regional_key);
+	kr->relay_status = res->status;
+	for (size_t i = 0; i < MC_ARRAY_LEN(relay_names); i++) {
+		size_t len;
+		const char *v =
+		    mc_http_header_find(res->headers, res->nheaders, relay_names[i], &len);
+		kr->relay_len[i] = v && len <= sizeof kr->relay_hdr[i] ? len : 0;
+		if (kr->relay_len[i])
+			memcpy(kr->relay_hdr[i], v, len);
+	}
+	mc_buf_reset(&kr->copy_val);
+	mc_buf_append(&kr->copy_val, res->body ? res->body : "", res->body_len);
 	uint64_t version = kv_hdr_u64(res, "x-metrocell-version");
-	if (res->status < 300 && version && copy_bound(kr) > 0) {
-		/* Our cached copy is older than this write: drop it. */
+	if (res->status < 300 && version && copy_bound(kr) > 0 && !kv->closing) {
 		mc_write w = {.kind = MC_W_INVALIDATE,
 			      .key = kr->r->key.data,
 			      .klen = kr->r->key.len,
 			      .version = version};
-		mc_store_submit(kv->c->store, &w, on_invalidated_local, NULL);
+		if (mc_store_submit(kv->c->store, &w, on_dropped_copy, kr) == 0)
+			return;
 	}
-	static const char *const pass[] = {"x-metrocell-version", "etag", "x-metrocell-home",
-					   "x-metrocell-expires-ms", "content-type"};
-	mc_http_header h[8];
-	size_t n = 0;
-	h[n++] = (mc_http_header){"X-Metrocell-Class", 17, "regional", 8};
-	for (size_t i = 0; i < MC_ARRAY_LEN(pass); i++) {
-		size_t len;
-		const char *v = mc_http_header_find(res->headers, res->nheaders, pass[i], &len);
-		if (v)
-			h[n++] = (mc_http_header){pass[i], strlen(pass[i]), v, len};
-	}
-	kv_finish(kr, res->status, OUTCOME_REGIONAL, h, n, res->body, res->body_len);
+	relay(kr);
 }
 
 static void forward(kv_req *kr)

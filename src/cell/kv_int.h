@@ -83,6 +83,11 @@ struct kv_req {
 
 	/* multi-get */
 	struct mget *mg;
+
+	/* A regional write's answer, relayed once the cached copy is dropped. */
+	int relay_status;
+	char relay_hdr[5][80];
+	size_t relay_len[5]; /* 0: header absent */
 };
 
 /* kv.c */
