@@ -334,7 +334,12 @@ def parse_redis_benchmark(out):
     """req/s and latency percentiles (ms) from `redis-benchmark --csv` (7.x:
     "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...). Falls back
     to the `-q` line ("SET: N requests per second, p50=X msec") for req/s and p50."""
-    rows = [row for row in csv.reader(io.StringIO(out)) if row]
+    # Progress lines end in \r (when stdout is a terminal): treat them as lines.
+    text = out.replace("\r", "\n")
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error:
+        rows = []
     header = next((row for row in rows if "rps" in row), None)
     if header:
         for row in rows[rows.index(header) + 1:]:
@@ -347,7 +352,7 @@ def parse_redis_benchmark(out):
                         r["%s_ms" % m.group(1)] = float(v)
                 if "p99_ms" in r:
                     return r
-    m = re.search(r"SET:\s*([0-9.]+) requests per second(?:, p50=([0-9.]+) msec)?", out)
+    m = re.search(r"SET:\s*([0-9.]+) requests per second(?:, p50=([0-9.]+) msec)?", text)
     if m:
         r = {"rps": float(m.group(1))}
         if m.group(2):
