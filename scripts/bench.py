@@ -998,10 +998,10 @@ def perf_profile(ctx, side, srv, name, seconds, record):
         raise BenchError("perf record wrote nothing: %s" % " ".join(errs))
     text = _perf_report(data, "dso,sym")
     dso_text = _perf_report(data, "dso")
-    comm_text = _perf_report(data, "comm")
+    comm_text = _perf_report(data, "pid")  # "pid" sorts by thread: TID:COMM
     with open(ctx.path("perf-%s.txt" % name), "w") as f:
         f.write("# syscalls per request: %s\n" % json.dumps(out) + text +
-                "\n# by DSO\n" + dso_text + "\n# by thread name\n" + comm_text)
+                "\n# by DSO\n" + dso_text + "\n# by thread\n" + comm_text)
     top = []
     for line in text.splitlines():
         m = re.match(r"\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
@@ -1011,7 +1011,17 @@ def perf_profile(ctx, side, srv, name, seconds, record):
     out["by_dso"] = [{"self_pct": float(m.group(1)), "dso": m.group(2)} for m in
                      (re.match(r"\s*([0-9.]+)%\s+(\S+)\s*$", x) for x in dso_text.splitlines())
                      if m]
-    out["by_thread"] = [{"self_pct": float(m.group(1)), "comm": m.group(2)} for m in
+    # Inclusive time under each system call's kernel entry point (callers included).
+    inc = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio", "-g", "none",
+                          "--sort", "sym"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         timeout=300).stdout.decode(errors="replace")
+    out["kernel_by_syscall"] = []
+    for line in inc.splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+[0-9.]+%\s+\[k\]\s+(__x64_sys_\w+|ksys_\w+|do_writev|do_fsync|"
+                     r"do_futex|do_epoll_wait)\s*$", line)
+        if m and float(m.group(1)) >= 0.5:
+            out["kernel_by_syscall"].append({"incl_pct": float(m.group(1)), "entry": m.group(2)})
+    out["by_thread"] = [{"self_pct": float(m.group(1)), "tid": m.group(2)} for m in
                         (re.match(r"\s*([0-9.]+)%\s+(\S+)\s*$", x) for x in comm_text.splitlines())
                         if m]
     return out
@@ -1097,18 +1107,25 @@ def run_scenario(ctx, sc, results, table):
             # where Metrocell spends its time.
             for label, side in sides:
                 prof = perf_profile(ctx, side, servers[label], "%s-%s" % (sc.name, label),
-                                    s.seconds, record=(label == "metrocell"))
+                                    s.seconds, record=True)
                 figures[label]["perf"] = prof
                 print("   perf %-10s %.2f syscalls/req (%s), %.3f context switches/req" %
                       (label, prof["syscalls_per_request"],
                        ", ".join("%s %.2f" % kv for kv in
                                  list(prof["by_syscall_per_request"].items())[:6]),
                        prof["context_switches_per_request"]), flush=True)
-                for t in prof.get("top", [])[:12]:
+                for t in prof.get("top", [])[:12] if label == "metrocell" else []:
                     print("      %5.2f%%  %-18s %s" % (t["self_pct"], t["dso"][:18], t["symbol"]))
                 if prof.get("by_dso"):
                     print("      by object: " + ", ".join("%s %.1f%%" % (d["dso"], d["self_pct"])
                                                           for d in prof["by_dso"][:5]))
+                if prof.get("kernel_by_syscall"):
+                    print("      kernel, by system call (inclusive): " +
+                          ", ".join("%s %.1f%%" % (d["entry"], d["incl_pct"])
+                                    for d in prof["kernel_by_syscall"][:8]))
+                if prof.get("by_thread"):
+                    print("      by thread: " + ", ".join("%s %.1f%%" % (d["tid"], d["self_pct"])
+                                                          for d in prof["by_thread"][:5]))
     finally:
         for srv in servers.values():
             ctx.procs.stop(srv)
