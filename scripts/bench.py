@@ -647,7 +647,7 @@ http {{
   default_type application/octet-stream;
 {http_conf}
   server {{
-    listen 127.0.0.1:{port} reuseport;
+    listen 127.0.0.1:{port};
 {server_conf}
   }}
 }}
