@@ -886,8 +886,8 @@ def measure_settled(ctx, side, srv, label, seconds, run, paced=False):
         if not r["disturbed"]:
             break
         if attempt < ctx.s.retries:
-            print("   (%s run %s disturbed: other processes used %.2f CPU-s%s; again)" %
-                  (label, run + 1, r["other_cpu_s"],
+            print("   (%s %s %s disturbed: other processes used %.2f CPU-s%s; again)" %
+                  (label, "paced run" if paced else "run", run + 1, r["other_cpu_s"],
                    " (%s)" % ", ".join("%s %.2f" % x for x in r["other_top"])
                    if r["other_top"] else ""), flush=True)
     return r
