@@ -284,6 +284,12 @@ def run_client(argv, cpu, timeout):
         os.kill(p.pid, signal.SIGKILL)
         p.communicate()
         raise BenchError("%s ran longer than %.0f s" % (argv[0], timeout))
+    except BaseException:
+        # Interrupted: the client is in its own process group, so stop it here.
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+        raise
     wall = time.monotonic() - t0
     # communicate() reaped it: its CPU is in our children's rusage.
     return out.decode(errors="replace"), err.decode(errors="replace"), p.returncode, wall
@@ -1284,7 +1290,9 @@ def main(argv=None):
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
+    # Explicitly, also for SIGINT: a shell starting us in the background ignores it.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     results = {
         "settings": {"repeat": s.repeat, "seconds": s.seconds, "warmup_s": s.warmup,
                      "conns": s.conns, "put_conns": s.put_conns,
