@@ -560,6 +560,7 @@ class Ctx:
         self.s = settings
         self.procs = procs
         self.backend = None  # Server of the scenario's backend, if any
+        self.region = None  # Server of the scenario's region, if any (extra["repl"])
 
     def path(self, *parts):
         return os.path.join(self.s.out_dir, *parts)
@@ -606,9 +607,10 @@ def start_cell(routes=None, pools=None, setup=None):
             "cell": "bench",
             "listen": {"http": "127.0.0.1:%d" % port, "admin": "127.0.0.1:%d" % admin},
             "data_dir": data_dir,
-            # No region runs: writes stay in the local write log, as during a region
-            # outage (redis-server, the write peer, does not replicate either).
-            "region": {"repl": "127.0.0.1:%d" % repl},
+            # Without a region in the scenario, writes stay in the local write log, as
+            # during a region outage (redis-server, the write peer, does not replicate).
+            "region": ({"repl": ctx.region.extra["repl"], "http": ctx.region.addr}
+                       if ctx.region else {"repl": "127.0.0.1:%d" % repl}),
             "log": {"level": "warn"},
             "pools": p,
             "routes": r,
@@ -619,6 +621,27 @@ def start_cell(routes=None, pools=None, setup=None):
         if setup:
             setup(ctx, srv)
         return srv
+
+    return start
+
+
+def start_region(conf=None, cpu=None):
+    """Starter for a region (for scenarios whose cell needs one, e.g. the shield of a
+    cache route). conf(ctx) gives extra keys merged into the generated region config.
+    It runs on the load core by default: it is not the server under test."""
+
+    def start(ctx, name):
+        port, repl = free_port(), free_port()
+        data_dir = ctx.path("%s-data" % name)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        c = {"region": "bench", "listen": {"http": "127.0.0.1:%d" % port,
+                                           "repl": "127.0.0.1:%d" % repl},
+             "data_dir": data_dir, "log": {"level": "warn"}}
+        if conf:
+            _deep_merge(c, conf(ctx))
+        path = ctx.write("%s.json" % name, json.dumps(c, indent=2) + "\n")
+        return ctx.procs.start(name, [ctx.s.bin, "region", "-c", path], port,
+                               cpu or ctx.s.load_cpu, extra={"repl": "127.0.0.1:%d" % repl})
 
     return start
 
@@ -732,10 +755,11 @@ loglevel warning
     return ctx.procs.start(name, ["redis-server", path], port, ctx.s.server_cpu)
 
 
-def start_varnish(vcl, storage="malloc,256m"):
+def start_varnish(vcl, storage="malloc,256m", cpu=None):
     """Starter for Varnish (for cache scenarios): one thread pool, the VCL text from
     vcl(ctx) with the backend already in ctx.backend. Note BENCHMARKING.md: Varnish's
-    tail is erratic when pinned to one core; report its unpinned figure beside it."""
+    tail is erratic when pinned to one core; report its unpinned figure beside it
+    (a second peer with cpu="0,1")."""
 
     def start(ctx, name):
         port = free_port()
@@ -747,7 +771,7 @@ def start_varnish(vcl, storage="malloc,256m"):
                 "-s", storage, "-p", "thread_pools=1", "-T", "none"]
         if os.geteuid() == 0:
             argv += ["-j", "none"]
-        return ctx.procs.start(name, argv, port, ctx.s.server_cpu, ready_timeout=60.0)
+        return ctx.procs.start(name, argv, port, cpu or ctx.s.server_cpu, ready_timeout=60.0)
 
     return start
 
@@ -769,16 +793,18 @@ class Side:
 
 class Scenario:
     """name: the results' scenario name. what: one line for the table and the docs.
-    backend: starter of a backend shared by every side (or None). goal: the ratio the
-    issues ask for (req/s per CPU-second, Metrocell/peer), for the report only."""
+    backend: starter of a backend shared by every side (or None); region: starter of a
+    region for the cell (start_region(), or None). goal: the ratio the issues ask for
+    (req/s per CPU-second, Metrocell/peer), for the report only."""
 
     def __init__(self, name, what, metrocell, peers, backend=None, goal=None,
-                 p99_goal=None):
+                 p99_goal=None, region=None):
         self.name = name
         self.what = what
         self.metrocell = metrocell
         self.peers = peers  # {peer name: Side}
         self.backend = backend
+        self.region = region
         self.goal = goal or {}
         self.p99_goal = p99_goal or {}
 
@@ -1075,6 +1101,7 @@ def run_scenario(ctx, sc, results, table):
                                           r["other_cpu_s"]), flush=True)
         results.setdefault("backend_alone", {})[sc.name] = r
         ctx.backend = sc.backend(ctx, "%s-backend" % sc.name)
+    ctx.region = sc.region(ctx, "%s-region" % sc.name) if sc.region else None
     servers = {}
     figures = {}
     try:
@@ -1135,9 +1162,10 @@ def run_scenario(ctx, sc, results, table):
     finally:
         for srv in servers.values():
             ctx.procs.stop(srv)
-        if ctx.backend:
-            ctx.procs.stop(ctx.backend)
-            ctx.backend = None
+        for other in (ctx.region, ctx.backend):
+            if other:
+                ctx.procs.stop(other)
+        ctx.region = ctx.backend = None
 
     def side_summary(label):
         f = figures[label]
