@@ -491,7 +491,7 @@ def redis_set(conns=None, keyspace=100000):
 # probes: bytes of one response on the wire
 
 
-def _recv_http_response(sock, head_only=False):
+def _recv_http_response(sock):
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
