@@ -562,14 +562,28 @@ static void pconn_send(pconn *c, creq *r, int sync)
 	c->parser.data = c;
 	mc_http_head_reset(&c->head);
 	mc_buf_reset(&c->body);
+	/* What the socket takes now goes without a write request (libuv 1.44
+	 * re-registers the socket with epoll after every uv_write: a system call per
+	 * request); only the rest is queued. r->wire outlives the write either way:
+	 * r is released after its response, and a connection still writing then is
+	 * closed, not reused. */
 	uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
-	c->wreq.data = c;
-	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_pconn_write);
+	int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+	if (rc >= 0 && (size_t)rc < r->wire.len) {
+		b.base += rc;
+		b.len -= (size_t)rc;
+		rc = UV_EAGAIN;
+	}
+	if (rc == UV_EAGAIN) {
+		c->wreq.data = c;
+		rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_pconn_write);
+		if (rc == 0)
+			c->writing = 1;
+	}
 	if (rc < 0) {
 		pconn_fail(c, rc, sync);
 		return;
 	}
-	c->writing = 1;
 	if (r->paused) {
 		/* paused before it was sent: nothing is read until resumed */
 		uv_read_stop((uv_stream_t *)&c->tcp);

@@ -278,9 +278,10 @@ static void conn_linger(conn *c)
 static void conn_drain(conn *c);
 static void stream_written(conn *c);
 
-static void on_write(uv_write_t *req, int status)
+/* A response write finished (status < 0: failed): from on_write, or inline
+ * after a write that completed at once in a loop event (stream_write). */
+static void write_done(conn *c, int status)
 {
-	conn *c = req->data;
 	c->writing = 0;
 	if (c->closing)
 		return;
@@ -304,22 +305,86 @@ static void on_write(uv_write_t *req, int status)
 	conn_update_read(c);
 }
 
-/* Writes c->out (+ c->outbody) with one uv_write. Returns 0 or MC_ECLOSED. */
-static int conn_write(conn *c)
+static void on_write(uv_write_t *req, int status)
+{
+	write_done(req->data, status);
+}
+
+/* Sends c->out, then body[0..len): on plain TCP with try set, what the socket
+ * takes now goes out with one writev and no write request (libuv 1.44
+ * re-registers the socket with epoll after every uv_write: one more system call
+ * per response). The rest is queued with one uv_write whose on_write runs
+ * later; the part of body not yet written is copied into c->outbody first
+ * unless body is c->outbody (body need not outlive the call). Returns 1 when
+ * everything was written (no callback will run), 0 when a write is in flight,
+ * or a negative code (nothing queued). */
+static int conn_send(conn *c, int try, const char *body, size_t len)
 {
 	uv_buf_t bufs[2];
-	unsigned n = 1;
-	bufs[0] = uv_buf_init(c->out.data, (unsigned)c->out.len);
-	if (c->outbody.len > 0)
-		bufs[n++] = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
-	c->wreq.data = c;
-	if (conn_io_write(c, &c->wreq, bufs, n, on_write) < 0) {
-		conn_close(c);
-		return MC_ECLOSED;
+	unsigned n = 0;
+	size_t hl = c->out.len, done = 0;
+	if (try && !c->tls) {
+		if (hl > 0)
+			bufs[n++] = uv_buf_init(c->out.data, (unsigned)hl);
+		if (len > 0)
+			bufs[n++] = uv_buf_init((char *)body, (unsigned)len);
+		int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+		if (w < 0 && w != UV_EAGAIN)
+			return w;
+		if (w > 0)
+			done = (size_t)w;
+		if (done == hl + len)
+			return 1;
 	}
+	size_t boff = done > hl ? done - hl : 0;
+	if (len > boff && body != c->outbody.data) {
+		mc_buf_reset(&c->outbody);
+		mc_buf_append(&c->outbody, body + boff, len - boff);
+		body = c->outbody.data;
+		len = c->outbody.len;
+		boff = 0;
+	}
+	n = 0;
+	if (done < hl)
+		bufs[n++] = uv_buf_init(c->out.data + done, (unsigned)(hl - done));
+	if (len > boff)
+		bufs[n++] = uv_buf_init((char *)body + boff, (unsigned)(len - boff));
+	c->wreq.data = c;
+	int rc = conn_io_write(c, &c->wreq, bufs, n, on_write);
+	if (rc < 0)
+		return rc;
 	c->writing = 1;
 	/* a client that stops reading is dropped after the idle timeout */
 	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	return 0;
+}
+
+/* A response written at once by conn_send(): what on_write does, minus parsing
+ * input (there is none: conn_write only lets such a write complete inline, so
+ * the handler is never called again from inside its own mc_http_respond). */
+static void conn_written_inline(conn *c)
+{
+	inflight_end(c);
+	if (c->outbody.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&c->outbody);
+	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	conn_update_read(c);
+}
+
+/* Writes c->out and body[0..len) (see conn_send). Returns 0 or MC_ECLOSED. */
+static int conn_write(conn *c, const char *body, size_t len)
+{
+	/* Only a keep-alive response with no pipelined input waiting may complete
+	 * inline: a last response lingers and pipelined input is parsed from the
+	 * write callback, as both must not run inside the handler's call. */
+	int try = !c->close_after && c->in.len == 0;
+	int rc = conn_send(c, try, body, len);
+	if (rc < 0) {
+		conn_close(c);
+		return MC_ECLOSED;
+	}
+	if (rc == 1)
+		conn_written_inline(c);
 	return 0;
 }
 
@@ -381,7 +446,7 @@ static void conn_send_error(conn *c, int status, const char *code, const char *m
 		   "Content-Type: application/json\r\n");
 	if (o->on_reject)
 		o->on_reject(c->srv->ctx, status);
-	conn_write(c);
+	conn_write(c, b->data, b->len);
 }
 
 /* ---- hardening: request checks, timeouts, overload --------------------------------- */
@@ -850,9 +915,7 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 		body_len = 0;
 	}
 	int bodyless = status == 204 || status == 304;
-	mc_buf_reset(&c->outbody);
-	if (!bodyless && !c->head_req && body_len > 0)
-		mc_buf_append(&c->outbody, body, body_len);
+	size_t send_len = !bodyless && !c->head_req ? body_len : 0;
 	/* A HEAD answer announces the length a GET would have; a handler that knows
 	 * it (a proxy relaying a HEAD) passes it as Content-Length. */
 	uint64_t announced = body_len;
@@ -862,7 +925,9 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
 		announced = body_len;
 	build_head(c, status, headers, nheaders, (size_t)announced, !bodyless, NULL);
-	rc = conn_write(c);
+	/* the body goes from the caller's memory; only what the socket does not take
+	 * at once is copied */
+	rc = conn_write(c, body, send_len);
 out:
 	conn_unref(c);
 	return rc;
@@ -880,15 +945,16 @@ static void stream_write(conn *c)
 	c->outbody = c->sq;
 	c->sq = t;
 	mc_buf_reset(&c->sq);
-	uv_buf_t b = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
-	c->wreq.data = c;
-	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+	mc_buf_reset(&c->out);
+	int rc = conn_send(c, 1, c->outbody.data, c->outbody.len);
+	if (rc < 0) {
 		conn_lost(c);
 		return;
 	}
-	c->writing = 1;
-	/* a client that stops reading is dropped after the idle timeout */
-	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	/* written at once: finish as the write callback would (this runs from loop
+	 * events only, never from inside a handler's call) */
+	if (rc == 1)
+		write_done(c, 0);
 }
 
 static void on_flush(uv_idle_t *h)
@@ -1063,6 +1129,40 @@ void mc_http_exchange_watch(mc_http_exchange *ex, void (*cb)(void *arg, int even
 	ex->watch_arg = cb ? arg : NULL;
 }
 
+/* The end of a streamed response while no write is in flight: what is queued
+ * goes out now rather than at the end of the loop iteration and, once all of it
+ * is written, the response completes inline. Only called when no input waits to
+ * be parsed and the connection stays open, so nothing here calls a handler.
+ * Returns 0 or MC_ECLOSED. */
+static int stream_end_now(conn *c)
+{
+	if (c->flush_queued) {
+		flusher *f = c->srv->flusher;
+		mc_http_list_remove(&c->flink);
+		c->flush_queued = 0;
+		if (mc_http_list_empty(&f->q))
+			uv_idle_stop(&f->idle);
+	}
+	if (c->sq.len > 0) {
+		mc_buf t = c->outbody;
+		c->outbody = c->sq;
+		c->sq = t;
+		mc_buf_reset(&c->sq);
+		mc_buf_reset(&c->out);
+		int rc = conn_send(c, 1, c->outbody.data, c->outbody.len);
+		if (rc < 0) {
+			conn_close(c);
+			return MC_ECLOSED;
+		}
+		if (rc == 0)
+			return 0; /* on_write -> stream_written -> stream_done */
+		inflight_end(c);
+		mc_buf_reset(&c->outbody);
+	}
+	stream_done(c);
+	return 0;
+}
+
 int mc_http_exchange_end(mc_http_exchange *ex, int abort)
 {
 	if (ex->h2)
@@ -1083,7 +1183,11 @@ int mc_http_exchange_end(mc_http_exchange *ex, int abort)
 		if (c->stream_chunked)
 			mc_buf_append(&c->sq, "0\r\n\r\n", 5);
 		c->stream_ended = 1;
-		if (!c->writing && c->sq.len == 0)
+		if (c->writing)
+			rc = stream_flush(c); /* on_write takes sq next */
+		else if (c->in.len == 0 && !c->close_after)
+			rc = stream_end_now(c);
+		else if (c->sq.len == 0)
 			timer_arm(c, 0); /* completes on the next loop turn: stream_done() */
 		else
 			rc = stream_flush(c);
