@@ -52,6 +52,8 @@ struct pconn {
 	int open_handles;
 	uint8_t writing, got_bytes, complete, keep, reused, too_big;
 	uint8_t read_stopped; /* a streaming call paused reading */
+	uint8_t due_set, armed; /* see pconn_arm */
+	uint64_t due_ms, armed_ms;
 };
 
 struct mc_http_pool {
@@ -261,9 +263,48 @@ static void pconn_fail(pconn *c, int err, int sync)
 	pool_dispatch(p);
 }
 
+static void on_pconn_timer(uv_timer_t *t);
+
+/* The connection's timer moves lazily, as the server's does: due_ms is when the
+ * current wait times out (due_set 0: none), and the libuv timer is restarted
+ * only for an earlier due time; armed at most the pool's shorter timeout ahead,
+ * it fires early now and then and re-arms for what is left. A kept-alive
+ * connection then needs no timer-heap operation per request (it had four). */
+static void pconn_timer_set(pconn *c, uint64_t now)
+{
+	const mc_http_pool_opts *o = &c->pool->opts;
+	uint64_t at = MC_MIN(c->due_ms, now + MC_MIN(o->connect_timeout_ms, o->request_timeout_ms));
+	c->armed_ms = at;
+	c->armed = 1;
+	uv_timer_start(&c->timer, on_pconn_timer, at - now, 0);
+}
+
+static void pconn_arm(pconn *c, uint32_t ms)
+{
+	uint64_t now = uv_now(c->pool->loop);
+	c->due_ms = now + ms;
+	c->due_set = 1;
+	if (!c->armed || c->armed_ms > c->due_ms)
+		pconn_timer_set(c, now);
+}
+
+static void pconn_disarm(pconn *c)
+{
+	c->due_set = 0;
+}
+
 static void on_pconn_timer(uv_timer_t *t)
 {
 	pconn *c = t->data;
+	c->armed = 0;
+	if (!c->due_set || c->state == PC_CLOSING)
+		return;
+	uint64_t now = uv_now(c->pool->loop);
+	if (now < c->due_ms) {
+		pconn_timer_set(c, now);
+		return;
+	}
+	c->due_set = 0;
 	if (c->state == PC_IDLE)
 		pconn_close(c);
 	else if (c->state != PC_CLOSING)
@@ -294,7 +335,7 @@ static void pconn_park(pconn *c)
 	mc_http_list_push_back(&p->idle, &c->link);
 	p->nidle++;
 	c->state = PC_IDLE;
-	uv_timer_start(&c->timer, on_pconn_timer, p->opts.idle_timeout_ms, 0);
+	pconn_arm(c, p->opts.idle_timeout_ms);
 }
 
 /* A whole response arrived: hand it over, then park or close the connection. */
@@ -302,7 +343,7 @@ static void pconn_complete(pconn *c)
 {
 	mc_http_pool *p = c->pool;
 	creq *r = pconn_detach(c);
-	uv_timer_stop(&c->timer);
+	pconn_disarm(c);
 	int reuse = c->keep && !c->writing;
 	mc_http_response res;
 	memset(&res, 0, sizeof res);
@@ -514,7 +555,7 @@ static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	if (streaming && !c->req->paused)
-		uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+		pconn_arm(c, pconn_wait_ms(c));
 	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, n);
 	if (c->state == PC_CLOSING || !c->req) {
 		pool_dispatch(p); /* the call was aborted from one of its callbacks */
@@ -590,7 +631,7 @@ static void pconn_send(pconn *c, creq *r, int sync)
 		c->read_stopped = 1;
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+	pconn_arm(c, pconn_wait_ms(c));
 }
 
 static void on_pconn_connect(uv_connect_t *req, int status)
@@ -599,7 +640,7 @@ static void on_pconn_connect(uv_connect_t *req, int status)
 	mc_http_pool *p = c->pool;
 	if (c->state == PC_CLOSING)
 		return;
-	uv_timer_stop(&c->timer);
+	pconn_disarm(c);
 	if (status == 0)
 		status = uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
 	if (status < 0) {
@@ -652,8 +693,7 @@ static void pconn_open(mc_http_pool *p, creq *r)
 		req_fail_later(p, r, rc);
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer,
-		       r->connect_ms ? r->connect_ms : p->opts.connect_timeout_ms, 0);
+	pconn_arm(c, r->connect_ms ? r->connect_ms : p->opts.connect_timeout_ms);
 }
 
 /* Moves waiting requests onto idle connections or new ones, within max_conns. */
@@ -882,14 +922,14 @@ void mc_http_call_pause(mc_http_call *call, int pause)
 			uv_read_stop((uv_stream_t *)&c->tcp);
 			c->read_stopped = 1;
 		}
-		uv_timer_stop(&c->timer);
+		pconn_disarm(c);
 		return;
 	}
 	if (pconn_read_resume(c) < 0) {
 		pconn_fail(c, MC_ECLOSED, 1); /* reported on the next loop turn */
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+	pconn_arm(c, pconn_wait_ms(c));
 }
 
 void mc_http_call_abort(mc_http_call *call)

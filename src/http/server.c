@@ -65,6 +65,9 @@ struct conn {
 	uint8_t target_root; /* absolute-form target without a path: "/" */
 	uint32_t target_off; /* origin-form part of the target within the url */
 	const char *pbase;   /* data of the current llhttp_execute() */
+	uint64_t due_ms;      /* loop time the current phase times out (timer_arm) */
+	uint64_t armed_ms;    /* loop time the libuv timer fires, while armed */
+	uint8_t due_set, armed;
 	uint64_t deadline_ns; /* the whole request must have arrived by then */
 	size_t body_limit;    /* of the request being received */
 	size_t win_bytes;     /* body bytes received when the current window began */
@@ -219,10 +222,42 @@ static void conn_lost(conn *c)
 
 static void on_timer(uv_timer_t *t);
 
+/* The connection's timer is moved lazily: c->due_ms is when the current phase
+ * times out (due_set 0: nothing times out now, e.g. while the handler works),
+ * and the libuv timer is only restarted when the new due time is earlier than
+ * the time it is armed for. A timer that fires early re-arms for what is left.
+ * It is armed at most timer_wake() ahead, so the next request's head timeout
+ * never needs a restart: a busy keep-alive connection touches the timer heap
+ * about once per header timeout instead of 3-4 times per request. */
+static uint32_t timer_wake(const conn *c)
+{
+	const mc_http_server_opts *o = &c->srv->opts;
+	return MC_MIN(o->header_timeout_ms, o->request_timeout_ms);
+}
+
+static void timer_set(conn *c, uint64_t now)
+{
+	uint64_t at = MC_MIN(c->due_ms, now + timer_wake(c));
+	c->armed_ms = at;
+	c->armed = 1;
+	uv_timer_start(&c->timer, on_timer, at - now, 0);
+}
+
 static void timer_arm(conn *c, uint32_t ms)
 {
-	uv_timer_start(&c->timer, on_timer, ms, 0);
+	uint64_t now = uv_now(c->srv->loop);
+	c->due_ms = now + ms;
+	c->due_set = 1;
+	if (!c->armed || c->armed_ms > c->due_ms)
+		timer_set(c, now);
 }
+
+/* No timeout applies now (the timer may still fire: it then finds nothing due). */
+static void timer_stop(conn *c)
+{
+	c->due_set = 0;
+}
+
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -764,7 +799,7 @@ static void conn_dispatch(conn *c)
 	c->refs++;
 	if (!c->keep_alive || c->srv->closing || c->srv->draining)
 		c->close_after = 1;
-	uv_timer_stop(&c->timer);
+	timer_stop(c);
 	c->srv->handler(c->srv->ctx, &c->ex);
 }
 
@@ -865,8 +900,15 @@ static void stream_done(conn *c);
 static void on_timer(uv_timer_t *t)
 {
 	conn *c = t->data;
-	if (c->closing)
+	c->armed = 0;
+	if (c->closing || !c->due_set)
 		return;
+	uint64_t now = uv_now(c->srv->loop);
+	if (now < c->due_ms) {
+		timer_set(c, now); /* armed early (see timer_arm): not due yet */
+		return;
+	}
+	c->due_set = 0;
 	if (c->h2 && !c->lingering) {
 		mc_http_h2_timer(c->h2);
 		return;
@@ -1023,7 +1065,7 @@ static void stream_written(conn *c)
 		stream_done(c);
 		return;
 	}
-	uv_timer_stop(&c->timer); /* now waiting for the handler, not the client */
+	timer_stop(c); /* now waiting for the handler, not the client */
 	if (c->ex_active && c->ex.watch)
 		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_DRAINED);
 }
@@ -1577,7 +1619,7 @@ static void conn_h2_arm(void *conn_, uint32_t ms)
 	if (ms)
 		timer_arm(c, ms);
 	else
-		uv_timer_stop(&c->timer);
+		timer_stop(c);
 }
 
 static void conn_h2_close(void *conn_, int graceful)

@@ -4,7 +4,8 @@
  * queued in order, also with pipelined requests behind it), plain and streamed;
  * the handler's body buffer freed right after mc_http_respond(); clients that
  * close while their answer was written at once or half-written; and a client
- * request larger than the socket takes. ASan checks the buffer ownership. */
+ * request larger than the socket takes. ASan checks the buffer ownership. The
+ * connection timers, moved lazily, are checked never to fire early. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -464,6 +465,136 @@ static void test_client_writes(void **state)
 	loop_finish(&loop);
 }
 
+/* ---- timers: moved lazily, never early ---------------------------------------------
+ * The connection timer is armed at most min(header, request timeout) ahead and
+ * re-armed when it fires before the phase's due time: an idle keep-alive
+ * connection must still get its whole idle timeout, and a head that starts late
+ * its whole header timeout. */
+
+typedef struct tclient {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_connect_t cr;
+	uv_write_t wr;
+	mc_buf in;
+	int second;          /* send a partial second head after the first answer */
+	int answered, eof, open, *done;
+	uint64_t t_answer;   /* when the first answer was complete */
+	uint64_t t_partial;  /* when the partial head was sent */
+	uint64_t t_eof;
+	char rbuf[4096];
+} tclient;
+
+static void tclient_closed(uv_handle_t *h)
+{
+	tclient *c = h->data;
+	if (--c->open == 0)
+		(*c->done)++;
+}
+
+static void tclient_send_partial(uv_timer_t *t)
+{
+	tclient *c = t->data;
+	static char partial[] = "GET /x HTTP/1.1\r\nHo";
+	uv_buf_t b = uv_buf_init(partial, sizeof partial - 1);
+	c->t_partial = uv_hrtime();
+	assert_int_equal(uv_try_write((uv_stream_t *)&c->tcp, &b, 1), (int)b.len);
+}
+
+static void tclient_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	tclient *c = s->data;
+	if (n < 0) {
+		c->eof = 1;
+		c->t_eof = uv_hrtime();
+		uv_close((uv_handle_t *)&c->tcp, tclient_closed);
+		uv_close((uv_handle_t *)&c->timer, tclient_closed);
+		return;
+	}
+	mc_buf_append(&c->in, b->base, (size_t)n);
+	if (!c->answered && c->in.len >= 4 && memcmp(c->in.data + c->in.len - 4, "\r\nok", 4) == 0) {
+		c->answered = 1;
+		c->t_answer = uv_hrtime();
+		if (c->second)
+			uv_timer_start(&c->timer, tclient_send_partial, 200, 0);
+	}
+}
+
+static void tclient_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+	tclient *c = h->data;
+	(void)sz;
+	*b = uv_buf_init(c->rbuf, sizeof c->rbuf);
+}
+
+static void tclient_connected(uv_connect_t *cr, int status)
+{
+	tclient *c = cr->data;
+	assert_int_equal(status, 0);
+	static char req[] = "GET /small HTTP/1.1\r\n\r\n";
+	uv_buf_t b = uv_buf_init(req, sizeof req - 1);
+	assert_int_equal(uv_try_write((uv_stream_t *)&c->tcp, &b, 1), (int)b.len);
+	uv_read_start((uv_stream_t *)&c->tcp, tclient_alloc, tclient_read);
+}
+
+static void tclient_start(tclient *c, uv_loop_t *loop, uint16_t port, int second, int *done)
+{
+	memset(c, 0, sizeof *c);
+	mc_buf_init(&c->in);
+	c->second = second;
+	c->done = done;
+	c->open = 2;
+	struct sockaddr_in sa;
+	uv_ip4_addr("127.0.0.1", port, &sa);
+	uv_tcp_init(loop, &c->tcp);
+	uv_timer_init(loop, &c->timer);
+	c->tcp.data = c->timer.data = c->cr.data = c;
+	assert_int_equal(
+	    uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&sa, tclient_connected), 0);
+}
+
+static void test_timeouts_never_early(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	mc_http_server_opts o;
+	mc_http_server_opts_default(&o);
+	o.header_timeout_ms = 300;
+	o.request_timeout_ms = 5000;
+	o.idle_timeout_ms = 700;
+	wsrv w;
+	memset(&w, 0, sizeof w);
+	assert_int_equal(mc_http_server_new(&w.srv, &loop, "127.0.0.1:0", &o, write_handler, &w),
+			 0);
+	uv_timer_init(&loop, &w.late);
+	int done = 0;
+	tclient idle, late;
+	tclient_start(&idle, &loop, mc_http_server_port(w.srv), 0, &done);
+	tclient_start(&late, &loop, mc_http_server_port(w.srv), 1, &done);
+	assert_true(run_until_n(&loop, &done, 2, 10000));
+
+	/* idle after an answer: closed after the idle timeout, not at the timer's
+	 * earlier wake-up (the header timeout) */
+	assert_true(idle.answered && idle.eof);
+	uint64_t idle_ms = (idle.t_eof - idle.t_answer) / 1000000u;
+	if (idle_ms < 680)
+		fail_msg("idle connection closed after %llu ms (idle timeout 700)",
+			 (unsigned long long)idle_ms);
+	/* a head begun 200 ms into the idle time gets all its 300 ms: 408 */
+	assert_true(late.answered && late.eof && late.t_partial);
+	uint64_t head_ms = (late.t_eof - late.t_partial) / 1000000u;
+	if (head_ms < 280)
+		fail_msg("partial head refused after %llu ms (header timeout 300)",
+			 (unsigned long long)head_ms);
+	mc_buf_append(&late.in, "", 1);
+	assert_non_null(strstr(late.in.data, "HTTP/1.1 408 "));
+	mc_buf_fini(&idle.in);
+	mc_buf_fini(&late.in);
+	wsrv_stop(&w);
+	loop_finish(&loop);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as every metrocell command does: writes to gone clients */
@@ -471,6 +602,7 @@ int main(void)
 	    cmocka_unit_test(test_partial_write_in_order),
 	    cmocka_unit_test(test_clients_leaving),
 	    cmocka_unit_test(test_client_writes),
+	    cmocka_unit_test(test_timeouts_never_early),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
