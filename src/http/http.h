@@ -68,6 +68,19 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex);
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len);
 
+/* mc_http_respond() with the caller's own headers trusted[0..ntrusted) sent
+ * first, as they are: the per-byte checks and the reserved-name filter that
+ * headers[] gets are skipped for them. Only for fields the caller built itself
+ * from known-safe parts (constant names; values it formatted, or checked when
+ * they entered the process, like config names), never for a peer's. */
+int mc_http_respond_trusted(mc_http_exchange *ex, int status, const mc_http_header *trusted,
+			    size_t ntrusted, const mc_http_header *headers, size_t nheaders,
+			    const void *body, size_t body_len);
+
+/* Writes the decimal form of v at p (at most 20 bytes, no NUL); returns the
+ * byte after it. */
+char *mc_http_put_u64(char *p, uint64_t v);
+
 struct mc_http_conn_info;
 /* ---- streamed responses ----
  * Instead of one mc_http_respond(), a handler may stream its answer: one
@@ -86,6 +99,11 @@ struct mc_http_conn_info;
 int mc_http_exchange_start_response(mc_http_exchange *ex, int status,
 				    const mc_http_header *headers, size_t nheaders,
 				    int64_t content_length);
+/* The same with trusted headers first, as for mc_http_respond_trusted(). */
+int mc_http_exchange_start_trusted(mc_http_exchange *ex, int status,
+				   const mc_http_header *trusted, size_t ntrusted,
+				   const mc_http_header *headers, size_t nheaders,
+				   int64_t content_length);
 /* Queues len bytes (copied) of body. Bytes beyond an announced Content-Length
  * are the caller's bug. Returns 0, or MC_ECLOSED when the client is gone. */
 int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len);

@@ -258,7 +258,6 @@ static void timer_stop(conn *c)
 	c->due_set = 0;
 }
 
-
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	conn *c = h->data;
@@ -423,49 +422,99 @@ static int conn_write(conn *c, const char *body, size_t len)
 	return 0;
 }
 
+/* Fields the server sets itself: a handler's copy is dropped. */
 static int is_reserved_header(const mc_http_header *h)
 {
-	return mc_http_token_eq(h->name, h->name_len, "content-length") ||
-	       mc_http_token_eq(h->name, h->name_len, "connection") ||
-	       mc_http_token_eq(h->name, h->name_len, "transfer-encoding") ||
-	       mc_http_token_eq(h->name, h->name_len, "keep-alive");
+	switch (h->name_len) {
+	case 10:
+		return mc_http_token_eq(h->name, 10, "connection") ||
+		       mc_http_token_eq(h->name, 10, "keep-alive");
+	case 14:
+		return mc_http_token_eq(h->name, 14, "content-length");
+	case 17:
+		return mc_http_token_eq(h->name, 17, "transfer-encoding");
+	default:
+		return 0;
+	}
 }
 
-/* Formats the status line and headers into c->out. */
-static void build_head(conn *c, int status, const mc_http_header *h, size_t n, size_t body_len,
-		       int with_length, const char *extra)
+/* 1 when a handler's header may go on the wire: a name without CR, LF, NUL or
+ * ':', a value without CR, LF or NUL, and not one the server sets. */
+static int header_sendable(const mc_http_header *h)
 {
-	mc_buf *o = &c->out;
-	mc_buf_reset(o);
-	mc_buf_append(o, "HTTP/1.1 ", 9);
-	mc_http_buf_u64(o, (uint64_t)status);
-	mc_buf_append(o, " ", 1);
-	mc_buf_append_str(o, mc_http_reason(status));
-	mc_buf_append(o, "\r\n", 2);
+	return h->name_len > 0 && mc_http_name_safe(h->name, h->name_len) &&
+	       mc_http_field_safe(h->value, h->value_len) && !is_reserved_header(h);
+}
+
+static char *put_line(char *p, const mc_http_header *h)
+{
+	memcpy(p, h->name, h->name_len);
+	p += h->name_len;
+	*p++ = ':';
+	*p++ = ' ';
+	if (h->value_len) {
+		memcpy(p, h->value, h->value_len);
+		p += h->value_len;
+	}
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+/* Appends the status line and the headers to o in one pass: the trusted ones
+ * (built by the caller from known-safe parts, see mc_http_respond_trusted) as
+ * they are, the others when header_sendable(), then extra (a complete line or
+ * NULL), Content-Length when with_length, and Connection. */
+static void build_head(conn *c, mc_buf *o, int status, const mc_http_header *t, size_t nt,
+		       const mc_http_header *h, size_t n, uint64_t body_len, int with_length,
+		       const char *extra)
+{
+	const char *reason = mc_http_reason(status);
+	size_t rlen = strlen(reason), xlen = extra ? strlen(extra) : 0;
+	/* status line, Content-Length (20 digits), Connection and the blank line */
+	size_t need = 9 + 4 + rlen + 2 + xlen + 16 + 20 + 2 + 26;
+	for (size_t i = 0; i < nt; i++)
+		need += t[i].name_len + t[i].value_len + 4;
+	for (size_t i = 0; i < n; i++)
+		need += h[i].name_len + h[i].value_len + 4;
+	mc_buf_reserve(o, need);
+	char *p = o->data + o->len;
+	memcpy(p, "HTTP/1.1 ", 9);
+	p += 9;
+	p = mc_http_put_u64(p, (uint64_t)status);
+	*p++ = ' ';
+	memcpy(p, reason, rlen);
+	p += rlen;
+	*p++ = '\r';
+	*p++ = '\n';
+	for (size_t i = 0; i < nt; i++)
+		p = put_line(p, &t[i]);
 	for (size_t i = 0; i < n; i++) {
-		if (h[i].name_len == 0 || is_reserved_header(&h[i]) ||
-		    !mc_http_field_safe(h[i].name, h[i].name_len) ||
-		    memchr(h[i].name, ':', h[i].name_len) ||
-		    !mc_http_field_safe(h[i].value, h[i].value_len)) {
+		if (!header_sendable(&h[i])) {
 			MC_DEBUG("http", "response header dropped (reserved or unsafe)");
 			continue;
 		}
-		mc_buf_append(o, h[i].name, h[i].name_len);
-		mc_buf_append(o, ": ", 2);
-		mc_buf_append(o, h[i].value, h[i].value_len);
-		mc_buf_append(o, "\r\n", 2);
+		p = put_line(p, &h[i]);
 	}
-	if (extra)
-		mc_buf_append_str(o, extra);
+	if (xlen) {
+		memcpy(p, extra, xlen);
+		p += xlen;
+	}
 	if (with_length) {
-		mc_buf_append(o, "Content-Length: ", 16);
-		mc_http_buf_u64(o, body_len);
-		mc_buf_append(o, "\r\n", 2);
+		memcpy(p, "Content-Length: ", 16);
+		p = mc_http_put_u64(p + 16, body_len);
+		*p++ = '\r';
+		*p++ = '\n';
 	}
-	if (c->close_after)
-		mc_buf_append_str(o, "Connection: close\r\n\r\n");
-	else
-		mc_buf_append_str(o, "Connection: keep-alive\r\n\r\n");
+	if (c->close_after) {
+		memcpy(p, "Connection: close\r\n\r\n", 21);
+		p += 21;
+	} else {
+		memcpy(p, "Connection: keep-alive\r\n\r\n", 26);
+		p += 26;
+	}
+	o->len = (size_t)(p - o->data);
+	o->data[o->len] = '\0';
 }
 
 /* Answers a request the handler never saw (400/408/413/431) and closes. */
@@ -477,7 +526,8 @@ static void conn_send_error(conn *c, int status, const char *code, const char *m
 	mc_buf_reset(b);
 	mc_http_error_body(b, code, msg);
 	const mc_http_server_opts *o = &c->srv->opts;
-	build_head(c, status, o->error_headers, o->nerror_headers, b->len, 1,
+	mc_buf_reset(&c->out);
+	build_head(c, &c->out, status, NULL, 0, o->error_headers, o->nerror_headers, b->len, 1,
 		   "Content-Type: application/json\r\n");
 	if (o->on_reject)
 		o->on_reject(c->srv->ctx, status);
@@ -936,11 +986,35 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex)
 	return &ex->userdata;
 }
 
-int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
-		    size_t nheaders, const void *body, size_t body_len)
+/* The trusted and the other headers in one array for HTTP/2, which checks
+ * them all: in stack when they fit (n <= cap), else allocated (the caller frees
+ * what is not stack). */
+static mc_http_header *h2_join(const mc_http_header *t, size_t nt, const mc_http_header *h,
+			       size_t n, mc_http_header *stack, size_t cap)
 {
-	if (ex->h2)
-		return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
+	mc_http_header *all = nt + n <= cap ? stack : mc_alloc((nt + n + 1) * sizeof *all);
+	if (nt)
+		memcpy(all, t, nt * sizeof *all);
+	if (n)
+		memcpy(all + nt, h, n * sizeof *all);
+	return all;
+}
+
+/* mc_http_respond with the caller's own headers t[0..nt) sent first, unchecked. */
+static int respond(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+		   const mc_http_header *headers, size_t nheaders, const void *body,
+		   size_t body_len)
+{
+	if (ex->h2) {
+		if (nt == 0)
+			return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
+		mc_http_header stack[32];
+		mc_http_header *all = h2_join(t, nt, headers, nheaders, stack, 32);
+		int rc = mc_http_h2_respond(ex, status, all, nt + nheaders, body, body_len);
+		if (all != stack)
+			free(all);
+		return rc;
+	}
 	conn *c = ex->c;
 	int rc = 0;
 	MC_ASSERT(c->ex_active && !c->streaming);
@@ -961,18 +1035,36 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 	/* A HEAD answer announces the length a GET would have; a handler that knows
 	 * it (a proxy relaying a HEAD) passes it as Content-Length. */
 	uint64_t announced = body_len;
-	size_t cl_len;
-	const char *cl =
-	    c->head_req ? mc_http_header_find(headers, nheaders, "content-length", &cl_len) : NULL;
+	size_t cl_len = 0;
+	const char *cl = NULL;
+	if (c->head_req) {
+		cl = mc_http_header_find(t, nt, "content-length", &cl_len);
+		if (!cl)
+			cl = mc_http_header_find(headers, nheaders, "content-length", &cl_len);
+	}
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
 		announced = body_len;
-	build_head(c, status, headers, nheaders, (size_t)announced, !bodyless, NULL);
+	mc_buf_reset(&c->out);
+	build_head(c, &c->out, status, t, nt, headers, nheaders, announced, !bodyless, NULL);
 	/* the body goes from the caller's memory; only what the socket does not take
 	 * at once is copied */
 	rc = conn_write(c, body, send_len);
 out:
 	conn_unref(c);
 	return rc;
+}
+
+int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
+		    size_t nheaders, const void *body, size_t body_len)
+{
+	return respond(ex, status, NULL, 0, headers, nheaders, body, body_len);
+}
+
+int mc_http_respond_trusted(mc_http_exchange *ex, int status, const mc_http_header *trusted,
+			    size_t ntrusted, const mc_http_header *headers, size_t nheaders,
+			    const void *body, size_t body_len)
+{
+	return respond(ex, status, trusted, ntrusted, headers, nheaders, body, body_len);
 }
 
 /* ---- streamed responses ----------------------------------------------------------- */
@@ -1096,11 +1188,19 @@ static int h2_end(mc_http_exchange *ex, int abort)
 	return mc_http_h2_end_response(ex, !abort);
 }
 
-int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
-				    size_t nheaders, int64_t content_length)
+static int start_response(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+			  const mc_http_header *headers, size_t nheaders, int64_t content_length)
 {
-	if (ex->h2)
-		return h2_start_response(ex, status, headers, nheaders, content_length);
+	if (ex->h2) {
+		if (nt == 0)
+			return h2_start_response(ex, status, headers, nheaders, content_length);
+		mc_http_header stack[32];
+		mc_http_header *all = h2_join(t, nt, headers, nheaders, stack, 32);
+		int rc = h2_start_response(ex, status, all, nt + nheaders, content_length);
+		if (all != stack)
+			free(all);
+		return rc;
+	}
 	conn *c = ex->c;
 	MC_ASSERT(c->ex_active && !c->streaming);
 	c->streaming = 1;
@@ -1127,10 +1227,23 @@ int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_h
 		c->stream_chunked = 1;
 		extra = "Transfer-Encoding: chunked\r\n";
 	}
-	build_head(c, status, headers, nheaders, with_length ? (size_t)content_length : 0,
-		   with_length, extra);
-	mc_buf_append(&c->sq, c->out.data, c->out.len);
+	build_head(c, &c->sq, status, t, nt, headers, nheaders,
+		   with_length ? (uint64_t)content_length : 0, with_length, extra);
 	return stream_flush(c);
+}
+
+int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+				    size_t nheaders, int64_t content_length)
+{
+	return start_response(ex, status, NULL, 0, headers, nheaders, content_length);
+}
+
+int mc_http_exchange_start_trusted(mc_http_exchange *ex, int status,
+				   const mc_http_header *trusted, size_t ntrusted,
+				   const mc_http_header *headers, size_t nheaders,
+				   int64_t content_length)
+{
+	return start_response(ex, status, trusted, ntrusted, headers, nheaders, content_length);
 }
 
 int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len)
@@ -1370,9 +1483,7 @@ static void busy_build(mc_http_server *s)
 	mc_buf_append_str(o, "HTTP/1.1 503 Service Unavailable\r\n");
 	for (size_t i = 0; i < s->opts.nerror_headers; i++) {
 		const mc_http_header *h = &s->opts.error_headers[i];
-		if (h->name_len == 0 || is_reserved_header(h) ||
-		    !mc_http_field_safe(h->name, h->name_len) || memchr(h->name, ':', h->name_len) ||
-		    !mc_http_field_safe(h->value, h->value_len))
+		if (!header_sendable(h))
 			continue;
 		mc_buf_append(o, h->name, h->name_len);
 		mc_buf_append(o, ": ", 2);

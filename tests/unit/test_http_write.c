@@ -125,6 +125,24 @@ static void write_handler(void *ctx, mc_http_exchange *ex)
 		w->late_ex[w->nlate++] = ex;
 		if (!uv_is_active((uv_handle_t *)&w->late))
 			uv_timer_start(&w->late, on_late, 20, 0);
+	} else if (strcmp(r->path, "/trusted") == 0) {
+		/* the trusted list goes first and as it is; the other list is checked */
+		mc_http_header own[] = {{"X-Own", 5, "a b", 3}, {"Server-Timing", 13, "edge;dur=1.5", 12}};
+		mc_http_header other[] = {
+		    {"X-Ok", 4, "1", 1},
+		    {"X-Bad", 5, "a\r\nInjected: 1", 16},
+		    {"Bad\nName", 8, "x", 1},
+		    {"X:Colon", 7, "x", 1},
+		    {"", 0, "x", 1},
+		    {"content-LENGTH", 14, "99", 2},
+		    {"Connection", 10, "close", 5},
+		    {"Keep-Alive", 10, "x", 1},
+		    {"Transfer-Encoding", 17, "chunked", 7},
+		    {"X-Long-Name-Of-Many-Bytes", 25, "a value longer than sixteen bytes", 33},
+		    {"X-Long-Nul-Inside-Of-Words", 26, "0123456789ab\0def", 17},
+		    {"X-Empty", 7, NULL, 0},
+		};
+		mc_http_respond_trusted(ex, 201, own, 2, other, MC_ARRAY_LEN(other), "body", 4);
 	} else if (strcmp(r->path, "/sum") == 0) {
 		unsigned long long sum = 0;
 		for (size_t i = 0; i < r->body_len; i++)
@@ -465,6 +483,38 @@ static void test_client_writes(void **state)
 	loop_finish(&loop);
 }
 
+/* The head built in one pass: trusted fields first as they are, the others
+ * filtered (unsafe bytes, reserved names), Content-Length and Connection last. */
+static void test_head_and_trusted_headers(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	wsrv w;
+	wsrv_start(&w, &loop);
+	int done = 0;
+	rawc c;
+	rawc_start(&c, &loop, mc_http_server_port(w.srv),
+		   "GET /trusted HTTP/1.1\r\n\r\nHEAD /trusted HTTP/1.1\r\nConnection: close\r\n\r\n",
+		   &done);
+	assert_true(run_until_n(&loop, &done, 1, 10000));
+	const char *head = "HTTP/1.1 201 Created\r\nX-Own: a b\r\nServer-Timing: edge;dur=1.5\r\n"
+			   "X-Ok: 1\r\nX-Long-Name-Of-Many-Bytes: a value longer than sixteen bytes\r\n"
+			   "X-Empty: \r\n";
+	mc_buf want;
+	mc_buf_init(&want);
+	mc_buf_printf(&want, "%sContent-Length: 4\r\nConnection: keep-alive\r\n\r\nbody", head);
+	/* a HEAD answer announces the handler's Content-Length (the dropped field) */
+	mc_buf_printf(&want, "%sContent-Length: 99\r\nConnection: close\r\n\r\n", head);
+	mc_buf_append(&c.in, "", 1);
+	if (c.in.len != want.len + 1 || memcmp(c.in.data, want.data, want.len) != 0)
+		fail_msg("got:\n%s\nwant:\n%s", c.in.data, want.data);
+	mc_buf_fini(&want);
+	rawc_fini(&c);
+	wsrv_stop(&w);
+	loop_finish(&loop);
+}
+
 /* ---- timers: moved lazily, never early ---------------------------------------------
  * The connection timer is armed at most min(header, request timeout) ahead and
  * re-armed when it fires before the phase's due time: an idle keep-alive
@@ -602,6 +652,7 @@ int main(void)
 	    cmocka_unit_test(test_partial_write_in_order),
 	    cmocka_unit_test(test_clients_leaving),
 	    cmocka_unit_test(test_client_writes),
+	    cmocka_unit_test(test_head_and_trusted_headers),
 	    cmocka_unit_test(test_timeouts_never_early),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
