@@ -114,6 +114,12 @@ typedef struct cell_req {
  * Server-Timing) after extra, records metrics, frees r. */
 void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
 		    size_t nextra, const void *body, size_t body_len);
+/* mc_cell_finish with the handler's own headers own[0..nown) sent unchecked
+ * after the standard ones and before extra (checked): only fields built from
+ * constants and values the handler formatted itself (mc_http_respond_trusted). */
+void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
+			size_t nown, const mc_http_header *extra, size_t nextra, const void *body,
+			size_t body_len);
 /* The same with a JSON error body. */
 void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const char *code,
 			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));

@@ -19,7 +19,8 @@
 
 static kv_req *kv_req_new(cell_req *r)
 {
-	kv_req *kr = mc_calloc(1, sizeof *kr);
+	kv_req *kr = mc_alloc(sizeof *kr); /* not calloc: see on_request in cell.c */
+	memset(kr, 0, sizeof *kr);
 	kr->r = r;
 	kr->kv = r->c->kv;
 	mc_buf_init(&kr->copy_val);
@@ -79,6 +80,7 @@ void kv_fail_h(kv_req *kr, int status, cell_outcome outcome, const mc_http_heade
 struct hdrs {
 	mc_http_header h[12];
 	size_t n;
+	size_t home; /* index of X-Metrocell-Home in h, or n when absent */
 	char version[24], etag[26], expires[24], age[24];
 };
 
@@ -102,8 +104,11 @@ static void rec_headers(struct hdrs *H, kv_req *kr, uint64_t version, const char
 		H->h[H->n++] = (mc_http_header){"X-Metrocell-Version", 19, H->version, vl};
 		H->h[H->n++] = (mc_http_header){"ETag", 4, H->etag, vl + 2};
 	}
-	if (home && home[0])
+	H->home = MC_ARRAY_LEN(H->h);
+	if (home && home[0]) {
+		H->home = H->n;
 		hdr_add(H, "X-Metrocell-Home", home);
+	}
 	if (expires_ms) {
 		size_t el = (size_t)(mc_http_put_u64(H->expires, expires_ms) - H->expires);
 		H->h[H->n++] = (mc_http_header){"X-Metrocell-Expires-Ms", 22, H->expires, el};
@@ -136,7 +141,19 @@ static void serve(kv_req *kr, int live, const mc_record *rec, cell_outcome o, co
 		return;
 	}
 	hdr_add(&H, "Content-Type", "application/octet-stream");
-	kv_finish(kr, 200, o, H.h, H.n, rec->value, rec->value_len);
+	/* The fields are constants and numbers formatted here, except the home
+	 * cell's name, which a replica copy got from the region: only that one goes
+	 * through the HTTP layer's checks. */
+	mc_http_header own[MC_ARRAY_LEN(H.h)], home[1];
+	size_t nown = 0, nhome = 0;
+	for (size_t i = 0; i < H.n; i++) {
+		if (i == H.home)
+			home[nhome++] = H.h[i];
+		else
+			own[nown++] = H.h[i];
+	}
+	mc_cell_finish_own(kr->r, 200, o, own, nown, home, nhome, rec->value, rec->value_len);
+	kv_req_free(kr);
 }
 
 /* ---- the region: read-through and regional keys ------------------------------------------- */

@@ -775,84 +775,86 @@ out:
 	return rc;
 }
 
-static int token_ok(const char *s)
+static int target_ok(const char *s, size_t n)
 {
-	if (!*s)
+	if (n == 0)
 		return 0;
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
-			return 0;
-	}
-	return 1;
-}
-
-static int target_ok(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
 		if (ch <= 0x20 || ch == 0x7f)
 			return 0;
 	}
 	return 1;
 }
 
-/* Checks a request and formats it into a new creq (not queued yet). Returns 0
- * and *out, or MC_EINVAL / MC_ECANCELED / MC_EFULL. */
+static char *put(char *p, const void *s, size_t n)
+{
+	if (n)
+		memcpy(p, s, n);
+	return p + n;
+}
+
+/* Checks a request and formats it into a new creq (not queued yet), sizing the
+ * wire once. Returns 0 and *out, or MC_EINVAL / MC_ECANCELED / MC_EFULL. */
 static int req_build(mc_http_pool *p, const char *method, const char *target,
 		     const mc_http_header *headers, size_t nheaders, const void *body,
 		     size_t body_len, creq **out)
 {
-	if (!p || !method || !target || (nheaders && !headers) || (body_len && !body) ||
-	    !token_ok(method) || !target_ok(target))
+	if (!p || !method || !target || (nheaders && !headers) || (body_len && !body))
+		return MC_EINVAL;
+	size_t mlen = strlen(method), tlen = strlen(target);
+	if (!mc_http_token_valid(method, mlen) || !target_ok(target, tlen))
 		return MC_EINVAL;
 	if (p->closing)
 		return MC_ECANCELED;
 	if (p->nqueue >= p->opts.max_queue)
 		return MC_EFULL;
 	int has_host = 0;
+	size_t hlen = strlen(p->host);
+	/* request line, Host, Content-Length (20 digits) and the blank line */
+	size_t need = mlen + 1 + tlen + 11 + 6 + hlen + 2 + 16 + 20 + 2 + 2 + body_len;
 	for (size_t i = 0; i < nheaders; i++) {
 		const mc_http_header *h = &headers[i];
-		if (h->name_len == 0 || !mc_http_field_safe(h->name, h->name_len) ||
-		    memchr(h->name, ':', h->name_len) ||
+		if (h->name_len == 0 || !mc_http_name_safe(h->name, h->name_len) ||
 		    !mc_http_field_safe(h->value, h->value_len))
 			return MC_EINVAL;
-		if (mc_http_token_eq(h->name, h->name_len, "host"))
+		if (h->name_len == 4 && mc_http_token_eq(h->name, 4, "host"))
 			has_host = 1;
+		need += h->name_len + h->value_len + 4;
 	}
 	creq *r = req_alloc(p);
 	mc_buf *w = &r->wire;
-	mc_buf_reserve(w, 128 + strlen(target) + body_len);
-	mc_buf_append_str(w, method);
-	mc_buf_append(w, " ", 1);
-	mc_buf_append_str(w, target);
-	mc_buf_append(w, " HTTP/1.1\r\n", 11);
+	mc_buf_reserve(w, need);
+	char *o = w->data + w->len;
+	o = put(o, method, mlen);
+	*o++ = ' ';
+	o = put(o, target, tlen);
+	o = put(o, " HTTP/1.1\r\n", 11);
 	if (!has_host) {
-		mc_buf_append(w, "Host: ", 6);
-		mc_buf_append_str(w, p->host);
-		mc_buf_append(w, "\r\n", 2);
+		o = put(o, "Host: ", 6);
+		o = put(o, p->host, hlen);
+		o = put(o, "\r\n", 2);
 	}
 	for (size_t i = 0; i < nheaders; i++) {
 		const mc_http_header *h = &headers[i];
-		if (mc_http_token_eq(h->name, h->name_len, "content-length") ||
-		    mc_http_token_eq(h->name, h->name_len, "transfer-encoding"))
+		if ((h->name_len == 14 && mc_http_token_eq(h->name, 14, "content-length")) ||
+		    (h->name_len == 17 && mc_http_token_eq(h->name, 17, "transfer-encoding")))
 			continue;
-		mc_buf_append(w, h->name, h->name_len);
-		mc_buf_append(w, ": ", 2);
-		mc_buf_append(w, h->value, h->value_len);
-		mc_buf_append(w, "\r\n", 2);
+		o = put(o, h->name, h->name_len);
+		o = put(o, ": ", 2);
+		o = put(o, h->value, h->value_len);
+		o = put(o, "\r\n", 2);
 	}
 	if (body_len > 0 || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
 	    !strcmp(method, "PATCH")) {
-		mc_buf_append(w, "Content-Length: ", 16);
-		mc_http_buf_u64(w, body_len);
-		mc_buf_append(w, "\r\n", 2);
+		o = put(o, "Content-Length: ", 16);
+		o = mc_http_put_u64(o, body_len);
+		o = put(o, "\r\n", 2);
 	}
-	mc_buf_append(w, "\r\n", 2);
-	if (body_len)
-		mc_buf_append(w, body, body_len);
+	o = put(o, "\r\n", 2);
+	o = put(o, body, body_len);
+	w->len = (size_t)(o - w->data);
+	w->data[w->len] = '\0';
 	r->is_head = !strcmp(method, "HEAD");
 	r->idempotent = r->is_head || !strcmp(method, "GET") || !strcmp(method, "PUT") ||
 			!strcmp(method, "DELETE") || !strcmp(method, "OPTIONS") ||

@@ -147,18 +147,25 @@ static inline uint64_t has_byte(uint64_t v, unsigned char b)
 	return has_zero(v ^ (0x0101010101010101ull * b));
 }
 
-/* 1 when s[0..n) has none of CR, LF, NUL and, with colon, ':'. */
+static inline int word_unsafe(const char *p, int colon)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return (has_zero(v) | has_byte(v, '\r') | has_byte(v, '\n') |
+		(colon ? has_byte(v, ':') : 0)) != 0;
+}
+
+/* 1 when s[0..n) has none of CR, LF, NUL and, with colon, ':'. From 8 bytes on,
+ * the last word overlaps the one before instead of a byte loop. */
 static int bytes_safe(const char *s, size_t n, int colon)
 {
-	size_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		uint64_t v;
-		memcpy(&v, s + i, 8);
-		if (has_zero(v) | has_byte(v, '\r') | has_byte(v, '\n') |
-		    (colon ? has_byte(v, ':') : 0))
-			return 0;
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8)
+			if (word_unsafe(s + i, colon))
+				return 0;
+		return !word_unsafe(s + n - 8, colon);
 	}
-	for (; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0' || (colon && s[i] == ':'))
 			return 0;
 	}
