@@ -191,4 +191,15 @@ int mc_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out);
  * stderr. Returns 0 with *path set, or MC_EINVAL after printing why. */
 int mc_parse_config_arg(int argc, char **argv, const char **path);
 
+
+/* ---- small files (src/common/file.c) ---------------------------------------------- */
+/* Replaces dir/name with p[0..n) crash-safely: writes dir/name.tmp, fsyncs it,
+ * renames it over dir/name and, with sync_dir, fsyncs dir. Returns 0 or -errno. */
+int mc_file_write_atomic(const char *dir, const char *name, const void *p, size_t n, int sync_dir);
+/* fsync of a directory (after renames in it). Returns 0 or -errno. */
+int mc_file_sync_dir(const char *dir);
+/* Reads the whole file at path, at most max bytes, into *out (NUL terminated,
+ * caller frees). Returns 0, MC_ENOTFOUND, MC_ETOOBIG or -errno. */
+int mc_file_read(const char *path, size_t max, char **out, size_t *len);
+
 #endif

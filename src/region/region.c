@@ -32,6 +32,7 @@ typedef struct region {
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	int stopping;
 	mc_region_fallback *fallback; /* src/region/fallback.c */
+	region_fleetconf *fleetconf; /* the fleet config's control plane (fleetconf.c) */
 } region;
 
 static void kv_get(region *g, mc_http_exchange *ex, const mc_http_request *req)
@@ -121,6 +122,7 @@ static mc_repl_cell_stats *refresh(region *g, size_t *n)
 			  MC_METRIC_COUNTER, "")
 		->value = (double)ss.skipped;
 	mc_region_shield_metrics(g->shield, g->metrics);
+	mc_region_fleetconf_metrics(g->fleetconf);
 	mc_buf_fini(&l);
 	return st;
 }
@@ -148,7 +150,9 @@ static void status(region *g, mc_http_exchange *ex)
 			      (double)mc_hist_quantile(&st[i].lag_us, 0.5) / 1000.0,
 			      (double)mc_hist_quantile(&st[i].lag_us, 0.99) / 1000.0);
 	}
-	mc_buf_append_str(&b, "]}\n");
+	mc_buf_append_str(&b, "]");
+	mc_region_fleetconf_status(g->fleetconf, &b);
+	mc_buf_append_str(&b, "}\n");
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
 	mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
 	mc_buf_fini(&b);
@@ -159,6 +163,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 {
 	region *g = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (mc_region_fleetconf_handle(g->fleetconf, ex))
+		return;
 	if (mc_region_fallback_handle(g->fallback, ex) || mc_region_shield_handle(g->shield, ex) ||
 	    mc_region_cache_admin(g->shield, g->sink, ex))
 		return;
@@ -189,6 +195,8 @@ static void stop(region *g)
 		return;
 	g->stopping = 1;
 	MC_INFO(COMP, "region %s stopping", g->conf->region);
+	mc_region_fleetconf_free(g->fleetconf); /* answers the long polls first */
+	g->fleetconf = NULL;
 	mc_http_server_free(g->http);
 	g->http = NULL;
 	mc_region_fallback_free(g->fallback);
@@ -205,6 +213,14 @@ static void stop(region *g)
 static void on_stop(void *arg)
 {
 	stop(arg);
+}
+
+/* Control-plane documents may be larger than limits.max_body_bytes. */
+static size_t body_limit(void *ctx, const char *method, const char *path, size_t len)
+{
+	region *g = ctx;
+	size_t n = mc_region_fleetconf_body_limit(method, path, len);
+	return n ? n : g->conf->limits.max_body_bytes;
 }
 
 static int start(region *g)
@@ -241,6 +257,9 @@ static int start(region *g)
 		return rc;
 	if ((rc = mc_region_shield_new(&g->shield, g->loop, cf)) < 0)
 		return rc;
+	rc = mc_region_fleetconf_new(&g->fleetconf, g->loop, cf, g->metrics, &g->graceful.draining);
+	if (rc < 0)
+		return rc;
 	mc_http_server_opts ho;
 	mc_http_server_opts_default(&ho);
 	ho.max_header_bytes = cf->limits.max_header_bytes;
@@ -253,6 +272,7 @@ static int start(region *g)
 	ho.body_timeout_ms = cf->limits.body_timeout_ms;
 	ho.body_min_rate = cf->limits.body_min_rate;
 	ho.max_inflight = cf->limits.max_inflight;
+	ho.body_limit = body_limit;
 	rc = mc_http_server_new(&g->http, g->loop, cf->listen_http, &ho, on_request, g);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell region: cannot listen on %s (listen.http): %s\n",
