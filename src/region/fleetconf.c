@@ -419,7 +419,8 @@ static int load_versions(region_fleetconf *f)
 		json_decref(m);
 	}
 	closedir(d);
-	qsort(f->v, f->nv, sizeof *f->v, version_cmp);
+	if (f->nv > 1)
+		qsort(f->v, f->nv, sizeof *f->v, version_cmp);
 	return 0;
 }
 
