@@ -164,6 +164,10 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	r->ex = ex;
 	mc_buf_init(&r->key);
 	mc_buf_init(&r->xff);
+	if ((r->route = mc_cell_kv_mget_route(r->snap, req->path, req->path_len)) != NULL) {
+		mc_cell_kv_mget(r);
+		return;
+	}
 	r->route = mc_cell_route_match(r->snap, req->path, req->path_len);
 	mc_cell_edge_account(c, r->route, req);
 	if (!r->route) {
@@ -259,6 +263,7 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
 	mc_cell_cache_metrics(c);
 	mc_cell_fleet_metrics(c);
+	mc_cell_kv_metrics(c);
 }
 
 static void admin_status(cell *c, mc_http_exchange *ex)
@@ -340,6 +345,7 @@ static void stop(cell *c)
 	c->shipper = NULL;
 	mc_cell_pools_fini(c);
 	mc_cell_cache_fini(c);
+	mc_cell_kv_fini(c);
 	/* Commits what is queued; the write callbacks run from the loop, then the
 	 * store's last handle closes and uv_run() returns. */
 	mc_store_close(c->store);
@@ -411,6 +417,9 @@ static int start(cell *c)
 	so.durable = cf->state.durable;
 	so.max_batch = cf->state.max_batch;
 	so.home = cf->cell;
+	mc_cell_fleet_load(c);
+	mc_cell_kv_new(c);
+	mc_cell_kv_store_opts(c, &so);
 	int rc = mc_store_open(&c->store, c->loop, &so);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot open the store in %s: %s\n", dir,
@@ -458,14 +467,15 @@ static int start(cell *c)
 	ro.batch_max_entries = cf->repl.batch_max_entries;
 	ro.heartbeat_ms = cf->repl.heartbeat_ms;
 	ro.dead_after_ms = cf->repl.dead_after_ms;
+	mc_cell_kv_shipper_opts(c, &ro);
 	ro.on_purge = mc_cell_cache_on_purge;
-	ro.cb_arg = c;
 	rc = mc_repl_shipper_new(&c->shipper, c->loop, c->store, cf->cell, cf->region_repl, &ro);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot start replication to %s: %s\n",
 			cf->region_repl, mc_strerror(rc));
 		return rc;
 	}
+	mc_cell_kv_start(c);
 	mc_http_graceful_start(&c->graceful, c->loop, c->http, cf->limits.drain_timeout_ms,
 			       "cell", on_stop, c);
 	mc_cell_fleet_start(c);
@@ -513,6 +523,7 @@ int mc_cell_main(int argc, char **argv)
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
 	mc_cell_edge_fini(&c);
+	mc_cell_kv_free(&c);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);
 	mc_cell_conf_free(c.conf);

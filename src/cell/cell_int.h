@@ -70,6 +70,8 @@ typedef struct cell_route {
 	struct mc_cache_engine *engine; /* cache routes: the cell's engine of that name */
 } cell_route;
 
+struct cell_kv;
+
 /* The routing state built from one config version: immutable once installed,
  * reference counted. The cell holds a reference on the current one and every
  * request on the one it started with, so a swap never changes a request's
@@ -135,6 +137,7 @@ struct cell {
 	int stopping;
 	cell_tls tls;
 	struct cell_proxy *proxy; /* proxy routes' state: fallback link, metrics (proxy.c) */
+	struct cell_kv *kv; /* hot-state KV API (src/cell/kv*.c) */
 };
 
 /* Per-request state carried through asynchronous handlers. */
@@ -175,6 +178,22 @@ void mc_cell_stream_end(cell_req *r, int abort);
 void mc_cell_kv_handle(cell_req *r);
 void mc_cell_proxy_handle(cell_req *r);
 
+/* The hot-state KV API's life cycle (src/cell/kv_state.c), in call order:
+ * new (before the store opens), store_opts, shipper_opts, start (store and
+ * shipper running), metrics (any time), fini (stop: before the store closes),
+ * free (after the loop ended). */
+void mc_cell_kv_new(cell *c);
+void mc_cell_kv_store_opts(cell *c, mc_store_opts *so);
+void mc_cell_kv_shipper_opts(cell *c, mc_repl_shipper_opts *ro);
+void mc_cell_kv_start(cell *c);
+void mc_cell_kv_metrics(cell *c);
+void mc_cell_kv_fini(cell *c);
+void mc_cell_kv_free(cell *c);
+/* The KV route whose multi-get endpoint path is ("/v1/kv/" serves
+ * "POST /v1/kv:mget"), or NULL. */
+cell_route *mc_cell_kv_mget_route(struct cell_snapshot *s, const char *path, size_t len);
+void mc_cell_kv_mget(cell_req *r);
+
 /* The proxy routes' cell-wide state (the region's fallback pool, metrics);
  * fini also closes the pools of every snapshot (requests in flight fail with
  * MC_ECANCELED) at stop. */
@@ -206,9 +225,13 @@ cell_route *mc_cell_route_match(cell_snapshot *s, const char *path, size_t len);
 
 /* ---- fleet config watcher (src/cell/fleet.c) ----------------------------------------------- */
 
-/* Before the listeners start: loads data_dir/config/lkg.json when it is valid
- * (checksum and validation) and installs the first snapshot (LKG, else the
- * bootstrap routes). Returns 0 or a negative code after printing why. */
+/* First thing at start (before the store opens): reads data_dir/config/lkg.json
+ * when its checksum and validation pass, and takes its state_classes (the
+ * store's classes change at a start only). Returns 0. */
+int mc_cell_fleet_load(cell *c);
+/* Before the listeners start: installs the first snapshot (the last-known-good
+ * document, else the bootstrap routes). Returns 0 or a negative code after
+ * printing why. */
 int mc_cell_fleet_boot(cell *c);
 /* Starts watching the region (needs region.http; nothing without). */
 void mc_cell_fleet_start(cell *c);

@@ -36,6 +36,9 @@ struct cell_fleet {
 	uint64_t error_version;
 	char error[ERR_MAX]; /* why error_version was rejected ("" when none) */
 	uint64_t last_contact_ms; /* wall ms of the last answer from the region */
+	mc_fleet_conf *lkg;       /* the last-known-good document until the boot uses it */
+	mc_lkg_meta lkg_meta;
+	int classes_pending;      /* the served version's state_classes wait for a restart */
 	/* answers since the last report */
 	uint64_t win_requests, win_errors, win_start_ms;
 	mc_hist *win_hist;
@@ -91,7 +94,23 @@ static void metrics_init(cell *c, cell_fleet *f)
 
 /* ---- boot ------------------------------------------------------------------------------- */
 
-int mc_cell_fleet_boot(cell *c)
+/* Same rules, same order (state classes are compared as configured). */
+static bool classes_same(const mc_class_rules_conf *a, const mc_class_rules_conf *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++) {
+		const mc_class_rule_conf *x = &a->rules[i], *y = &b->rules[i];
+		if (strcmp(x->prefix, y->prefix) != 0 || x->cls != y->cls ||
+		    x->ack_region != y->ack_region || x->ack_timeout_ms != y->ack_timeout_ms ||
+		    x->replica_max_staleness_ms != y->replica_max_staleness_ms ||
+		    x->cache_ttl_ms != y->cache_ttl_ms || x->region_timeout_ms != y->region_timeout_ms)
+			return false;
+	}
+	return true;
+}
+
+int mc_cell_fleet_load(cell *c)
 {
 	cell_fleet *f = mc_calloc(1, sizeof *f);
 	c->fleet = f;
@@ -106,36 +125,52 @@ int mc_cell_fleet_boot(cell *c)
 	config_dir(c, dir, sizeof dir);
 	char *doc = NULL;
 	size_t len = 0;
-	mc_lkg_meta meta;
+	int rc = mc_lkg_read(dir, &doc, &len, &f->lkg_meta, err, sizeof err);
+	if (rc == 0 &&
+	    mc_fleet_conf_parse("lkg.json", doc, len, c->conf, &f->lkg, err, sizeof err) < 0)
+		rc = MC_ECONFIG;
+	if (rc < 0 && rc != MC_ENOTFOUND)
+		MC_WARN(COMP, "cell %s: last-known-good config not usable, using the bootstrap "
+			      "routes: %s",
+			c->conf->cell, err);
+	free(doc);
+	if (f->lkg && f->lkg->has_classes) {
+		/* the store opens with these: state classes change at a start only */
+		mc_class_rules_fini(&c->conf->classes);
+		c->conf->classes = f->lkg->dyn->classes;
+		memset(&f->lkg->dyn->classes, 0, sizeof f->lkg->dyn->classes);
+	}
+	return 0;
+}
+
+int mc_cell_fleet_boot(cell *c)
+{
+	cell_fleet *f = c->fleet;
+	char err[MC_CONFIG_ERR_MAX + 300];
 	cell_snapshot *s = NULL;
-	int rc = mc_lkg_read(dir, &doc, &len, &meta, err, sizeof err);
-	if (rc == 0) {
-		mc_fleet_conf *fc = NULL;
-		rc = mc_fleet_conf_parse("lkg.json", doc, len, c->conf, &fc, err, sizeof err);
-		if (rc == 0)
-			rc = mc_cell_snapshot_new(c, fc, &s, err, sizeof err);
-		if (rc == 0) {
-			s->version = meta.version;
-			memcpy(s->sha256, meta.sha256, sizeof s->sha256);
-			s->accepted_ms = meta.accepted_ms;
+	if (f->lkg) {
+		mc_fleet_conf *fc = f->lkg;
+		f->lkg = NULL;
+		if (mc_cell_snapshot_new(c, fc, &s, err, sizeof err) == 0) {
+			const mc_lkg_meta *meta = &f->lkg_meta;
+			s->version = meta->version;
+			memcpy(s->sha256, meta->sha256, sizeof s->sha256);
+			s->accepted_ms = meta->accepted_ms;
 			s->source = "lkg";
 			MC_INFO(COMP,
 				"cell %s: booting from last-known-good config version %" PRIu64
 				" (sha256 %.12s..., accepted %.0f s ago)",
-				c->conf->cell, meta.version, meta.sha256,
-				(double)(mc_wall_ms() - MC_MIN(meta.accepted_ms, mc_wall_ms())) /
+				c->conf->cell, meta->version, meta->sha256,
+				(double)(mc_wall_ms() - MC_MIN(meta->accepted_ms, mc_wall_ms())) /
 				    1000.0);
 		} else {
 			MC_WARN(COMP, "cell %s: last-known-good config not usable, using the "
 				      "bootstrap routes: %s",
 				c->conf->cell, err);
 		}
-	} else if (rc != MC_ENOTFOUND) {
-		MC_WARN(COMP, "cell %s: %s; using the bootstrap routes", c->conf->cell, err);
 	}
-	free(doc);
 	if (!s) {
-		rc = mc_cell_snapshot_new(c, NULL, &s, err, sizeof err);
+		int rc = mc_cell_snapshot_new(c, NULL, &s, err, sizeof err);
 		if (rc < 0) {
 			fprintf(stderr, "metrocell cell: %s: %s\n", c->conf->path, err);
 			return rc;
@@ -264,6 +299,12 @@ static void apply(cell_fleet *f, const mc_http_response *res, uint64_t version, 
 	s->accepted_ms = accepted_ms;
 	s->source = "region";
 	mc_cell_snapshot_install(c, s);
+	f->classes_pending = s->fleet->has_classes &&
+			     !classes_same(&s->fleet->dyn->classes, &c->conf->classes);
+	if (f->classes_pending)
+		MC_WARN(COMP, "cell %s: config version %" PRIu64 " changes state_classes: they take "
+			      "effect at the cell's next start",
+			c->conf->cell, version);
 	f->error[0] = '\0';
 	f->m_applied->value += 1;
 	/* persisted after the swap: a failing disk must not keep the fleet's config
@@ -423,6 +464,8 @@ void mc_cell_fleet_stop(cell *c)
 		return;
 	c->fleet = NULL;
 	f->stopping = 1;
+	mc_fleet_conf_free(f->lkg);
+	f->lkg = NULL;
 	mc_http_pool_free(f->pool); /* cancels the watch and the reports */
 	f->pool = NULL;
 	if (f->timers) {
@@ -488,6 +531,9 @@ void mc_cell_fleet_status(cell *c, mc_buf *b)
 		mc_buf_printf(b, "%s\"%s\"", i ? "," : "", hex);
 	}
 	mc_buf_append_str(b, "]");
+	if (f)
+		mc_buf_printf(b, ",\"state_classes_pending_restart\":%s",
+			      f->classes_pending ? "true" : "false");
 	if (f) {
 		mc_buf_printf(b, ",\"watching\":%s,\"last_contact_ms\":%" PRIu64,
 			      f->pool ? "true" : "false", f->last_contact_ms);
