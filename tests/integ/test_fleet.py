@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import free_port, http_json, http_request, wait_until
+from test_tls import KEY_A, make_cert
 
 CELLS = ["lax", "sfo", "sea"]
 SECRET1 = "11" * 32
@@ -34,6 +35,7 @@ class Fleet:
         self.cells = {}
         self.cell_procs = {}
         self.region = None
+        self.cell_extra = {}
         region = {"region": "us-west",
                   "listen": {"http": self.region_http, "repl": self.region_repl},
                   "data_dir": os.path.join(self.tmp, "region-data"),
@@ -67,6 +69,7 @@ class Fleet:
                 "replication": {"heartbeat_ms": 200, "dead_after_ms": 1000},
                 "pools": {"boot": {"workers": [boot_worker]}},
                 "routes": [{"name": "boot", "prefix": "/", "kind": "proxy", "pool": "boot"}]}
+        conf.update(self.cell_extra.get(name, {}))
         path = os.path.join(self.tmp, name + ".json")
         with open(path, "w") as f:
             json.dump(conf, f, indent=2)
@@ -411,3 +414,43 @@ def test_key_rotation_activates_only_once_every_cell_has_the_key(fleet):
     for c in CELLS:
         wait_until(lambda: f.status(c)["ticket_key_names"] == [name.group(1)], timeout=40,
                    interval=0.2, what="%s: the new ticket key alone" % c)
+
+
+def s_client(addr, version, sess_out=None, sess_in=None):
+    """One openssl s_client connection with a request; returns New or Reused."""
+    args = ["openssl", "s_client", "-connect", addr, "-ign_eof", "-" + version]
+    if sess_out:
+        args += ["-sess_out", sess_out]
+    if sess_in:
+        args += ["-sess_in", sess_in]
+    r = subprocess.run(args, input=b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                       capture_output=True, timeout=30)
+    out = r.stdout.decode(errors="replace")
+    m = re.search(r"^(New|Reused), (TLSv1\.[23])", out, re.M)
+    assert m, out + r.stderr.decode(errors="replace")
+    assert "HTTP/1.1 200" in out  # answered over the session
+    return m.group(1)
+
+
+def test_ticket_keys_from_the_fleet_config_resume_across_cells(fleet, tmp_path):
+    f = fleet
+    cert, key = make_cert(tmp_path, "fleet-cert")
+    tls = {}
+    for c in ("lax", "sfo"):
+        tls[c] = "127.0.0.1:%d" % free_port()
+        # no ticket keys in the bootstrap file: each cell makes a random one
+        f.cell_extra[c] = {"tls": {"listen": tls[c], "cert": cert, "key": key}}
+    f.worker("b")
+    f.start_all()
+    sess = os.path.join(str(tmp_path), "before.sess")
+    assert s_client(tls["lax"], "tls1_3", sess_out=sess) == "New"
+    assert s_client(tls["sfo"], "tls1_3", sess_in=sess) == "New"
+    # one ticket-key set for the fleet: each cell's TLS context is rebuilt with it
+    f.push(f.doc("b", tls_ticket_keys=[KEY_A]))
+    for c in ("lax", "sfo"):
+        assert f.status(c)["ticket_key_names"] == [KEY_A[:32]]
+        assert "session-ticket key(s) from the fleet config" in f.cell_procs[c].log()
+    for version in ("tls1_2", "tls1_3"):
+        sess = os.path.join(str(tmp_path), "%s.sess" % version)
+        assert s_client(tls["lax"], version, sess_out=sess) == "New"
+        assert s_client(tls["sfo"], version, sess_in=sess) == "Reused"
