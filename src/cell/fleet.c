@@ -27,18 +27,18 @@ struct cell_fleet {
 	mc_http_pool *pool; /* to region.http; NULL without it */
 	uv_timer_t watch_timer;
 	uv_timer_t report_timer;
-	int timers;   /* timers initialised (closed at stop) */
+	int timers; /* timers initialised (closed at stop) */
 	int stopping;
 	int watching; /* a watch is in flight */
 	uint32_t backoff_ms;
 	uint64_t rng;
 	uint64_t seen_version; /* last version received (applied or rejected) */
 	uint64_t error_version;
-	char error[ERR_MAX]; /* why error_version was rejected ("" when none) */
+	char error[ERR_MAX];	  /* why error_version was rejected ("" when none) */
 	uint64_t last_contact_ms; /* wall ms of the last answer from the region */
-	mc_fleet_conf *lkg;       /* the last-known-good document until the boot uses it */
+	mc_fleet_conf *lkg;	  /* the last-known-good document until the boot uses it */
 	mc_lkg_meta lkg_meta;
-	int classes_pending;      /* the served version's state_classes wait for a restart */
+	int classes_pending; /* the served version's state_classes wait for a restart */
 	/* answers since the last report */
 	uint64_t win_requests, win_errors, win_start_ms;
 	mc_hist *win_hist;
@@ -86,8 +86,8 @@ static void metrics_init(cell *c, cell_fleet *f)
 				 "backoff).",
 				 MC_METRIC_COUNTER, NULL);
 	static const char lh[] = "Writes of the last-known-good config file, by result.";
-	f->m_lkg_ok = fseries(c, "metrocell_config_lkg_writes_total", lh, MC_METRIC_COUNTER,
-			      "result=\"ok\"");
+	f->m_lkg_ok =
+	    fseries(c, "metrocell_config_lkg_writes_total", lh, MC_METRIC_COUNTER, "result=\"ok\"");
 	f->m_lkg_err = fseries(c, "metrocell_config_lkg_writes_total", lh, MC_METRIC_COUNTER,
 			       "result=\"error\"");
 }
@@ -104,7 +104,8 @@ static bool classes_same(const mc_class_rules_conf *a, const mc_class_rules_conf
 		if (strcmp(x->prefix, y->prefix) != 0 || x->cls != y->cls ||
 		    x->ack_region != y->ack_region || x->ack_timeout_ms != y->ack_timeout_ms ||
 		    x->replica_max_staleness_ms != y->replica_max_staleness_ms ||
-		    x->cache_ttl_ms != y->cache_ttl_ms || x->region_timeout_ms != y->region_timeout_ms)
+		    x->cache_ttl_ms != y->cache_ttl_ms ||
+		    x->region_timeout_ms != y->region_timeout_ms)
 			return false;
 	}
 	return true;
@@ -130,8 +131,9 @@ int mc_cell_fleet_load(cell *c)
 	    mc_fleet_conf_parse("lkg.json", doc, len, c->conf, &f->lkg, err, sizeof err) < 0)
 		rc = MC_ECONFIG;
 	if (rc < 0 && rc != MC_ENOTFOUND)
-		MC_WARN(COMP, "cell %s: last-known-good config not usable, using the bootstrap "
-			      "routes: %s",
+		MC_WARN(COMP,
+			"cell %s: last-known-good config not usable, using the bootstrap "
+			"routes: %s",
 			c->conf->cell, err);
 	free(doc);
 	if (f->lkg && f->lkg->has_classes) {
@@ -164,8 +166,9 @@ int mc_cell_fleet_boot(cell *c)
 				(double)(mc_wall_ms() - MC_MIN(meta->accepted_ms, mc_wall_ms())) /
 				    1000.0);
 		} else {
-			MC_WARN(COMP, "cell %s: last-known-good config not usable, using the "
-				      "bootstrap routes: %s",
+			MC_WARN(COMP,
+				"cell %s: last-known-good config not usable, using the "
+				"bootstrap routes: %s",
 				c->conf->cell, err);
 		}
 	}
@@ -213,8 +216,8 @@ static void report_send(cell_fleet *f)
 		mc_buf_append_json(&b, f->error, strlen(f->error));
 	}
 	mc_buf_printf(&b,
-		      ",\"window\":{\"ms\":%" PRIu64 ",\"requests\":%" PRIu64
-		      ",\"errors\":%" PRIu64 ",\"hist\":[",
+		      ",\"window\":{\"ms\":%" PRIu64 ",\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
+		      ",\"hist\":[",
 		      now > f->win_start_ms ? now - f->win_start_ms : 0, f->win_requests,
 		      f->win_errors);
 	size_t n = 0;
@@ -258,8 +261,8 @@ static void reject(cell_fleet *f, uint64_t version, const char *why)
 	snprintf(f->error, sizeof f->error, "%s", why);
 	f->error_version = version;
 	f->m_rejected->value += 1;
-	MC_ERROR(COMP, "cell %s: config version %" PRIu64 " rejected, keeping version %" PRIu64
-		       ": %s",
+	MC_ERROR(COMP,
+		 "cell %s: config version %" PRIu64 " rejected, keeping version %" PRIu64 ": %s",
 		 c->conf->cell, version, c->snap ? c->snap->version : 0, why);
 	report_send(f);
 }
@@ -272,8 +275,9 @@ static void apply(cell_fleet *f, const mc_http_response *res, uint64_t version, 
 	f->seen_version = version;
 	if (mc_net_sha256_hex(res->body ? res->body : "", res->body_len, got) < 0 ||
 	    strcmp(got, sha) != 0) {
-		snprintf(err, sizeof err, "checksum mismatch: the region announced sha256 %s, the "
-					  "document received has %s",
+		snprintf(err, sizeof err,
+			 "checksum mismatch: the region announced sha256 %s, the "
+			 "document received has %s",
 			 sha, got);
 		reject(f, version, err);
 		return;
@@ -299,11 +303,12 @@ static void apply(cell_fleet *f, const mc_http_response *res, uint64_t version, 
 	s->accepted_ms = accepted_ms;
 	s->source = "region";
 	mc_cell_snapshot_install(c, s);
-	f->classes_pending = s->fleet->has_classes &&
-			     !classes_same(&s->fleet->dyn->classes, &c->conf->classes);
+	f->classes_pending =
+	    s->fleet->has_classes && !classes_same(&s->fleet->dyn->classes, &c->conf->classes);
 	if (f->classes_pending)
-		MC_WARN(COMP, "cell %s: config version %" PRIu64 " changes state_classes: they take "
-			      "effect at the cell's next start",
+		MC_WARN(COMP,
+			"cell %s: config version %" PRIu64 " changes state_classes: they take "
+			"effect at the cell's next start",
 			c->conf->cell, version);
 	f->error[0] = '\0';
 	f->m_applied->value += 1;
@@ -335,8 +340,8 @@ static void on_watch_timer(uv_timer_t *t)
 
 static void watch_later(cell_fleet *f)
 {
-	f->backoff_ms = f->backoff_ms ? MC_MIN(f->backoff_ms * 2, (uint32_t)BACKOFF_MAX_MS)
-				      : BACKOFF_MIN_MS;
+	f->backoff_ms =
+	    f->backoff_ms ? MC_MIN(f->backoff_ms * 2, (uint32_t)BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
 	/* +-25 % so cells cut off together do not come back in step */
 	f->rng ^= f->rng << 13;
 	f->rng ^= f->rng >> 7;
@@ -379,8 +384,8 @@ static void on_watch_answer(void *arg, int err, const mc_http_response *res)
 		uint64_t version = header_u64(res, "x-metrocell-config-version", &ok);
 		uint64_t accepted = header_u64(res, "x-metrocell-config-accepted-ms", &ok);
 		size_t sl = 0;
-		const char *sha =
-		    mc_http_header_find(res->headers, res->nheaders, "x-metrocell-config-sha256", &sl);
+		const char *sha = mc_http_header_find(res->headers, res->nheaders,
+						      "x-metrocell-config-sha256", &sl);
 		if (!ok || !sha || sl != 64) {
 			f->m_watch_err->value += 1;
 			MC_WARN(COMP, "cell %s: region answered a watch without version headers",
@@ -419,13 +424,15 @@ void mc_cell_fleet_start(cell *c)
 		return;
 	if (c->snap && c->snap->fleet && c->snap->fleet->has_ticket_keys) {
 		char err[512];
-		if (mc_cell_tls_set_ticket_keys(c, &c->snap->fleet->ticket_keys, err, sizeof err) < 0)
+		if (mc_cell_tls_set_ticket_keys(c, &c->snap->fleet->ticket_keys, err, sizeof err) <
+		    0)
 			MC_ERROR(COMP, "cell %s: ticket keys of config version %" PRIu64 ": %s",
 				 c->conf->cell, c->snap->version, err);
 	}
 	if (!c->conf->region_http) {
-		MC_INFO(COMP, "cell %s: no region.http: serving config version %" PRIu64
-			      " without watching the fleet config",
+		MC_INFO(COMP,
+			"cell %s: no region.http: serving config version %" PRIu64
+			" without watching the fleet config",
 			c->conf->cell, c->snap ? c->snap->version : 0);
 		return;
 	}

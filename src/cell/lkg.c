@@ -37,8 +37,8 @@ static size_t sums_parse(const char *text, mc_lkg_meta *e)
 	while (p && *p && n < SUM_ENTRIES) {
 		char hex[65];
 		unsigned long long ver, acc;
-		if (sscanf(p, "sha256=%64[0-9a-f] version=%llu accepted_ms=%llu", hex, &ver, &acc) ==
-			3 &&
+		if (sscanf(p, "sha256=%64[0-9a-f] version=%llu accepted_ms=%llu", hex, &ver,
+			   &acc) == 3 &&
 		    strlen(hex) == 64) {
 			memcpy(e[n].sha256, hex, 65);
 			e[n].version = ver;

@@ -33,9 +33,9 @@ static bool pool_conf_same(const mc_pool_conf *a, const mc_pool_conf *b)
 			return false;
 	const mc_health_conf *ha = &a->health, *hb = &b->health;
 	if (ha->enabled != hb->enabled ||
-	    (ha->enabled && (!str_eq(ha->path, hb->path) || ha->interval_ms != hb->interval_ms ||
-			     ha->timeout_ms != hb->timeout_ms || ha->rise != hb->rise ||
-			     ha->fall != hb->fall)))
+	    (ha->enabled &&
+	     (!str_eq(ha->path, hb->path) || ha->interval_ms != hb->interval_ms ||
+	      ha->timeout_ms != hb->timeout_ms || ha->rise != hb->rise || ha->fall != hb->fall)))
 		return false;
 	return memcmp(&a->outlier, &b->outlier, sizeof a->outlier) == 0;
 }
@@ -239,8 +239,9 @@ void mc_cell_snapshot_install(cell *c, cell_snapshot *s)
 	s->applied_ms = mc_wall_ms();
 	c->snap = s;
 	if (old)
-		MC_INFO(COMP, "cell %s: config version %llu (%s) replaces version %llu; %d request(s) "
-			      "finish on the previous one",
+		MC_INFO(COMP,
+			"cell %s: config version %llu (%s) replaces version %llu; %d request(s) "
+			"finish on the previous one",
 			c->conf->cell, (unsigned long long)s->version, s->source,
 			(unsigned long long)old->version, old->refs - 1);
 	mc_cell_snapshot_unref(old);

@@ -194,11 +194,12 @@ int mc_cell_tls_set_ticket_keys(cell *c, const mc_ticket_keys_conf *keys, char *
 	if (t->nkeys == keys->n) {
 		size_t same = 0;
 		for (size_t i = 0; i < keys->n; i++)
-			same += memcmp(t->keys[i].name, keys->keys[i].name, MC_TICKET_NAME_LEN) == 0 &&
-				memcmp(t->keys[i].aes_key, keys->keys[i].aes_key,
-				       MC_TICKET_SECRET_LEN) == 0 &&
-				memcmp(t->keys[i].hmac_key, keys->keys[i].hmac_key,
-				       MC_TICKET_SECRET_LEN) == 0;
+			same +=
+			    memcmp(t->keys[i].name, keys->keys[i].name, MC_TICKET_NAME_LEN) == 0 &&
+			    memcmp(t->keys[i].aes_key, keys->keys[i].aes_key,
+				   MC_TICKET_SECRET_LEN) == 0 &&
+			    memcmp(t->keys[i].hmac_key, keys->keys[i].hmac_key,
+				   MC_TICKET_SECRET_LEN) == 0;
 		if (same == keys->n)
 			return 0;
 	}
@@ -220,8 +221,9 @@ int mc_cell_tls_set_ticket_keys(cell *c, const mc_ticket_keys_conf *keys, char *
 		mc_http_server_tls_ctx_set(c->http, n);
 		mc_tls_ctx_unref(t->ctx);
 		t->ctx = n;
-		MC_INFO(COMP, "cell %s: %zu session-ticket key(s) from the fleet config; open "
-			      "connections keep the previous context",
+		MC_INFO(COMP,
+			"cell %s: %zu session-ticket key(s) from the fleet config; open "
+			"connections keep the previous context",
 			c->conf->cell, t->nkeys);
 	}
 	explicit_bzero(saved, sizeof saved);

@@ -2408,9 +2408,9 @@ void mc_region_conf_free(mc_region_conf *c)
 
 const char *const mc_key_status_names[3] = {"pending", "active", "retiring"};
 
-static const char *const FLEET_KEYS[] = {"version",	    "pools", "routes",	"flags",
-					 "auth_keys",	    "tls_ticket_keys", "cells",
-					 "rollout", "state_classes"};
+static const char *const FLEET_KEYS[] = {"version", "pools",	 "routes",
+					 "flags",   "auth_keys", "tls_ticket_keys",
+					 "cells",   "rollout",	 "state_classes"};
 static const char *const FLEET_REQUIRED[] = {"routes", NULL};
 static const char *const FLEET_CELL_KEYS[] = {"pools", "flags"};
 static const char *const AUTH_KEY_KEYS[] = {"kid", "alg", "key", "status"};
@@ -2487,7 +2487,8 @@ static int parse_auth_key(vctx *v, json_t *o, mc_auth_key_conf *keys, size_t idx
 	if (!json_is_string(kid) ||
 	    !flag_name_ok(json_string_value(kid), json_string_length(kid)) ||
 	    strlen(json_string_value(kid)) != json_string_length(kid))
-		rc = fail(v, "expected a key id matching [A-Za-z0-9_.-]{1,64}, got %s", show(kid).s);
+		rc =
+		    fail(v, "expected a key id matching [A-Za-z0-9_.-]{1,64}, got %s", show(kid).s);
 	for (size_t i = 0; rc == 0 && i < idx; i++)
 		if (strcmp(keys[i].kid, json_string_value(kid)) == 0)
 			rc = fail(v, "duplicate kid %s (also auth_keys[%zu])", show(kid).s, i);
@@ -2527,15 +2528,17 @@ static int parse_auth_key(vctx *v, json_t *o, mc_auth_key_conf *keys, size_t idx
 				  hex_shape(key).s);
 	} else if (!json_is_string(key) ||
 		   !pem_public_ok(json_string_value(key), json_string_length(key))) {
-		rc = fail(v, "expected a PEM public key (\"" PEM_BEGIN "\\n...\\n" PEM_END
-			     "\") for %s, got %s",
+		rc = fail(v,
+			  "expected a PEM public key (\"" PEM_BEGIN "\\n...\\n" PEM_END
+			  "\") for %s, got %s",
 			  as, show(key).s);
 	}
 	pop(v);
 	if (rc)
 		goto out;
 	k->key = mc_strdup(json_string_value(key));
-	CHECK(opt_enum(v, o, "status", mc_key_status_names, MC_ARRAY_LEN(mc_key_status_names), &st));
+	CHECK(
+	    opt_enum(v, o, "status", mc_key_status_names, MC_ARRAY_LEN(mc_key_status_names), &st));
 	k->status = (mc_key_status)st;
 out:
 	return rc;
@@ -2550,7 +2553,8 @@ static int parse_auth_keys(vctx *v, json_t *root, mc_fleet_conf *f)
 	push_key(v, "auth_keys");
 	size_t n = json_is_array(a) ? json_array_size(a) : 0;
 	if (!json_is_array(a)) {
-		rc = fail(v, "expected an array of keys {kid, alg, key, status}, got %s", show(a).s);
+		rc =
+		    fail(v, "expected an array of keys {kid, alg, key, status}, got %s", show(a).s);
 		goto out;
 	}
 	if (n > MC_AUTH_KEYS_MAX) {
@@ -2615,7 +2619,8 @@ static const char *stage_split(const char *s, size_t n, mc_rollout_stage *st, ch
 			return "expected cell names matching [a-z0-9-]{1,31} joined by '+'";
 		}
 		for (size_t k = 0; k < st->ncells; k++) {
-			if (strlen(st->cells[k]) == e - at && memcmp(st->cells[k], s + at, e - at) == 0) {
+			if (strlen(st->cells[k]) == e - at &&
+			    memcmp(st->cells[k], s + at, e - at) == 0) {
 				snprintf(bad, badcap, "%.*s", (int)(e - at), s + at);
 				return "cell named twice";
 			}
@@ -2669,8 +2674,8 @@ int mc_rollout_stages_parse(const char *spec, mc_rollout_stage **out, size_t *n,
 		}
 		if (why) {
 			snprintf(err, errcap, "stage %zu \"%.*s\": %s%s%s%s", ns,
-				 (int)MC_MIN(e - at, (size_t)100), spec + at, why, bad[0] ? " (\"" : "",
-				 bad, bad[0] ? "\")" : "");
+				 (int)MC_MIN(e - at, (size_t)100), spec + at, why,
+				 bad[0] ? " (\"" : "", bad, bad[0] ? "\")" : "");
 			stages_free(st, ns);
 			return MC_EINVAL;
 		}
@@ -2712,8 +2717,9 @@ static int parse_rollout(vctx *v, json_t *root, mc_fleet_conf *f)
 	push_key(v, "stages");
 	size_t n = json_is_array(a) ? json_array_size(a) : 0;
 	if (!json_is_array(a) || n > MC_FLEET_CELLS_MAX) {
-		rc = fail(v, "expected an array of at most %d stages like \"lax\" or \"sfo+sea\", "
-			     "got %s",
+		rc = fail(v,
+			  "expected an array of at most %d stages like \"lax\" or \"sfo+sea\", "
+			  "got %s",
 			  MC_FLEET_CELLS_MAX, show(a).s);
 		pop(v);
 		goto out;
@@ -2723,11 +2729,11 @@ static int parse_rollout(vctx *v, json_t *root, mc_fleet_conf *f)
 		json_t *e = json_array_get(a, i);
 		char bad[64] = "";
 		push_index(v, i);
-		const char *why = json_is_string(e) && strlen(json_string_value(e)) ==
-								json_string_length(e)
-				      ? stage_split(json_string_value(e), json_string_length(e),
-						    &r->stages[i], bad, sizeof bad)
-				      : "expected a string";
+		const char *why =
+		    json_is_string(e) && strlen(json_string_value(e)) == json_string_length(e)
+			? stage_split(json_string_value(e), json_string_length(e), &r->stages[i],
+				      bad, sizeof bad)
+			: "expected a string";
 		r->nstages = i + 1;
 		size_t w;
 		for (size_t k = 0; !why && k < r->stages[i].ncells; k++) {
@@ -2736,7 +2742,8 @@ static int parse_rollout(vctx *v, json_t *root, mc_fleet_conf *f)
 				rc = fail(v, "cell \"%s\" is already in stages[%zu]", cn, w);
 				break;
 			}
-			if (f->ncells > 0 && find_name((const char *const *)f->cells, f->ncells, cn) < 0) {
+			if (f->ncells > 0 &&
+			    find_name((const char *const *)f->cells, f->ncells, cn) < 0) {
 				rc = fail(v, "unknown cell \"%s\" (not a key of cells)", cn);
 				break;
 			}
@@ -2793,7 +2800,8 @@ static int parse_fleet_cells(vctx *v, json_t *root, mc_fleet_conf *f, const mc_c
 		push_key(v, name);
 		rc = check_object(v, co);
 		if (rc == 0)
-			rc = check_keys(v, co, FLEET_CELL_KEYS, MC_ARRAY_LEN(FLEET_CELL_KEYS), NULL);
+			rc =
+			    check_keys(v, co, FLEET_CELL_KEYS, MC_ARRAY_LEN(FLEET_CELL_KEYS), NULL);
 		tmp = mc_calloc(1, sizeof *tmp);
 		if (rc == 0)
 			rc = parse_pools(v, co, tmp);
@@ -2871,8 +2879,9 @@ static int fleet_build(vctx *v, json_t *root, const mc_cell_conf *boot, mc_fleet
 	if (ver) {
 		push_key(v, "version");
 		if (!json_is_integer(ver) || json_integer_value(ver) < 0)
-			rc = fail(v, "expected a non-negative integer (the region numbers "
-				     "versions; this one is informational), got %s",
+			rc = fail(v,
+				  "expected a non-negative integer (the region numbers "
+				  "versions; this one is informational), got %s",
 				  show(ver).s);
 		else
 			f->version = json_integer_value(ver);

@@ -66,7 +66,8 @@ static int http_call(const char *region, const char *method, const char *target,
 	int rc = mc_http_pool_new(&p, &loop, region, &o);
 	if (rc == 0) {
 		mc_http_header h[] = {{"Content-Type", 12, "application/json", 16}};
-		rc = mc_http_pool_request(p, method, target, h, body ? 1 : 0, body, len, on_answer, c);
+		rc = mc_http_pool_request(p, method, target, h, body ? 1 : 0, body, len, on_answer,
+					  c);
 		while (rc == 0 && !c->done)
 			uv_run(&loop, UV_RUN_ONCE);
 		if (rc == 0)
@@ -100,12 +101,13 @@ static void unreachable(const char *what, const char *region, int rc)
 		mc_strerror(rc));
 }
 
-/* ---- arguments --------------------------------------------------------------------------------- */
+/* ---- arguments ---------------------------------------------------------------------------------
+ */
 
 typedef struct args {
 	const char *region;
 	const char *file;
-	const char *sub;    /* "status", "abort" for rollout / rotate-key */
+	const char *sub; /* "status", "abort" for rollout / rotate-key */
 	const char *stages;
 	const char *kind;
 	uint64_t bake_ms;
@@ -127,12 +129,12 @@ static int parse_duration(const char *s, uint64_t *ms)
 	if (d == 0 || d > 12 || mc_parse_u64(s, d, 1000000000000ull, &v) != 0)
 		return -1;
 	const char *u = s + d;
-	uint64_t mul = strcmp(u, "ms") == 0		     ? 1
+	uint64_t mul = strcmp(u, "ms") == 0		   ? 1
 		       : strcmp(u, "s") == 0 || *u == '\0' ? 1000
-		       : strcmp(u, "m") == 0		     ? 60000
-		       : strcmp(u, "h") == 0		     ? 3600000
-		       : strcmp(u, "d") == 0		     ? 86400000
-							     : 0;
+		       : strcmp(u, "m") == 0		   ? 60000
+		       : strcmp(u, "h") == 0		   ? 3600000
+		       : strcmp(u, "d") == 0		   ? 86400000
+							   : 0;
 	if (!mul)
 		return -1;
 	*ms = v * mul;
@@ -165,9 +167,9 @@ static int parse_args(int argc, char **argv, int first, args *a)
 			a->wait = 1;
 		} else if (strcmp(o, "--json") == 0) {
 			a->json = 1;
-		} else if (!strcmp(o, "--region") || !strcmp(o, "--stages") || !strcmp(o, "--bake") ||
-			   !strcmp(o, "--kind") || !strcmp(o, "--overlap") ||
-			   !strcmp(o, "--timeout")) {
+		} else if (!strcmp(o, "--region") || !strcmp(o, "--stages") ||
+			   !strcmp(o, "--bake") || !strcmp(o, "--kind") ||
+			   !strcmp(o, "--overlap") || !strcmp(o, "--timeout")) {
 			if (!val)
 				return usage_error("%s needs a value", o);
 			i++;
@@ -175,22 +177,23 @@ static int parse_args(int argc, char **argv, int first, args *a)
 				char host[64];
 				uint16_t port;
 				if (mc_parse_hostport(val, host, sizeof host, &port) != 0 || !port)
-					return usage_error("--region: expected HOST:PORT, got \"%s\"",
-							   val);
+					return usage_error(
+					    "--region: expected HOST:PORT, got \"%s\"", val);
 				a->region = val;
 			} else if (!strcmp(o, "--stages")) {
 				a->stages = val;
 			} else if (!strcmp(o, "--kind")) {
 				if (strcmp(val, "auth") != 0 && strcmp(val, "ticket") != 0)
-					return usage_error("--kind: expected auth or ticket, got \"%s\"",
-							   val);
+					return usage_error(
+					    "--kind: expected auth or ticket, got \"%s\"", val);
 				a->kind = val;
 			} else {
 				uint64_t ms;
 				if (parse_duration(val, &ms) != 0)
-					return usage_error("expected a duration like 10s, 500ms, 1h; "
-							   "got \"%s\"",
-							   val);
+					return usage_error(
+					    "expected a duration like 10s, 500ms, 1h; "
+					    "got \"%s\"",
+					    val);
 				if (!strcmp(o, "--bake")) {
 					a->bake_ms = ms;
 					a->has_bake = 1;
@@ -218,8 +221,9 @@ static int load_local(const char *what, const char *path, char **doc, size_t *le
 {
 	int rc = mc_file_read(path, MC_FLEET_MAX_BYTES, doc, len);
 	if (rc == MC_ETOOBIG) {
-		fprintf(stderr, "metrocell ctl %s: %s: file is larger than %u bytes (the fleet config "
-				"limit)\n",
+		fprintf(stderr,
+			"metrocell ctl %s: %s: file is larger than %u bytes (the fleet config "
+			"limit)\n",
 			what, path, MC_FLEET_MAX_BYTES);
 		return 1;
 	}
@@ -245,7 +249,8 @@ static json_t *json_of(const call *c)
 	return json_loadb(c->body.data ? c->body.data : "", c->body.len, 0, NULL);
 }
 
-/* ---- push ------------------------------------------------------------------------------------- */
+/* ---- push -------------------------------------------------------------------------------------
+ */
 
 /* Waits until every cell applied version (or one rejected it, or time ran
  * out); prints the outcome. Returns the exit code. */
@@ -291,23 +296,26 @@ static int wait_applied(const args *a, uint64_t version, uint64_t t0_ns)
 					mc_buf_printf(&names, "%s%s", nok++ ? ", " : "", cn);
 				} else {
 					if (err)
-						mc_buf_printf(&bad, "  %s: rejected: %s\n", cn, err);
+						mc_buf_printf(&bad, "  %s: rejected: %s\n", cn,
+							      err);
 					else
-						mc_buf_printf(&bad, "  %s: not applied (at version %lld)\n",
-							      cn,
-							      (long long)json_integer_value(json_object_get(
-								  e, "applied_version")));
+						mc_buf_printf(
+						    &bad, "  %s: not applied (at version %lld)\n",
+						    cn,
+						    (long long)json_integer_value(
+							json_object_get(e, "applied_version")));
 				}
 			}
 			if (complete) {
 				printf("applied by %zu cell%s (%s) in %.1f ms\n", nok,
 				       nok == 1 ? "" : "s", nok ? names.data : "none", took_ms);
 			} else {
-				fprintf(stderr,
-					"metrocell ctl push --wait: version %llu %s after %.1f ms:\n%s",
-					(unsigned long long)version,
-					rejected ? "was rejected" : "is not applied everywhere",
-					took_ms, bad.data ? bad.data : "");
+				fprintf(
+				    stderr,
+				    "metrocell ctl push --wait: version %llu %s after %.1f ms:\n%s",
+				    (unsigned long long)version,
+				    rejected ? "was rejected" : "is not applied everywhere",
+				    took_ms, bad.data ? bad.data : "");
 			}
 			mc_buf_fini(&names);
 			mc_buf_fini(&bad);
@@ -353,7 +361,8 @@ static int cmd_push(const args *a)
 	return a->wait ? wait_applied(a, version, t0) : 0;
 }
 
-/* ---- rollout ------------------------------------------------------------------------------------ */
+/* ---- rollout ------------------------------------------------------------------------------------
+ */
 
 static void print_sample(const char *label, json_t *s)
 {
@@ -383,8 +392,8 @@ static void print_rollout(json_t *r)
 		mc_buf_init(&names);
 		size_t k;
 		json_t *cn;
-		json_array_foreach(st, k, cn) mc_buf_printf(&names, "%s%s", k ? "+" : "",
-							    json_string_value(cn));
+		json_array_foreach(st, k, cn)
+		    mc_buf_printf(&names, "%s%s", k ? "+" : "", json_string_value(cn));
 		json_t *res = json_array_get(json_object_get(r, "results"), i);
 		printf("  stage %zu %-20s %s\n", i + 1, names.data ? names.data : "",
 		       json_string_value(json_object_get(res, "verdict")));
@@ -427,8 +436,8 @@ static int cmd_rollout(const args *a)
 	if (a->file && (!strcmp(a->file, "status") || !strcmp(a->file, "abort")) && !a->stages) {
 		int abort = !strcmp(a->file, "abort");
 		return show_json_or(a, abort ? "rollout abort" : "rollout status",
-				    abort ? "POST" : "GET", abort ? "/v1/rollout/abort" : "/v1/rollout",
-				    print_rollout);
+				    abort ? "POST" : "GET",
+				    abort ? "/v1/rollout/abort" : "/v1/rollout", print_rollout);
 	}
 	if (!a->file)
 		return usage_error("rollout needs a FILE (or status | abort)");
@@ -470,7 +479,8 @@ static int cmd_rollout(const args *a)
 		mc_buf_fini(&c.body);
 		return 1;
 	}
-	printf("version %lld sha256 %s\n", (long long)json_integer_value(json_object_get(j, "version")),
+	printf("version %lld sha256 %s\n",
+	       (long long)json_integer_value(json_object_get(j, "version")),
 	       json_string_value(json_object_get(j, "sha256")));
 	print_rollout(json_object_get(j, "rollout"));
 	json_decref(j);
@@ -478,7 +488,8 @@ static int cmd_rollout(const args *a)
 	return 0;
 }
 
-/* ---- keys ------------------------------------------------------------------------------------------ */
+/* ---- keys
+ * ------------------------------------------------------------------------------------------ */
 
 static void print_rotation(json_t *r)
 {

@@ -21,11 +21,11 @@
 #include "region/region_int.h"
 
 #define COMP "fleet"
-#define KEEP_VERSIONS 32     /* versions kept on disk and in memory (+ those in use) */
-#define WATCH_HOLD_MS 25000  /* a long poll with nothing new answers 204 after this */
+#define KEEP_VERSIONS 32    /* versions kept on disk and in memory (+ those in use) */
+#define WATCH_HOLD_MS 25000 /* a long poll with nothing new answers 204 after this */
 #define APPLIED_WAIT_MAX_MS 60000
 #define TICK_MS 100
-#define RING 64              /* one-second windows kept per cell (the rollout baseline) */
+#define RING 64 /* one-second windows kept per cell (the rollout baseline) */
 #define FLEET_CELLS_MAX 256
 #define REPORT_ERROR_MAX 1000
 #define BASELINE_MIN_MS 10000
@@ -337,8 +337,8 @@ static int store_version(region_fleetconf *f, const char *doc, size_t len, const
 	if (rc == 0) {
 		char meta[256];
 		int n = snprintf(meta, sizeof meta,
-				 "{\"version\":%" PRIu64 ",\"sha256\":\"%s\",\"accepted_ms\":%" PRIu64
-				 ",\"bytes\":%zu}\n",
+				 "{\"version\":%" PRIu64
+				 ",\"sha256\":\"%s\",\"accepted_ms\":%" PRIu64 ",\"bytes\":%zu}\n",
 				 version, sha, now, len);
 		rc = mc_file_write_atomic(f->dir, mn, meta, (size_t)n, 1);
 	}
@@ -400,8 +400,9 @@ static int load_versions(region_fleetconf *f)
 		snprintf(path, sizeof path, "%s/%s", f->dir, dn);
 		if (!msha || mc_file_read(path, MC_FLEET_MAX_BYTES, &doc, &dl) < 0 ||
 		    mc_net_sha256_hex(doc, dl, sha) < 0 || strcmp(sha, msha) != 0) {
-			MC_WARN(COMP, "fleet config version %llu in %s is damaged (meta or checksum); "
-				      "skipped",
+			MC_WARN(COMP,
+				"fleet config version %llu in %s is damaged (meta or checksum); "
+				"skipped",
 				ver, f->dir);
 			free(doc);
 			json_decref(m);
@@ -466,12 +467,11 @@ static void rollout_clear(frollout *r)
 
 static void sample_json(mc_buf *b, const mc_rollout_sample *s)
 {
-	mc_buf_printf(b,
-		      "{\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
-		      ",\"error_rate\":%.6f,\"p95_ms\":%.3f}",
-		      s->requests, s->errors,
-		      s->requests ? (double)s->errors / (double)s->requests : 0.0,
-		      (double)s->p95_us / 1000.0);
+	mc_buf_printf(
+	    b,
+	    "{\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"error_rate\":%.6f,\"p95_ms\":%.3f}",
+	    s->requests, s->errors, s->requests ? (double)s->errors / (double)s->requests : 0.0,
+	    (double)s->p95_us / 1000.0);
 }
 
 static void rollout_json(const region_fleetconf *f, mc_buf *b)
@@ -496,19 +496,19 @@ static void rollout_json(const region_fleetconf *f, mc_buf *b)
 		      ",\"stage_started_ms\":%" PRIu64 ",\"applied_ms\":%" PRIu64
 		      ",\"bake_until_ms\":%" PRIu64 ",\"ended_ms\":%" PRIu64 ",\"why\":",
 		      r->t.bake_ms, r->t.apply_timeout_ms, r->t.min_requests,
-		      r->t.max_error_rate_increase_pct, r->t.max_error_rate_ratio, r->t.max_p95_ratio,
-		      r->t.p95_slack_ms, r->started_ms, r->stage_started_ms, r->applied_ms,
-		      r->bake_until_ms, r->ended_ms);
+		      r->t.max_error_rate_increase_pct, r->t.max_error_rate_ratio,
+		      r->t.max_p95_ratio, r->t.p95_slack_ms, r->started_ms, r->stage_started_ms,
+		      r->applied_ms, r->bake_until_ms, r->ended_ms);
 	mc_buf_append_json(b, r->why, strlen(r->why));
 	mc_buf_append_str(b, ",\"results\":[");
 	for (size_t i = 0; i < r->nstages; i++) {
 		const fstage_result *s = &r->results[i];
 		mc_buf_printf(b, "%s{\"judged\":%s,\"verdict\":\"%s\",\"before\":", i ? "," : "",
 			      s->judged ? "true" : "false",
-			      !s->judged			  ? "pending"
-			      : s->verdict == MC_ROLLOUT_PASS	  ? "pass"
+			      !s->judged			   ? "pending"
+			      : s->verdict == MC_ROLLOUT_PASS	   ? "pass"
 			      : s->verdict == MC_ROLLOUT_REGRESSED ? "regressed"
-								  : "not_judged");
+								   : "not_judged");
 		sample_json(b, &s->before);
 		mc_buf_append_str(b, ",\"after\":");
 		sample_json(b, &s->after);
@@ -527,14 +527,16 @@ static void rollout_save(region_fleetconf *f)
 	mc_buf_append_str(&b, "\n");
 	int rc = mc_file_write_atomic(f->dir, "rollout.json", b.data, b.len, 1);
 	if (rc < 0)
-		MC_ERROR(COMP, "cannot persist the rollout state in %s: %s", f->dir, mc_strerror(rc));
+		MC_ERROR(COMP, "cannot persist the rollout state in %s: %s", f->dir,
+			 mc_strerror(rc));
 	mc_buf_fini(&b);
 }
 
 static uint64_t jint(json_t *o, const char *k)
 {
 	json_t *j = json_object_get(o, k);
-	return json_is_integer(j) && json_integer_value(j) > 0 ? (uint64_t)json_integer_value(j) : 0;
+	return json_is_integer(j) && json_integer_value(j) > 0 ? (uint64_t)json_integer_value(j)
+							       : 0;
 }
 
 static void sample_load(json_t *o, mc_rollout_sample *s)
@@ -702,10 +704,10 @@ static void respond_version(mc_http_exchange *ex, const fversion *v)
 	snprintf(ver, sizeof ver, "%" PRIu64, v->version);
 	snprintf(acc, sizeof acc, "%" PRIu64, v->accepted_ms);
 	mc_http_header h[] = {
-		{"Content-Type", 12, "application/json", 16},
-		{"X-Metrocell-Config-Version", 26, ver, strlen(ver)},
-		{"X-Metrocell-Config-Sha256", 25, v->sha256, 64},
-		{"X-Metrocell-Config-Accepted-Ms", 30, acc, strlen(acc)},
+	    {"Content-Type", 12, "application/json", 16},
+	    {"X-Metrocell-Config-Version", 26, ver, strlen(ver)},
+	    {"X-Metrocell-Config-Sha256", 25, v->sha256, 64},
+	    {"X-Metrocell-Config-Accepted-Ms", 30, acc, strlen(acc)},
 	};
 	mc_http_respond(ex, 200, h, MC_ARRAY_LEN(h), v->doc, v->len);
 }
@@ -875,8 +877,8 @@ static void handle_report(region_fleetconf *f, mc_http_exchange *ex, const mc_ht
 	json_t *win = o ? json_object_get(o, "window") : NULL;
 	json_t *hist = win ? json_object_get(win, "hist") : NULL;
 	if (!cell || !cell_name_ok(cell) || !json_is_integer(ver) || json_integer_value(ver) < 0 ||
-	    !sha || strlen(sha) > 64 || (hist && (!json_is_array(hist) ||
-					       json_array_size(hist) > MC_HIST_BUCKETS))) {
+	    !sha || strlen(sha) > 64 ||
+	    (hist && (!json_is_array(hist) || json_array_size(hist) > MC_HIST_BUCKETS))) {
 		json_decref(o);
 		mc_http_respond_error(ex, 400, NULL, 0, "bad_report",
 				      "expected {\"cell\", \"version\", \"sha256\", \"window\"} "
@@ -900,8 +902,9 @@ static void handle_report(region_fleetconf *f, mc_http_exchange *ex, const mc_ht
 	uint64_t v = (uint64_t)json_integer_value(ver);
 	if (v != c->applied_version || strcmp(sha, c->applied_sha) != 0 || !c->last_report_ms) {
 		if (v != c->applied_version)
-			MC_INFO(COMP, "cell %s applied fleet config version %" PRIu64
-				      " (was %" PRIu64 ")",
+			MC_INFO(COMP,
+				"cell %s applied fleet config version %" PRIu64 " (was %" PRIu64
+				")",
 				cell, v, c->applied_version);
 		c->applied_version = v;
 		snprintf(c->applied_sha, sizeof c->applied_sha, "%s", sha);
@@ -1004,7 +1007,8 @@ static void handle_push(region_fleetconf *f, mc_http_exchange *ex, const mc_http
 				      "a rollout to version %" PRIu64
 				      " is %s (stage %zu of %zu): wait for it or abort it "
 				      "(metrocell ctl rollout abort)",
-				      f->ro.to, RO_NAMES[f->ro.state], f->ro.stage + 1, f->ro.nstages);
+				      f->ro.to, RO_NAMES[f->ro.state], f->ro.stage + 1,
+				      f->ro.nstages);
 		return;
 	}
 	mc_fleet_conf *fc = NULL;
@@ -1032,7 +1036,8 @@ static void handle_push(region_fleetconf *f, mc_http_exchange *ex, const mc_http
 	int rc = store_version(f, req->body ? req->body : "", req->body_len, sha, &v);
 	if (rc < 0) {
 		mc_http_respond_error(ex, 500, NULL, 0, "store_error",
-				      "cannot store the version in %s: %s", f->dir, mc_strerror(rc));
+				      "cannot store the version in %s: %s", f->dir,
+				      mc_strerror(rc));
 		mc_buf_fini(&b);
 		return;
 	}
@@ -1081,8 +1086,8 @@ static void handle_versions(region_fleetconf *f, mc_http_exchange *ex)
 	mc_buf_append_str(&b, "{\"versions\":[");
 	for (size_t i = 0; i < f->nv; i++)
 		mc_buf_printf(&b,
-			      "%s{\"version\":%" PRIu64 ",\"sha256\":\"%s\",\"accepted_ms\":%" PRIu64
-			      ",\"bytes\":%zu}",
+			      "%s{\"version\":%" PRIu64
+			      ",\"sha256\":\"%s\",\"accepted_ms\":%" PRIu64 ",\"bytes\":%zu}",
 			      i ? "," : "", f->v[i].version, f->v[i].sha256, f->v[i].accepted_ms,
 			      f->v[i].len);
 	mc_buf_append_str(&b, "]}\n");
@@ -1090,14 +1095,15 @@ static void handle_versions(region_fleetconf *f, mc_http_exchange *ex)
 	mc_buf_fini(&b);
 }
 
-/* ---- rollout ------------------------------------------------------------------------------------ */
+/* ---- rollout ------------------------------------------------------------------------------------
+ */
 
 /* The stage's answers over the baseline window before now. */
 static void stage_before(region_fleetconf *f, const mc_rollout_stage *st, uint32_t bake_ms,
 			 mc_rollout_sample *out)
 {
-	uint64_t span = MC_MIN(MC_MAX((uint64_t)bake_ms, (uint64_t)BASELINE_MIN_MS),
-			       (uint64_t)BASELINE_MAX_MS);
+	uint64_t span =
+	    MC_MIN(MC_MAX((uint64_t)bake_ms, (uint64_t)BASELINE_MIN_MS), (uint64_t)BASELINE_MAX_MS);
 	uint64_t now = mc_wall_ms();
 	mc_hist *h = mc_alloc(sizeof *h);
 	mc_hist_init(h);
@@ -1135,7 +1141,8 @@ static void stage_after(region_fleetconf *f, const mc_rollout_stage *st, mc_roll
 		out->errors += c->cum_errors - c->snap_errors;
 		for (size_t i = 0; c->cum_hist && i < MC_HIST_BUCKETS; i++) {
 			uint64_t before = c->snap_hist ? c->snap_hist->buckets[i] : 0;
-			uint64_t d = c->cum_hist->buckets[i] - MC_MIN(before, c->cum_hist->buckets[i]);
+			uint64_t d =
+			    c->cum_hist->buckets[i] - MC_MIN(before, c->cum_hist->buckets[i]);
 			h->buckets[i] += d;
 			h->count += d;
 		}
@@ -1165,8 +1172,9 @@ static void rollout_halt(region_fleetconf *f, const char *why)
 	snprintf(r->why, sizeof r->why, "stage %zu (%s): %s", r->stage + 1, sl, why);
 	r->state = RO_HALTED;
 	r->ended_ms = mc_wall_ms();
-	MC_WARN(COMP, "rollout to version %" PRIu64 " halted, stage %s rolls back to version %" PRIu64
-		      ": %s",
+	MC_WARN(COMP,
+		"rollout to version %" PRIu64 " halted, stage %s rolls back to version %" PRIu64
+		": %s",
 		r->to, sl, r->from, r->why);
 	rollout_save(f);
 	wake(f);
@@ -1197,14 +1205,17 @@ static void drive_rollout(region_fleetconf *f)
 		char miss[300] = "";
 		for (size_t k = 0; k < st->ncells; k++) {
 			fcell *c = cell_find(f, st->cells[k]);
-			if (c && c->error && c->error_version == r->to && c->applied_version != r->to) {
+			if (c && c->error && c->error_version == r->to &&
+			    c->applied_version != r->to) {
 				char why[REPORT_ERROR_MAX + 100];
-				snprintf(why, sizeof why, "cell %s rejected version %" PRIu64 ": %s",
-					 c->name, r->to, c->error);
+				snprintf(why, sizeof why,
+					 "cell %s rejected version %" PRIu64 ": %s", c->name, r->to,
+					 c->error);
 				rollout_halt(f, why);
 				return;
 			}
-			if (!c || c->applied_version != r->to || c->applied_at_ms < r->stage_started_ms) {
+			if (!c || c->applied_version != r->to ||
+			    c->applied_at_ms < r->stage_started_ms) {
 				size_t at = strlen(miss);
 				snprintf(miss + at, sizeof miss - at, "%s%s", missing ? ", " : "",
 					 st->cells[k]);
@@ -1239,7 +1250,7 @@ static void drive_rollout(region_fleetconf *f)
 		fstage_result *res = &r->results[r->stage];
 		stage_after(f, &r->stages[r->stage], &res->after);
 		res->verdict = (int)mc_rollout_judge(&r->t, &res->before, &res->after, res->why,
-						      sizeof res->why);
+						     sizeof res->why);
 		res->judged = 1;
 		if (res->verdict == MC_ROLLOUT_REGRESSED) {
 			rollout_halt(f, res->why);
@@ -1262,7 +1273,8 @@ static void drive_rollout(region_fleetconf *f)
 	}
 }
 
-static void handle_rollout_start(region_fleetconf *f, mc_http_exchange *ex, const mc_http_request *req)
+static void handle_rollout_start(region_fleetconf *f, mc_http_exchange *ex,
+				 const mc_http_request *req)
 {
 	if (rollout_active(f)) {
 		mc_http_respond_error(ex, 409, NULL, 0, "rollout_in_progress",
@@ -1367,8 +1379,8 @@ static void handle_rollout_start(region_fleetconf *f, mc_http_exchange *ex, cons
 		char p[4300];
 		snprintf(p, sizeof p, "%s/rollout.json", f->dir);
 		unlink(p);
-		mc_http_respond_error(ex, 500, NULL, 0, "store_error", "cannot store the version: %s",
-				      mc_strerror(rc));
+		mc_http_respond_error(ex, 500, NULL, 0, "store_error",
+				      "cannot store the version: %s", mc_strerror(rc));
 		return;
 	}
 	f->pushes_ok++;
@@ -1385,7 +1397,8 @@ static void handle_rollout_start(region_fleetconf *f, mc_http_exchange *ex, cons
 static void handle_rollout_get(region_fleetconf *f, mc_http_exchange *ex)
 {
 	if (f->ro.state == RO_NONE) {
-		mc_http_respond_error(ex, 404, NULL, 0, "no_rollout", "no rollout has been started");
+		mc_http_respond_error(ex, 404, NULL, 0, "no_rollout",
+				      "no rollout has been started");
 		return;
 	}
 	mc_buf b;
@@ -1405,15 +1418,17 @@ static void handle_rollout_abort(region_fleetconf *f, mc_http_exchange *ex)
 	frollout *r = &f->ro;
 	r->state = RO_ABORTED;
 	r->ended_ms = mc_wall_ms();
-	snprintf(r->why, sizeof r->why, "aborted by the operator at stage %zu: every cell goes "
-					"back to version %" PRIu64,
+	snprintf(r->why, sizeof r->why,
+		 "aborted by the operator at stage %zu: every cell goes "
+		 "back to version %" PRIu64,
 		 r->stage + 1, r->from);
 	rollout_save(f);
 	wake(f);
 	handle_rollout_get(f, ex);
 }
 
-/* ---- key rotation ----------------------------------------------------------------------------- */
+/* ---- key rotation -----------------------------------------------------------------------------
+ */
 
 /* Pushes doc as the next version (no rollout: every cell). */
 static int push_derived(region_fleetconf *f, char *doc, size_t len, uint64_t *v, char *err,
@@ -1440,8 +1455,8 @@ static void rotation_fail(region_fleetconf *f, const char *why)
 	snprintf(r->why, sizeof r->why, "%s", why);
 	r->phase = ROT_FAILED;
 	r->ended_ms = mc_wall_ms();
-	MC_ERROR(COMP, "key rotation (%s %s) failed: %s", r->kind == MC_KEYS_AUTH ? "auth" : "ticket",
-		 r->id, why);
+	MC_ERROR(COMP, "key rotation (%s %s) failed: %s",
+		 r->kind == MC_KEYS_AUTH ? "auth" : "ticket", r->id, why);
 	rotation_save(f);
 }
 
@@ -1462,8 +1477,9 @@ static void drive_rotation(region_fleetconf *f)
 			if (!c || !c->last_report_ms || c->applied_version < r->published_version)
 				return; /* the key stays pending until every cell has it */
 		}
-		if (!l || mc_fleet_doc_key_activate(l->doc, l->len, r->kind, r->id, r->old_id, &doc,
-						    &len, err, sizeof err) < 0 ||
+		if (!l ||
+		    mc_fleet_doc_key_activate(l->doc, l->len, r->kind, r->id, r->old_id, &doc, &len,
+					      err, sizeof err) < 0 ||
 		    push_derived(f, doc, len, &v, err, sizeof err) < 0) {
 			free(doc);
 			rotation_fail(f, err);
@@ -1489,8 +1505,9 @@ static void drive_rotation(region_fleetconf *f)
 			rotation_save(f);
 			return;
 		}
-		if (!l || mc_fleet_doc_key_remove(l->doc, l->len, r->kind, r->old_id, &doc, &len, err,
-						  sizeof err) < 0 ||
+		if (!l ||
+		    mc_fleet_doc_key_remove(l->doc, l->len, r->kind, r->old_id, &doc, &len, err,
+					    sizeof err) < 0 ||
 		    push_derived(f, doc, len, &v, err, sizeof err) < 0) {
 			free(doc);
 			rotation_fail(f, err);
@@ -1620,7 +1637,8 @@ static void handle_rotation_get(region_fleetconf *f, mc_http_exchange *ex)
 static void fleet_json(region_fleetconf *f, mc_buf *b)
 {
 	const fversion *l = latest(f);
-	mc_buf_printf(b, "{\"latest_version\":%" PRIu64 ",\"latest_sha256\":\"%s\",\"versions\":%zu,",
+	mc_buf_printf(b,
+		      "{\"latest_version\":%" PRIu64 ",\"latest_sha256\":\"%s\",\"versions\":%zu,",
 		      l ? l->version : 0, l ? l->sha256 : "", f->nv);
 	mc_buf_append_str(b, "\"targets\":[");
 	const char *t[FLEET_CELLS_MAX];
@@ -1640,9 +1658,9 @@ static void fleet_json(region_fleetconf *f, mc_buf *b)
 			      ",\"applied_sha256\":\"%s\",\"source\":\"%s\",\"last_report_s\":%.3f,"
 			      "\"error\":",
 			      desired(f, c->name), c->applied_version, c->applied_sha, c->source,
-			      c->last_report_ms ? (double)(now - MC_MIN(now, c->last_report_ms)) /
-						      1000.0
-						: -1.0);
+			      c->last_report_ms
+				  ? (double)(now - MC_MIN(now, c->last_report_ms)) / 1000.0
+				  : -1.0);
 		if (c->error) {
 			mc_buf_printf(b, "{\"version\":%" PRIu64 ",\"message\":", c->error_version);
 			mc_buf_append_json(b, c->error, strlen(c->error));
@@ -1718,7 +1736,8 @@ static void on_tick(uv_timer_t *t)
 		drive(f);
 }
 
-/* ---- entry points ----------------------------------------------------------------------------- */
+/* ---- entry points -----------------------------------------------------------------------------
+ */
 
 size_t mc_region_fleetconf_body_limit(const char *method, const char *path, size_t len)
 {
@@ -1737,10 +1756,11 @@ int mc_region_fleetconf_handle(region_fleetconf *f, mc_http_exchange *ex)
 	struct {
 		const char *path;
 		int post; /* 1: POST, 0: GET */
-	} known[] = {{"/v1/config", -1},	{"/v1/config/watch", 0},   {"/v1/config/report", 1},
-		     {"/v1/config/applied", 0}, {"/v1/config/versions", 0}, {"/v1/config/status", 0},
-		     {"/v1/rollout", -1},	{"/v1/rollout/abort", 1},  {"/v1/keys/rotate", 1},
-		     {"/v1/keys/rotation", 0}};
+	} known[] = {{"/v1/config", -1},	 {"/v1/config/watch", 0},
+		     {"/v1/config/report", 1},	 {"/v1/config/applied", 0},
+		     {"/v1/config/versions", 0}, {"/v1/config/status", 0},
+		     {"/v1/rollout", -1},	 {"/v1/rollout/abort", 1},
+		     {"/v1/keys/rotate", 1},	 {"/v1/keys/rotation", 0}};
 	size_t i;
 	for (i = 0; i < MC_ARRAY_LEN(known); i++)
 		if (strcmp(p, known[i].path) == 0)
@@ -1749,9 +1769,12 @@ int mc_region_fleetconf_handle(region_fleetconf *f, mc_http_exchange *ex)
 		return 0;
 	if ((known[i].post == 1 && !post) || (known[i].post == 0 && !get) ||
 	    (known[i].post == -1 && !get && !post)) {
-		const char *allow = known[i].post == 1 ? "POST" : known[i].post == 0 ? "GET" : "GET, POST";
+		const char *allow = known[i].post == 1	 ? "POST"
+				    : known[i].post == 0 ? "GET"
+							 : "GET, POST";
 		mc_http_header h = {"Allow", 5, allow, strlen(allow)};
-		mc_http_respond_error(ex, 405, &h, 1, "method_not_allowed", "%s answers %s", p, allow);
+		mc_http_respond_error(ex, 405, &h, 1, "method_not_allowed", "%s answers %s", p,
+				      allow);
 		return 1;
 	}
 	if (strcmp(p, "/v1/config") == 0)
@@ -1783,7 +1806,7 @@ int mc_region_fleetconf_handle(region_fleetconf *f, mc_http_exchange *ex)
 }
 
 int mc_region_fleetconf_new(region_fleetconf **out, uv_loop_t *loop, const mc_region_conf *cf,
-			mc_metrics *metrics, const int *draining)
+			    mc_metrics *metrics, const int *draining)
 {
 	region_fleetconf *f = mc_calloc(1, sizeof *f);
 	f->loop = loop;

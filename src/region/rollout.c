@@ -25,17 +25,19 @@ mc_rollout_verdict mc_rollout_judge(const mc_rollout_conf *t, const mc_rollout_s
 	 * so noise on a tiny rate and a steady high rate both pass */
 	if (ea * 100.0 > eb * 100.0 + t->max_error_rate_increase_pct &&
 	    ea > eb * t->max_error_rate_ratio) {
-		snprintf(why, cap,
-			 "error rate regressed: %.2f %% (%llu of %llu) after, %.2f %% (%llu of %llu) "
-			 "before; limit: more than %.2f points and %.2fx",
-			 ea * 100.0, (unsigned long long)after->errors,
-			 (unsigned long long)after->requests, eb * 100.0,
-			 (unsigned long long)before->errors, (unsigned long long)before->requests,
-			 t->max_error_rate_increase_pct, t->max_error_rate_ratio);
+		snprintf(
+		    why, cap,
+		    "error rate regressed: %.2f %% (%llu of %llu) after, %.2f %% (%llu of %llu) "
+		    "before; limit: more than %.2f points and %.2fx",
+		    ea * 100.0, (unsigned long long)after->errors,
+		    (unsigned long long)after->requests, eb * 100.0,
+		    (unsigned long long)before->errors, (unsigned long long)before->requests,
+		    t->max_error_rate_increase_pct, t->max_error_rate_ratio);
 		return MC_ROLLOUT_REGRESSED;
 	}
 	/* p95 is compared only against a baseline with enough requests */
-	double limit_us = (double)before->p95_us * t->max_p95_ratio + (double)t->p95_slack_ms * 1000.0;
+	double limit_us =
+	    (double)before->p95_us * t->max_p95_ratio + (double)t->p95_slack_ms * 1000.0;
 	if (before->requests >= t->min_requests && before->requests > 0 &&
 	    (double)after->p95_us > limit_us) {
 		snprintf(why, cap,
@@ -160,10 +162,11 @@ int mc_fleet_doc_key_publish(const char *doc, size_t len, int kind, const char *
 			    json_is_string(kid))
 				snprintf(old_id, old_cap, "%s", json_string_value(kid));
 			if (json_is_string(st) && strcmp(json_string_value(st), "pending") == 0) {
-				snprintf(err, cap,
-					 "auth key %s is still pending: finish or push that rotation "
-					 "first",
-					 json_is_string(kid) ? json_string_value(kid) : "?");
+				snprintf(
+				    err, cap,
+				    "auth key %s is still pending: finish or push that rotation "
+				    "first",
+				    json_is_string(kid) ? json_string_value(kid) : "?");
 				json_decref(root);
 				return MC_ECONFLICT;
 			}
@@ -173,18 +176,20 @@ int mc_fleet_doc_key_publish(const char *doc, size_t len, int kind, const char *
 			json_decref(root);
 			return MC_EFULL;
 		}
-		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "kid", id, "alg", "HS256",
-						   "key", material, "status", "pending"));
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "kid", id, "alg",
+						   "HS256", "key", material, "status", "pending"));
 	} else {
 		json_t *a = key_array(root, "tls_ticket_keys");
 		if (!a || json_array_size(a) == 0) {
-			snprintf(err, cap, "the fleet config has no tls_ticket_keys: push an initial "
-					   "set first (a rotation adds a key next to the one in use)");
+			snprintf(err, cap,
+				 "the fleet config has no tls_ticket_keys: push an initial "
+				 "set first (a rotation adds a key next to the one in use)");
 			json_decref(root);
 			return MC_ENOTFOUND;
 		}
 		if (json_array_size(a) >= MC_TICKET_KEYS_MAX) {
-			snprintf(err, cap, "tls_ticket_keys already holds %d keys", MC_TICKET_KEYS_MAX);
+			snprintf(err, cap, "tls_ticket_keys already holds %d keys",
+				 MC_TICKET_KEYS_MAX);
 			json_decref(root);
 			return MC_EFULL;
 		}
@@ -205,8 +210,9 @@ int mc_fleet_doc_key_activate(const char *doc, size_t len, int kind, const char 
 	json_t *a = key_array(root, kind == MC_KEYS_AUTH ? "auth_keys" : "tls_ticket_keys");
 	int at = a ? index_of(a, kind, id) : -1;
 	if (at < 0) {
-		snprintf(err, cap, "the new key %s is no longer in the fleet config (a later push "
-				   "removed it)",
+		snprintf(err, cap,
+			 "the new key %s is no longer in the fleet config (a later push "
+			 "removed it)",
 			 id);
 		json_decref(root);
 		return MC_ENOTFOUND;

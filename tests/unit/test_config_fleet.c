@@ -77,9 +77,9 @@ static void test_example(void **state)
 
 	/* as cell sfo validates it: its pool and flag overrides, its limits */
 	mc_cell_conf *boot = NULL;
-	assert_int_equal(mc_cell_conf_parse("sfo.json", CELL_BOOT, strlen(CELL_BOOT), &boot, err,
-					    sizeof err),
-			 0);
+	assert_int_equal(
+	    mc_cell_conf_parse("sfo.json", CELL_BOOT, strlen(CELL_BOOT), &boot, err, sizeof err),
+	    0);
 	rc = mc_fleet_conf_parse("fleet.json", doc, len, boot, &f, err, sizeof err);
 	if (rc)
 		print_message("%s\n", err);
@@ -105,12 +105,10 @@ typedef struct bad {
 #define HS "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\""
 
 static const bad BAD[] = {
-    {"[]",
-     "fleet.json:1:1: (root): expected an object, got an array"},
+    {"[]", "fleet.json:1:1: (root): expected an object, got an array"},
     {"{\"routes\": [], \"rolout\": {}}",
      "fleet.json:1:16: (root): unknown key \"rolout\" (did you mean \"rollout\"?)"},
-    {"{\"pools\": {}}",
-     "fleet.json:1:1: (root): missing required key \"routes\""},
+    {"{\"pools\": {}}", "fleet.json:1:1: (root): missing required key \"routes\""},
     {"{\"routes\": [{\"name\": \"a\", \"prefix\": \"/\", \"kind\": \"proxy\", \"pool\": \"p\"}]}",
      "fleet.json:1:67: routes[0].pool: unknown pool \"p\" (no pools are defined)"},
     {"{\"version\": -1, " R "}",
@@ -216,23 +214,27 @@ static void test_size_and_cell_context(void **state)
 	assert_string_equal(err, "fleet.json: document is larger than 4194304 bytes");
 	free(big);
 
-	const char *doc = "{\"pools\": {\"p\": {\"workers\": [\"127.0.0.1:9\"]}}, \"routes\": "
-			  "[{\"name\": \"a\", \"prefix\": \"/\", \"kind\": \"proxy\", \"pool\": \"p\", "
-			  "\"on_failure\": \"fail_open\"}]}";
-	assert_int_equal(mc_fleet_conf_parse("fleet.json", doc, strlen(doc), NULL, &f, err,
-					     sizeof err),
-			 0);
+	const char *doc =
+	    "{\"pools\": {\"p\": {\"workers\": [\"127.0.0.1:9\"]}}, \"routes\": "
+	    "[{\"name\": \"a\", \"prefix\": \"/\", \"kind\": \"proxy\", \"pool\": \"p\", "
+	    "\"on_failure\": \"fail_open\"}]}";
+	assert_int_equal(
+	    mc_fleet_conf_parse("fleet.json", doc, strlen(doc), NULL, &f, err, sizeof err), 0);
 	mc_fleet_conf_free(f);
-	const char *boot = "{\"cell\": \"lax\", \"listen\": {\"http\": \"127.0.0.1:0\", \"admin\": "
-			   "\"127.0.0.1:0\"}, \"data_dir\": \"/tmp/x\", \"region\": {\"repl\": "
-			   "\"127.0.0.1:7100\"}, \"routes\": [{\"name\": \"kv\", \"prefix\": \"/\", "
-			   "\"kind\": \"kv\"}]}";
+	const char *boot =
+	    "{\"cell\": \"lax\", \"listen\": {\"http\": \"127.0.0.1:0\", \"admin\": "
+	    "\"127.0.0.1:0\"}, \"data_dir\": \"/tmp/x\", \"region\": {\"repl\": "
+	    "\"127.0.0.1:7100\"}, \"routes\": [{\"name\": \"kv\", \"prefix\": \"/\", "
+	    "\"kind\": \"kv\"}]}";
 	mc_cell_conf *b = NULL;
-	assert_int_equal(mc_cell_conf_parse("lax.json", boot, strlen(boot), &b, err, sizeof err), 0);
-	assert_int_equal(mc_fleet_conf_parse("fleet.json", doc, strlen(doc), b, &f, err, sizeof err),
-			 MC_ECONFIG);
-	assert_string_equal(err, "fleet.json:1:132: routes[0].on_failure: \"fail_open\" forwards to "
-				 "the region's fallback path and needs region.http");
+	assert_int_equal(mc_cell_conf_parse("lax.json", boot, strlen(boot), &b, err, sizeof err),
+			 0);
+	assert_int_equal(
+	    mc_fleet_conf_parse("fleet.json", doc, strlen(doc), b, &f, err, sizeof err),
+	    MC_ECONFIG);
+	assert_string_equal(err,
+			    "fleet.json:1:132: routes[0].on_failure: \"fail_open\" forwards to "
+			    "the region's fallback path and needs region.http");
 	mc_cell_conf_free(b);
 }
 
@@ -270,10 +272,8 @@ static void test_stage_list(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_example),
-	    cmocka_unit_test(test_bad_documents),
-	    cmocka_unit_test(test_secret_not_echoed),
-	    cmocka_unit_test(test_size_and_cell_context),
+	    cmocka_unit_test(test_example),	      cmocka_unit_test(test_bad_documents),
+	    cmocka_unit_test(test_secret_not_echoed), cmocka_unit_test(test_size_and_cell_context),
 	    cmocka_unit_test(test_stage_list),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,8 +25,8 @@ static mc_rollout_conf thresholds(void)
 	return t;
 }
 
-static mc_rollout_verdict judge(uint64_t rb, uint64_t eb, uint64_t pb_ms, uint64_t ra,
-				uint64_t ea, uint64_t pa_ms, char *why, size_t cap)
+static mc_rollout_verdict judge(uint64_t rb, uint64_t eb, uint64_t pb_ms, uint64_t ra, uint64_t ea,
+				uint64_t pa_ms, char *why, size_t cap)
 {
 	mc_rollout_conf t = thresholds();
 	mc_rollout_sample before = {rb, eb, pb_ms * 1000}, after = {ra, ea, pa_ms * 1000};
@@ -49,11 +49,13 @@ static void test_judge(void **state)
 	/* 10 % -> 12 %: more than 1 point but not 2x: pass */
 	assert_int_equal(judge(1000, 100, 10, 1000, 120, 10, why, sizeof why), MC_ROLLOUT_PASS);
 	/* 10 % -> 25 %: both: regressed */
-	assert_int_equal(judge(1000, 100, 10, 1000, 250, 10, why, sizeof why), MC_ROLLOUT_REGRESSED);
+	assert_int_equal(judge(1000, 100, 10, 1000, 250, 10, why, sizeof why),
+			 MC_ROLLOUT_REGRESSED);
 	/* p95 10 ms -> 21 ms exceeds 1.5 x 10 + 5 = 20 ms */
 	assert_int_equal(judge(1000, 0, 10, 1000, 0, 21, why, sizeof why), MC_ROLLOUT_REGRESSED);
-	assert_string_equal(why, "p95 regressed: 21.000 ms after, 10.000 ms before; limit 20.000 ms "
-				 "(1.50x + 5 ms)");
+	assert_string_equal(why,
+			    "p95 regressed: 21.000 ms after, 10.000 ms before; limit 20.000 ms "
+			    "(1.50x + 5 ms)");
 	assert_int_equal(judge(1000, 0, 10, 1000, 0, 20, why, sizeof why), MC_ROLLOUT_PASS);
 	/* too little traffic after the bake: not judged (the stage passes) */
 	assert_int_equal(judge(1000, 0, 10, 19, 19, 100, why, sizeof why), MC_ROLLOUT_NOT_JUDGED);
@@ -102,16 +104,15 @@ static void test_auth_rotation_edits(void **state)
 						  sizeof old, err, sizeof err),
 			 MC_ECONFLICT);
 	assert_null(d2);
-	assert_int_equal(mc_fleet_doc_key_activate(d1, l1, MC_KEYS_AUTH, "new", "old", &d2, &l2, err,
-						   sizeof err),
+	assert_int_equal(mc_fleet_doc_key_activate(d1, l1, MC_KEYS_AUTH, "new", "old", &d2, &l2,
+						   err, sizeof err),
 			 0);
 	j = parse(d2, l2);
 	assert_string_equal(status_of(j, "old"), "retiring");
 	assert_string_equal(status_of(j, "new"), "active");
 	json_decref(j);
-	assert_int_equal(mc_fleet_doc_key_remove(d2, l2, MC_KEYS_AUTH, "old", &d3, &l3, err,
-						 sizeof err),
-			 0);
+	assert_int_equal(
+	    mc_fleet_doc_key_remove(d2, l2, MC_KEYS_AUTH, "old", &d3, &l3, err, sizeof err), 0);
 	j = parse(d3, l3);
 	assert_int_equal(json_array_size(json_object_get(j, "auth_keys")), 1);
 	assert_string_equal(status_of(j, "new"), "active");
@@ -119,8 +120,8 @@ static void test_auth_rotation_edits(void **state)
 	json_decref(j);
 	free(d3);
 	/* a key removed by a later push cannot be activated */
-	assert_int_equal(mc_fleet_doc_key_activate(doc, strlen(doc), MC_KEYS_AUTH, "new", "old", &d3,
-						   &l3, err, sizeof err),
+	assert_int_equal(mc_fleet_doc_key_activate(doc, strlen(doc), MC_KEYS_AUTH, "new", "old",
+						   &d3, &l3, err, sizeof err),
 			 MC_ENOTFOUND);
 	assert_non_null(strstr(err, "no longer in the fleet config"));
 	free(d1);
@@ -150,16 +151,15 @@ static void test_ticket_rotation_edits(void **state)
 	char bname[33];
 	memset(bname, 'b', 32);
 	bname[32] = '\0';
-	assert_int_equal(mc_fleet_doc_key_activate(d1, l1, MC_KEYS_TICKET, bname, old, &d2, &l2, err,
-						   sizeof err),
+	assert_int_equal(mc_fleet_doc_key_activate(d1, l1, MC_KEYS_TICKET, bname, old, &d2, &l2,
+						   err, sizeof err),
 			 0);
 	j = parse(d2, l2);
 	keys = json_object_get(j, "tls_ticket_keys");
 	assert_string_equal(json_string_value(json_array_get(keys, 0)), b); /* now encrypts */
 	json_decref(j);
-	assert_int_equal(mc_fleet_doc_key_remove(d2, l2, MC_KEYS_TICKET, old, &d3, &l3, err,
-						 sizeof err),
-			 0);
+	assert_int_equal(
+	    mc_fleet_doc_key_remove(d2, l2, MC_KEYS_TICKET, old, &d3, &l3, err, sizeof err), 0);
 	j = parse(d3, l3);
 	keys = json_object_get(j, "tls_ticket_keys");
 	assert_int_equal(json_array_size(keys), 1);
@@ -169,8 +169,8 @@ static void test_ticket_rotation_edits(void **state)
 	free(d2);
 	free(d3);
 	/* without a ticket-key set there is nothing to rotate next to */
-	assert_int_equal(mc_fleet_doc_key_publish("{\"routes\": []}", 14, MC_KEYS_TICKET, "x", b, &d1,
-						  &l1, old, sizeof old, err, sizeof err),
+	assert_int_equal(mc_fleet_doc_key_publish("{\"routes\": []}", 14, MC_KEYS_TICKET, "x", b,
+						  &d1, &l1, old, sizeof old, err, sizeof err),
 			 MC_ENOTFOUND);
 }
 
