@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import free_port, http_json, http_request, wait_until
-from test_tls import KEY_A, make_cert
+from test_tls import KEY_A, KEY_B, make_cert
 
 CELLS = ["lax", "sfo", "sea"]
 SECRET1 = "11" * 32
@@ -436,10 +436,14 @@ def test_ticket_keys_from_the_fleet_config_resume_across_cells(fleet, tmp_path):
     f = fleet
     cert, key = make_cert(tmp_path, "fleet-cert")
     tls = {}
+    certs = {}
     for c in ("lax", "sfo"):
         tls[c] = "127.0.0.1:%d" % free_port()
+        certs[c] = os.path.join(str(tmp_path), "%s.crt" % c)
+        with open(cert, "rb") as src, open(certs[c], "wb") as dst:
+            dst.write(src.read())
         # no ticket keys in the bootstrap file: each cell makes a random one
-        f.cell_extra[c] = {"tls": {"listen": tls[c], "cert": cert, "key": key}}
+        f.cell_extra[c] = {"tls": {"listen": tls[c], "cert": certs[c], "key": key}}
     f.worker("b")
     f.start_all()
     sess = os.path.join(str(tmp_path), "before.sess")
@@ -454,3 +458,23 @@ def test_ticket_keys_from_the_fleet_config_resume_across_cells(fleet, tmp_path):
         sess = os.path.join(str(tmp_path), "%s.sess" % version)
         assert s_client(tls["lax"], version, sess_out=sess) == "New"
         assert s_client(tls["sfo"], version, sess_in=sess) == "Reused"
+    # a version a cell cannot apply changes nothing there and is reported: lax's
+    # certificate file is now broken, so it cannot build a context with new keys
+    with open(os.path.join(str(tmp_path), "broken.pem"), "w") as fh:
+        fh.write("not a certificate\n")
+    os.replace(os.path.join(str(tmp_path), "broken.pem"), certs["lax"])
+    before = f.status("lax")
+    rc, out, err = f.ctl("push", f.write("keys2.json", f.doc("b", tls_ticket_keys=[KEY_B])),
+                         "--wait", "--timeout", "20s")
+    assert rc == 1, out + err
+    assert re.search(r"lax: rejected: tls_ticket_keys: ", err), err
+    st = f.status("lax")
+    assert (st["version"], st["sha256"]) == (before["version"], before["sha256"])
+    assert st["last_error"]["version"] == before["version"] + 1
+    assert st["ticket_key_names"] == [KEY_A[:32]]
+    assert f.status("sfo")["version"] == before["version"] + 1
+    cells = {c["cell"]: c for c in f.region_status()["cells"]}
+    assert cells["lax"]["applied_version"] == before["version"]
+    assert cells["lax"]["error"]["version"] == before["version"] + 1
+    assert "tls_ticket_keys" in cells["lax"]["error"]["message"]
+    assert served_by(f, "lax") == "b"
