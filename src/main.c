@@ -6,6 +6,7 @@
 #include "bench/bench.h"
 #include "cell/cell.h"
 #include "common/common.h"
+#include "ctl/status.h"
 #include "region/region.h"
 #include "testbed/testbed.h"
 
@@ -92,6 +93,8 @@ int main(int argc, char **argv)
 		printf("metrocell %s: %s\n%s", sc->name, sc->summary, sc->usage);
 		return 0;
 	}
+	if (strcmp(cmd, "ctl") == 0 && argc > 2 && strcmp(argv[2], "status") == 0) /* merge: ctl dispatcher */
+		return mc_ctl_status(argc - 2, argv + 2);
 	const subcommand *sc = find(cmd);
 	if (!sc) {
 		fprintf(stderr, "metrocell: unknown subcommand \"%s\" (try metrocell --help)\n", cmd);
