@@ -174,6 +174,10 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	r->ex = ex;
 	mc_buf_init(&r->key);
 	mc_buf_init(&r->xff);
+	if ((r->route = mc_cell_kv_mget_route(c, req->path, req->path_len)) != NULL) {
+		mc_cell_kv_mget(r);
+		return;
+	}
 	r->route = route_match(c, req->path, req->path_len);
 	mc_cell_edge_account(c, r->route, req);
 	if (!r->route) {
@@ -269,6 +273,7 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
 	mc_cell_cache_metrics(c);
 	mc_cell_telemetry_metrics(c);
+	mc_cell_kv_metrics(c);
 }
 
 static void admin_status(cell *c, mc_http_exchange *ex)
@@ -348,6 +353,7 @@ static void stop(cell *c)
 	c->shipper = NULL;
 	mc_cell_pools_fini(c);
 	mc_cell_cache_fini(c);
+	mc_cell_kv_fini(c);
 	/* Commits what is queued; the write callbacks run from the loop, then the
 	 * store's last handle closes and uv_run() returns. */
 	mc_store_close(c->store);
@@ -433,6 +439,8 @@ static int start(cell *c)
 	so.durable = cf->state.durable;
 	so.max_batch = cf->state.max_batch;
 	so.home = cf->cell;
+	mc_cell_kv_new(c);
+	mc_cell_kv_store_opts(c, &so);
 	int rc = mc_store_open(&c->store, c->loop, &so);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot open the store in %s: %s\n", dir,
@@ -479,6 +487,7 @@ static int start(cell *c)
 	ro.batch_max_entries = cf->repl.batch_max_entries;
 	ro.heartbeat_ms = cf->repl.heartbeat_ms;
 	ro.dead_after_ms = cf->repl.dead_after_ms;
+	mc_cell_kv_shipper_opts(c, &ro);
 	ro.on_purge = mc_cell_cache_on_purge;
 	ro.on_link = mc_cell_telemetry_on_link;
 	ro.on_obs_ack = mc_cell_telemetry_on_obs_ack;
@@ -491,6 +500,7 @@ static int start(cell *c)
 			cf->region_repl, mc_strerror(rc));
 		return rc;
 	}
+	mc_cell_kv_start(c);
 	mc_http_graceful_start(&c->graceful, c->loop, c->http, cf->limits.drain_timeout_ms,
 			       "cell", on_stop, c);
 	char hh[64], ah[64];
@@ -539,6 +549,7 @@ int mc_cell_main(int argc, char **argv)
 	mc_cell_telemetry_fini(&c);
 	mc_cell_edge_fini(&c);
 	free(c.routes);
+	mc_cell_kv_free(&c);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);
 	mc_cell_conf_free(c.conf);

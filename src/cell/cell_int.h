@@ -54,6 +54,8 @@ typedef struct cell_route {
 	mc_series *latency[OUTCOME_COUNT];
 } cell_route;
 
+struct cell_kv;
+
 typedef struct cell_cache cell_cache; /* src/cell/cache_route.c */
 
 /* The TLS listener's state (src/cell/tls.c). */
@@ -92,6 +94,7 @@ struct cell {
 	struct cell_proxy *proxy; /* proxy routes' state: fallback link, metrics (proxy.c) */
 	struct cell_telemetry *telem; /* summaries, event buffer, blind time (telemetry.c) */
 	uint64_t config_version;      /* applied fleet config version, 0 until one is applied */
+	struct cell_kv *kv; /* hot-state KV API (src/cell/kv*.c) */
 };
 
 /* Per-request state carried through asynchronous handlers. */
@@ -130,6 +133,22 @@ void mc_cell_stream_end(cell_req *r, int abort);
 /* Route handlers. */
 void mc_cell_kv_handle(cell_req *r);
 void mc_cell_proxy_handle(cell_req *r);
+
+/* The hot-state KV API's life cycle (src/cell/kv_state.c), in call order:
+ * new (before the store opens), store_opts, shipper_opts, start (store and
+ * shipper running), metrics (any time), fini (stop: before the store closes),
+ * free (after the loop ended). */
+void mc_cell_kv_new(cell *c);
+void mc_cell_kv_store_opts(cell *c, mc_store_opts *so);
+void mc_cell_kv_shipper_opts(cell *c, mc_repl_shipper_opts *ro);
+void mc_cell_kv_start(cell *c);
+void mc_cell_kv_metrics(cell *c);
+void mc_cell_kv_fini(cell *c);
+void mc_cell_kv_free(cell *c);
+/* The KV route whose multi-get endpoint path is ("/v1/kv/" serves
+ * "POST /v1/kv:mget"), or NULL. */
+cell_route *mc_cell_kv_mget_route(cell *c, const char *path, size_t len);
+void mc_cell_kv_mget(cell_req *r);
 
 int mc_cell_pools_init(cell *c);
 void mc_cell_pools_fini(cell *c);

@@ -149,7 +149,8 @@ static int name_in(const char *name, size_t len, const char *const *list, size_t
  * (X-Forwarded-For is extended, not replaced). */
 static int set_by_cell(const char *name, size_t len)
 {
-	static const char *const own[] = {"x-forwarded-for", "x-forwarded-host", "x-metrocell-cell",
+	static const char *const own[] = {"x-forwarded-for", "x-forwarded-host",
+					  "x-forwarded-proto", "x-metrocell-cell",
 					  "x-metrocell-fallback-from",
 					  "x-metrocell-fallback-cause"};
 	return name_in(name, len, own, MC_ARRAY_LEN(own));
@@ -548,7 +549,7 @@ void mc_cell_proxy_handle(cell_req *r)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	cell *c = r->c;
-	r->fwd = mc_alloc((req->nheaders + 3) * sizeof *r->fwd);
+	r->fwd = mc_alloc((req->nheaders + 4) * sizeof *r->fwd);
 	size_t n = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const mc_http_header *h = &req->headers[i];
@@ -573,6 +574,8 @@ void mc_cell_proxy_handle(cell_req *r)
 	}
 	mc_buf_append(&r->xff, req->peer, iplen);
 	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, r->xff.data, r->xff.len};
+	r->fwd[n++] = req->secure ? (mc_http_header){"X-Forwarded-Proto", 17, "https", 5}
+				  : (mc_http_header){"X-Forwarded-Proto", 17, "http", 4};
 	r->fwd[n++] =
 	    (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
 	r->nfwd = n;

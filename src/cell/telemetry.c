@@ -48,6 +48,8 @@ struct cell_telemetry {
 	uint64_t inflight_last; /* its last seq, 0 when none */
 	uint64_t inflight_ns;
 	uint64_t sent_summaries, acked_summaries, unsent_summaries, sent_batches;
+	double prev_backlog_refused; /* metrocell_replication_backlog_refused_total */
+	int backlog_full;            /* writes were refused in the last interval */
 };
 
 /* ---- events ------------------------------------------------------------------------------ */
@@ -331,6 +333,22 @@ static void summarize(cell_telemetry *t, mc_repl_telemetry *s)
 	s->blind_total_ms = t->blind_total_ms;
 }
 
+/* backlog_full when replicated writes start being refused (the write log holds
+ * more than its bounds), backlog_cleared when an interval passes without. */
+static void backlog_events(cell_telemetry *t)
+{
+	double refused = mc_metrics_sum(t->c->metrics, "metrocell_replication_backlog_refused_total",
+					NULL);
+	uint64_t n = delta(refused, &t->prev_backlog_refused);
+	if (n && !t->backlog_full) {
+		t->backlog_full = 1;
+		mc_cell_event(t->c, "backlog_full", "u:refused", n, NULL);
+	} else if (!n && t->backlog_full) {
+		t->backlog_full = 0;
+		mc_cell_event(t->c, "backlog_cleared", "u:refused_total", (uint64_t)refused, NULL);
+	}
+}
+
 static void on_tick(uv_timer_t *h)
 {
 	cell_telemetry *t = h->data;
@@ -356,6 +374,7 @@ static void on_tick(uv_timer_t *h)
 	else
 		t->unsent_summaries++;
 	uint64_t gap_ms = (mc_now_ns() - t->last_view_ns) / 1000000;
+	backlog_events(t);
 	if (!t->blind && gap_ms > stale_ms(t)) {
 		t->blind = 1;
 		MC_WARN(COMP, "cell %s: the region has had no view of this cell for %.1f s",

@@ -191,4 +191,13 @@ int mc_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out);
  * stderr. Returns 0 with *path set, or MC_EINVAL after printing why. */
 int mc_parse_config_arg(int argc, char **argv, const char **path);
 
+/* ---- base64 and UTF-8 (src/common/b64.c) -------------------------------------------
+ * For binary values in JSON answers (the KV multi-get). Standard alphabet, padded. */
+void mc_base64_encode(mc_buf *out, const void *p, size_t n);
+/* Decodes s[0..n) (padding required, no whitespace) into out (appended). Returns
+ * 0 or MC_EINVAL. */
+int mc_base64_decode(mc_buf *out, const char *s, size_t n);
+/* 1 when p[0..n) is well-formed UTF-8 (no overlongs, surrogates or NUL bytes). */
+int mc_utf8_valid(const void *p, size_t n);
+
 #endif

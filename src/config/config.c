@@ -468,8 +468,10 @@ out:
 	return rc;
 }
 
-static const char *const STATE_KEYS[] = {"map_size_mb", "durability", "max_batch", "max_key_bytes",
-					 "max_value_bytes"};
+static const char *const STATE_KEYS[] = {"map_size_mb",	 "durability",
+					 "max_batch",		 "max_key_bytes",
+					 "max_value_bytes",	 "sweep_interval_ms",
+					 "tombstone_retention_ms", "max_mget_keys"};
 static const char *const DURABILITY[] = {"fsync", "none"};
 
 static int parse_state(vctx *v, json_t *root, mc_state_conf *out)
@@ -479,6 +481,9 @@ static int parse_state(vctx *v, json_t *root, mc_state_conf *out)
 	out->max_batch = 4096;
 	out->max_key_bytes = 256;
 	out->max_value_bytes = 1048576;
+	out->sweep_interval_ms = 1000;
+	out->tombstone_retention_ms = 3600000;
+	out->max_mget_keys = 100;
 	json_t *o = json_object_get(root, "state");
 	if (!o)
 		return 0;
@@ -492,6 +497,10 @@ static int parse_state(vctx *v, json_t *root, mc_state_conf *out)
 	CHECK(opt_u32(v, o, "max_batch", 1, 100000, &out->max_batch));
 	CHECK(opt_u32(v, o, "max_key_bytes", 1, 256, &out->max_key_bytes));
 	CHECK(opt_u32(v, o, "max_value_bytes", 1, 16777216, &out->max_value_bytes));
+	CHECK(opt_u32(v, o, "sweep_interval_ms", 10, 3600000, &out->sweep_interval_ms));
+	CHECK(opt_u32(v, o, "tombstone_retention_ms", 1000, 2592000000u,
+		      &out->tombstone_retention_ms));
+	CHECK(opt_u32(v, o, "max_mget_keys", 1, 1000, &out->max_mget_keys));
 out:
 	pop(v);
 	return rc;
@@ -539,13 +548,16 @@ out:
 	return rc;
 }
 
-static const char *const REPL_KEYS[] = {"batch_max_entries", "heartbeat_ms", "dead_after_ms"};
+static const char *const REPL_KEYS[] = {"batch_max_entries", "heartbeat_ms", "dead_after_ms",
+					"backlog_max_bytes", "backlog_max_age_ms"};
 
 static int parse_repl(vctx *v, json_t *root, mc_repl_conf *out)
 {
 	out->batch_max_entries = 1024;
 	out->heartbeat_ms = 1000;
 	out->dead_after_ms = 5000;
+	out->backlog_max_bytes = (uint64_t)1 << 30;
+	out->backlog_max_age_ms = 3600000;
 	json_t *o = json_object_get(root, "replication");
 	if (!o)
 		return 0;
@@ -556,6 +568,8 @@ static int parse_repl(vctx *v, json_t *root, mc_repl_conf *out)
 	CHECK(opt_u32(v, o, "batch_max_entries", 1, 65536, &out->batch_max_entries));
 	CHECK(opt_u32(v, o, "heartbeat_ms", 10, 60000, &out->heartbeat_ms));
 	CHECK(opt_u32(v, o, "dead_after_ms", 1, 600000, &out->dead_after_ms));
+	CHECK(opt_u64(v, o, "backlog_max_bytes", 4096, (uint64_t)1 << 40, &out->backlog_max_bytes));
+	CHECK(opt_u32(v, o, "backlog_max_age_ms", 100, 604800000, &out->backlog_max_age_ms));
 	if (out->dead_after_ms <= out->heartbeat_ms) {
 		if (json_object_get(o, "dead_after_ms")) {
 			push_key(v, "dead_after_ms");
@@ -1128,12 +1142,223 @@ out:
 	return rc;
 }
 
+/* ---- state-class rules ------------------------------------------------------------------ */
+
+#define CLASS_RULES_MAX 256
+
+static const char *const CLASS_RULE_KEYS[] = {"prefix",	"class",
+					      "ack",		"ack_timeout_ms",
+					      "replica_max_staleness_ms", "cache_ttl_ms",
+					      "region_timeout_ms"};
+static const char *const CLASS_RULE_REQUIRED[] = {"prefix", "class", NULL};
+static const char *const CLASS_NAMES[] = {"replicated", "local", "regional"};
+static const char *const ACK_NAMES[] = {"local", "region"};
+
+const char *mc_sclass_name(mc_sclass c)
+{
+	return (unsigned)c < MC_ARRAY_LEN(CLASS_NAMES) ? CLASS_NAMES[c] : "replicated";
+}
+
+static void class_rule_default(mc_class_rule_conf *r)
+{
+	memset(r, 0, sizeof *r);
+	r->cls = MC_SCLASS_REPLICATED;
+	r->ack_timeout_ms = 5000;
+	r->replica_max_staleness_ms = 5000;
+	r->cache_ttl_ms = 0;
+	r->region_timeout_ms = 2000;
+}
+
+/* A member that only some classes take: present with another class is an error. */
+static int only_for(vctx *v, json_t *ro, const char *key, bool ok, const char *what)
+{
+	json_t *j = json_object_get(ro, key);
+	if (!j || ok)
+		return 0;
+	push_key(v, key);
+	int rc = fail(v, "only %s take %s, got %s", what, key, show(j).s);
+	pop(v);
+	return rc;
+}
+
+static int parse_class_rule(vctx *v, json_t *ro, mc_class_rules_conf *out, size_t idx)
+{
+	mc_class_rule_conf *r = &out->rules[idx];
+	int rc, cls = 0, ack = 0;
+	class_rule_default(r);
+	CHECK(check_object(v, ro));
+	CHECK(check_keys(v, ro, CLASS_RULE_KEYS, MC_ARRAY_LEN(CLASS_RULE_KEYS),
+			 CLASS_RULE_REQUIRED));
+	json_t *pj = json_object_get(ro, "prefix");
+	push_key(v, "prefix");
+	if (!json_is_string(pj) || json_string_length(pj) > 256) {
+		rc = fail(v, "expected a key prefix of at most 256 bytes (\"\" for the default), got %s",
+			  show(pj).s);
+	} else {
+		const unsigned char *p = (const unsigned char *)json_string_value(pj);
+		rc = 0;
+		for (size_t i = 0; rc == 0 && i < json_string_length(pj); i++)
+			if (p[i] <= 0x20 || p[i] == 0x7f)
+				rc = fail(v,
+					  "expected a key prefix without spaces or control "
+					  "characters (keys have none), got %s",
+					  show(pj).s);
+		for (size_t k = 0; rc == 0 && k < idx; k++)
+			if (strcmp(out->rules[k].prefix, json_string_value(pj)) == 0)
+				rc = fail(v, "duplicate prefix %s (also state_classes[%zu])",
+					  show(pj).s, k);
+	}
+	pop(v);
+	if (rc)
+		goto out;
+	r->prefix = mc_strdup(json_string_value(pj));
+	CHECK(opt_enum(v, ro, "class", CLASS_NAMES, MC_ARRAY_LEN(CLASS_NAMES), &cls));
+	r->cls = (mc_sclass)cls;
+	CHECK(opt_enum(v, ro, "ack", ACK_NAMES, MC_ARRAY_LEN(ACK_NAMES), &ack));
+	r->ack_region = ack;
+	if (ack && r->cls != MC_SCLASS_REPLICATED) {
+		push_key(v, "ack");
+		rc = fail(v, "\"region\" needs class \"replicated\" (%s keys are never shipped), got "
+			     "class \"%s\"",
+			  mc_sclass_name(r->cls), mc_sclass_name(r->cls));
+		pop(v);
+		goto out;
+	}
+	CHECK(only_for(v, ro, "ack_timeout_ms", ack == 1, "rules with \"ack\": \"region\""));
+	CHECK(opt_u32(v, ro, "ack_timeout_ms", 1, 600000, &r->ack_timeout_ms));
+	CHECK(only_for(v, ro, "replica_max_staleness_ms", r->cls == MC_SCLASS_REPLICATED,
+		       "\"replicated\" rules"));
+	CHECK(opt_u32(v, ro, "replica_max_staleness_ms", 0, 86400000,
+		      &r->replica_max_staleness_ms));
+	CHECK(only_for(v, ro, "cache_ttl_ms", r->cls == MC_SCLASS_REGIONAL, "\"regional\" rules"));
+	CHECK(opt_u32(v, ro, "cache_ttl_ms", 0, 86400000, &r->cache_ttl_ms));
+	CHECK(only_for(v, ro, "region_timeout_ms", r->cls != MC_SCLASS_LOCAL,
+		       "\"replicated\" and \"regional\" rules"));
+	CHECK(opt_u32(v, ro, "region_timeout_ms", 1, 60000, &r->region_timeout_ms));
+out:
+	return rc;
+}
+
+/* The validator of a rule table: a array value at the current path. */
+static int parse_class_rules(vctx *v, json_t *a, mc_class_rules_conf *out)
+{
+	int rc = 0;
+	size_t n = 0, have_default = 0;
+	memset(out, 0, sizeof *out);
+	if (a && !json_is_array(a))
+		return fail(v, "expected an array of rules {\"prefix\", \"class\", ...}, got %s",
+			    show(a).s);
+	n = a ? json_array_size(a) : 0;
+	if (n > CLASS_RULES_MAX)
+		return fail(v, "expected at most %d rules, got %zu", CLASS_RULES_MAX, n);
+	out->rules = mc_calloc(n + 1, sizeof *out->rules);
+	for (size_t i = 0; i < n; i++) {
+		push_index(v, i);
+		rc = parse_class_rule(v, json_array_get(a, i), out, i);
+		pop(v);
+		out->n = i + 1; /* what is allocated gets freed */
+		if (rc)
+			return rc;
+		if (out->rules[i].prefix[0] == '\0')
+			have_default = 1;
+	}
+	if (!have_default) {
+		class_rule_default(&out->rules[n]);
+		out->rules[n].prefix = mc_strdup("");
+		out->n = n + 1;
+	}
+	return 0;
+}
+
+const mc_class_rule_conf *mc_class_rules_match(const mc_class_rules_conf *r, const char *key,
+					       size_t klen)
+{
+	const mc_class_rule_conf *best = NULL;
+	size_t bl = 0;
+	for (size_t i = 0; i < r->n; i++) {
+		size_t pl = strlen(r->rules[i].prefix);
+		if (pl > klen || (best && pl <= bl) || memcmp(r->rules[i].prefix, key, pl) != 0)
+			continue;
+		best = &r->rules[i];
+		bl = pl;
+	}
+	MC_ASSERT(best); /* there is always a rule with prefix "" */
+	return best;
+}
+
+void mc_class_rules_fini(mc_class_rules_conf *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->n; i++)
+		free(r->rules[i].prefix);
+	free(r->rules);
+	r->rules = NULL;
+	r->n = 0;
+}
+
+int mc_class_rules_parse(const char *label, const char *text, size_t len, mc_class_rules_conf *out,
+			 char *err, size_t errcap)
+{
+	vctx v;
+	json_error_t e;
+	memset(out, 0, sizeof *out);
+	vctx_init(&v, label, text, len, err, errcap);
+	json_t *j = text ? json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e) : NULL;
+	if (!j) {
+		set_err(&v, "%s: invalid JSON: %s", v.label, text ? e.text : "no text");
+		return MC_ECONFIG;
+	}
+	int rc = parse_class_rules(&v, j, out);
+	json_decref(j);
+	if (rc)
+		mc_class_rules_fini(out);
+	return rc;
+}
+
+static int parse_cell_classes(vctx *v, json_t *root, mc_cell_conf *c)
+{
+	int rc;
+	push_key(v, "state_classes");
+	rc = parse_class_rules(v, json_object_get(root, "state_classes"), &c->classes);
+	/* Regional keys and the read-through of replicated ones need the region's
+	 * HTTP API; only regional ones cannot work without it. */
+	for (size_t i = 0; rc == 0 && !c->region_http && i < c->classes.n; i++) {
+		if (c->classes.rules[i].cls != MC_SCLASS_REGIONAL)
+			continue;
+		push_index(v, i);
+		push_key(v, "class");
+		rc = fail(v, "\"regional\" keys live in the region: set region.http");
+		pop(v);
+		pop(v);
+	}
+	pop(v);
+	return rc;
+}
+
+/* Keys of a cell's file that the region's would only ignore. */
+static int reject_cell_only(vctx *v, json_t *root)
+{
+	static const char *const keys[] = {"backlog_max_bytes", "backlog_max_age_ms"};
+	json_t *o = json_object_get(root, "replication");
+	for (size_t i = 0; o && i < MC_ARRAY_LEN(keys); i++) {
+		if (!json_object_get(o, keys[i]))
+			continue;
+		push_key(v, "replication");
+		int rc = fail_key(v, keys[i], "%s bounds a cell's write log; the region has none",
+				  keys[i]);
+		pop(v);
+		return rc;
+	}
+	return 0;
+}
+
 /* ---- cell ---------------------------------------------------------------------------- */
 
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
 					"state", "limits", "replication", "pools",  "routes",
 					"flags", "locality", "tls",
-					"cache", "telemetry"};
+					"cache", "state_classes", "telemetry"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
@@ -1950,6 +2175,7 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(parse_locality(v, root, c));
 	CHECK(parse_tls(v, root, c));
 	CHECK(parse_cell_cache(v, root, c));
+	CHECK(parse_cell_classes(v, root, c));
 	CHECK(parse_telemetry(v, root, &c->telemetry, true));
 out:
 	return rc;
@@ -2025,6 +2251,7 @@ void mc_cell_conf_free(mc_cell_conf *c)
 	for (size_t i = 0; i < c->tls.nalpn; i++)
 		free(c->tls.alpn[i]);
 	explicit_bzero(&c->tls.ticket_keys, sizeof c->tls.ticket_keys);
+	mc_class_rules_fini(&c->classes);
 	free(c);
 }
 
@@ -2150,6 +2377,7 @@ static int region_build(vctx *v, json_t *root, mc_region_conf *c)
 	CHECK(parse_repl(v, root, &c->repl));
 	CHECK(parse_region_fallback(v, root, c));
 	CHECK(parse_shield(v, root, c));
+	CHECK(reject_cell_only(v, root));
 	CHECK(parse_telemetry(v, root, &c->telemetry, false));
 out:
 	return rc;

@@ -26,6 +26,9 @@ typedef struct mc_state_conf {
 	uint32_t max_batch;       /* default 4096, 1..100000 */
 	uint32_t max_key_bytes;   /* default 256, 1..MC_STATE_MAX_KEY(256) */
 	uint32_t max_value_bytes; /* default 1048576, 1..16777216 */
+	uint32_t sweep_interval_ms;      /* TTL sweeper period, default 1000, 10..3600000 */
+	uint32_t tombstone_retention_ms; /* default 3600000, 1000..2592000000 */
+	uint32_t max_mget_keys;          /* keys in one multi-get, default 100, 1..1000 */
 } mc_state_conf;
 
 typedef struct mc_limits_conf {
@@ -51,6 +54,10 @@ typedef struct mc_repl_conf {
 	uint32_t batch_max_entries; /* default 1024, 1..65536 */
 	uint32_t heartbeat_ms;      /* default 1000, 10..60000 */
 	uint32_t dead_after_ms;     /* default 5000, must be > heartbeat_ms, <= 600000 */
+	/* Cell only: bounds of the unacknowledged write log; beyond either one,
+	 * replicated writes are refused with 503 backlog_full. */
+	uint64_t backlog_max_bytes;  /* default 1073741824, 4096..1099511627776 */
+	uint32_t backlog_max_age_ms; /* default 3600000, 100..604800000 */
 } mc_repl_conf;
 
 /* Active health probes of a pool's workers (pools.NAME.health). */
@@ -89,6 +96,40 @@ typedef struct mc_pool_conf {
 	mc_health_conf health;
 	mc_outlier_conf outlier;
 } mc_pool_conf;
+
+/* State-class rules (DESIGN.md section 4): which keys are local, replicated or
+ * regional, and how they are acknowledged and cached. Its own table with its own
+ * validator (mc_class_rules_parse) so the fleet config can carry it later. */
+typedef enum { MC_SCLASS_REPLICATED = 0, MC_SCLASS_LOCAL = 1, MC_SCLASS_REGIONAL = 2 } mc_sclass;
+
+typedef struct mc_class_rule_conf {
+	char *prefix;                      /* "" is the default rule */
+	mc_sclass cls;                     /* "class" */
+	int ack_region;                    /* "ack": "local" (0, default) | "region" (1) */
+	uint32_t ack_timeout_ms;           /* ack region: 504 after, default 5000, 1..600000 */
+	uint32_t replica_max_staleness_ms; /* replicated: copy bound, default 5000, 0..86400000 */
+	uint32_t cache_ttl_ms;             /* regional: read cache, default 0 (none), 0..86400000 */
+	uint32_t region_timeout_ms;        /* a call to the region, default 2000, 1..60000 */
+} mc_class_rule_conf;
+
+typedef struct mc_class_rules_conf {
+	/* In document order, then the built-in default rule (prefix "", replicated,
+	 * ack local) unless the document has a rule with prefix "". Longest prefix wins. */
+	mc_class_rule_conf *rules;
+	size_t n;
+} mc_class_rules_conf;
+
+/* Parses a JSON array of rules (the value of "state_classes") from text; label
+ * names it in messages. Returns 0 (free with mc_class_rules_fini) or MC_ECONFIG
+ * with the message in err. */
+int mc_class_rules_parse(const char *label, const char *text, size_t len, mc_class_rules_conf *out,
+			 char *err, size_t errcap);
+/* The rule a key falls under (never NULL: there is always a default rule). */
+const mc_class_rule_conf *mc_class_rules_match(const mc_class_rules_conf *r, const char *key,
+					       size_t klen);
+void mc_class_rules_fini(mc_class_rules_conf *r);
+/* "replicated", "local" or "regional". */
+const char *mc_sclass_name(mc_sclass c);
 
 typedef enum { MC_ROUTE_PROXY = 1, MC_ROUTE_KV = 2, MC_ROUTE_FLAGS = 3, MC_ROUTE_CACHE = 4 } mc_route_kind;
 
@@ -243,6 +284,7 @@ typedef struct mc_cell_conf {
 	mc_tls_conf tls;
 	mc_cache_conf cache; /* for "cache" routes (defaults when the key is absent) */
 	mc_telemetry_conf telemetry;
+	mc_class_rules_conf classes; /* "state_classes" */
 } mc_cell_conf;
 
 typedef struct mc_region_conf {

@@ -36,6 +36,7 @@ struct mc_http_h2_stream {
 	mc_buf out;	  /* response body not yet framed */
 	size_t out_off;
 	uint64_t start_ns;
+	size_t body_limit; /* of this request: the route's, else max_body_bytes */
 	int err_status; /* the server answers this itself (400, 413, 431, 501) */
 	char err_code[40];
 	char err_msg[96];
@@ -501,16 +502,21 @@ static void finish_head(stream *st)
 	if (st->err_status)
 		return;
 	mc_http_head_finish(&st->head, 1);
+	st->body_limit = o->max_body_bytes;
+	if (o->body_limit)
+		st->body_limit = o->body_limit(st->h->host.ctx, st->method,
+					       st->head.arena.data + st->head.path_off,
+					       st->head.path_len);
 	size_t cl_len;
 	const char *cl =
 	    mc_http_header_find(st->head.hdrs, st->head.nspans, "content-length", &cl_len);
 	uint64_t declared;
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &declared) == 0) {
-		if (declared > o->max_body_bytes) {
+		if (declared > st->body_limit) {
 			st->err_status = 413;
 			snprintf(st->err_code, sizeof st->err_code, "payload_too_large");
 			snprintf(st->err_msg, sizeof st->err_msg, "request body exceeds %zu bytes",
-				 o->max_body_bytes);
+				 st->body_limit);
 			return;
 		}
 		mc_buf_reserve(&st->body, (size_t)declared);
@@ -525,11 +531,12 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 	stream *st = nghttp2_session_get_stream_user_data(ng, id);
 	if (!st || st->err_status || st->answered)
 		return 0; /* discarded; nghttp2 still returns the flow-control credit */
-	if (len > h->host.opts->max_body_bytes - st->body.len) {
+	(void)h;
+	if (len > st->body_limit - st->body.len) {
 		st->err_status = 413;
 		snprintf(st->err_code, sizeof st->err_code, "payload_too_large");
 		snprintf(st->err_msg, sizeof st->err_msg, "request body exceeds %zu bytes",
-			 h->host.opts->max_body_bytes);
+			 st->body_limit);
 		stream_error(st, st->err_status, st->err_code, st->err_msg);
 		return 0;
 	}
@@ -614,6 +621,7 @@ static void dispatch_ready(mc_http_h2 *h)
 		r->body = st->body.len ? st->body.data : NULL;
 		r->body_len = st->body.len;
 		r->keep_alive = !h->draining;
+		r->secure = 1; /* HTTP/2 only over TLS here (ALPN h2) */
 		r->start_ns = st->start_ns;
 		snprintf(r->peer, sizeof r->peer, "%s", h->host.peer);
 		st->head_req = strcmp(st->method, "HEAD") == 0;

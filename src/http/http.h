@@ -41,6 +41,7 @@ typedef struct mc_http_request {
 	const char *body; /* NULL when empty */
 	size_t body_len;
 	int keep_alive;     /* client wants the connection kept */
+	int secure;         /* it came over TLS (HTTP/1.1 on the TLS listener, or HTTP/2) */
 	uint64_t start_ns;  /* mc_now_ns() when the first byte of the request arrived */
 	char peer[64];      /* "ip:port" of the client */
 } mc_http_request;

@@ -687,6 +687,7 @@ static void conn_dispatch(conn *c)
 	r->body = c->body.len ? c->body.data : NULL;
 	r->body_len = c->body.len;
 	r->keep_alive = c->keep_alive;
+	r->secure = c->tls != NULL;
 	r->start_ns = c->start_ns;
 	memcpy(r->peer, c->peer, sizeof r->peer);
 	c->head_req = method == HTTP_HEAD;

@@ -17,7 +17,6 @@
 #include "state/state.h"
 
 #define COMP "region"
-#define KV_PREFIX "/v1/kv/"
 #define MAX_CELLS 256
 
 typedef struct region {
@@ -33,52 +32,8 @@ typedef struct region {
 	int stopping;
 	mc_region_fallback *fallback; /* src/region/fallback.c */
 	region_fleet *fleet;          /* src/region/fleet.c */
+	mc_region_kv *kv; /* the KV API (region_kv.c) */
 } region;
-
-static void kv_get(region *g, mc_http_exchange *ex, const mc_http_request *req)
-{
-	mc_buf key, val;
-	mc_buf_init(&key);
-	mc_buf_init(&val);
-	const char *raw = req->path + strlen(KV_PREFIX);
-	size_t rawlen = req->path_len - strlen(KV_PREFIX);
-	mc_record rec;
-	int rc;
-	if (rawlen == 0 || mc_http_percent_decode(raw, rawlen, &key) < 0 ||
-	    key.len > MC_STATE_MAX_KEY) {
-		mc_http_respond_error(ex, 400, NULL, 0, "bad_key",
-				      "missing, malformed or too long key (at most %d bytes)",
-				      MC_STATE_MAX_KEY);
-		goto out;
-	}
-	if (strcmp(req->method, "GET") != 0) {
-		mc_http_header allow = {"Allow", 5, "GET", 3};
-		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
-				      "the region's KV API is read-only; write in a cell");
-		goto out;
-	}
-	rc = mc_store_get(g->store, key.data, key.len, &rec, &val);
-	if (rc == MC_ENOTFOUND) {
-		mc_http_respond_error(ex, 404, NULL, 0, "not_found", "no key \"%s\" in region %s",
-				      key.data, g->conf->region);
-	} else if (rc < 0) {
-		mc_http_respond_error(ex, 500, NULL, 0, "store_error", "reading the store: %s",
-				      mc_strerror(rc));
-	} else {
-		char vbuf[24];
-		snprintf(vbuf, sizeof vbuf, "%llu", (unsigned long long)rec.version);
-		mc_http_header h[4] = {
-			{"X-Metrocell-Version", 19, vbuf, strlen(vbuf)},
-			{"X-Metrocell-Home", 16, rec.home, strlen(rec.home)},
-			{"X-Metrocell-Region", 18, g->conf->region, strlen(g->conf->region)},
-			{"Content-Type", 12, "application/octet-stream", 24},
-		};
-		mc_http_respond(ex, 200, h, 4, rec.value, rec.value_len);
-	}
-out:
-	mc_buf_fini(&key);
-	mc_buf_fini(&val);
-}
 
 static void cell_labels(mc_buf *b, const char *cell)
 {
@@ -123,6 +78,7 @@ static mc_repl_cell_stats *refresh(region *g, size_t *n)
 		->value = (double)ss.skipped;
 	mc_region_shield_metrics(g->shield, g->metrics);
 	mc_region_fleet_metrics(g->fleet, g->metrics);
+	mc_region_kv_metrics(g->kv);
 	mc_buf_fini(&l);
 	return st;
 }
@@ -164,8 +120,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	if (mc_region_fallback_handle(g->fallback, ex) || mc_region_shield_handle(g->shield, ex) ||
 	    mc_region_cache_admin(g->shield, g->sink, ex) || mc_region_fleet_handle(g->fleet, ex))
 		return;
-	if (strncmp(req->path, KV_PREFIX, strlen(KV_PREFIX)) == 0) {
-		kv_get(g, ex, req);
+	if (mc_region_kv_owns(req->path, req->path_len)) {
+		mc_region_kv_handle(g->kv, ex);
 		return;
 	}
 	if (strcmp(req->method, "GET") != 0) {
@@ -181,8 +137,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 		status(g, ex);
 	} else {
 		mc_http_respond_error(ex, 404, NULL, 0, "not_found",
-				      "endpoints: /v1/kv/{key}, /v1/status, /v1/fleet, /v1/events, /metrics, "
-				      "/healthz");
+				      "endpoints: /v1/kv/{key}, /v1/kv:mget, /v1/status, /v1/fleet, "
+				      "/v1/events, /metrics, /healthz");
 	}
 }
 
@@ -196,6 +152,7 @@ static void stop(region *g)
 	g->http = NULL;
 	mc_region_fallback_free(g->fallback);
 	g->fallback = NULL;
+	mc_region_kv_fini(g->kv);
 	mc_repl_sink_free(g->sink);
 	g->sink = NULL;
 	if (g->fleet)
@@ -223,7 +180,9 @@ static int start(region *g)
 	so.map_size = (size_t)cf->state.map_size_mb << 20;
 	so.durable = cf->state.durable;
 	so.max_batch = cf->state.max_batch;
-	so.home = "";
+	so.home = cf->region; /* the home of what the region's own API writes */
+	g->kv = mc_region_kv_new(g->loop, cf, g->metrics);
+	mc_region_kv_store_opts(g->kv, &so);
 	int rc = mc_store_open(&g->store, g->loop, &so);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell region: cannot open the store in %s: %s\n", dir,
@@ -236,6 +195,7 @@ static int start(region *g)
 	ko.dead_after_ms = cf->repl.dead_after_ms;
 	ko.allow_cells = (const char *const *)cf->cells;
 	ko.n_allow_cells = cf->ncells;
+	mc_region_kv_sink_opts(g->kv, &ko);
 	mc_region_fleet_new(&g->fleet, cf);
 	ko.on_telemetry = mc_region_fleet_on_telemetry;
 	ko.on_events = mc_region_fleet_on_events;
@@ -251,6 +211,7 @@ static int start(region *g)
 		return rc;
 	if ((rc = mc_region_shield_new(&g->shield, g->loop, cf)) < 0)
 		return rc;
+	mc_region_kv_start(g->kv, g->store, g->sink);
 	mc_http_server_opts ho;
 	mc_http_server_opts_default(&ho);
 	ho.max_header_bytes = cf->limits.max_header_bytes;
@@ -313,6 +274,7 @@ int mc_region_main(int argc, char **argv)
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
 	mc_region_fleet_free(g.fleet);
+	mc_region_kv_free(g.kv);
 	mc_metrics_free(g.metrics);
 	MC_INFO(COMP, "region %s stopped", g.conf->region);
 	mc_region_conf_free(g.conf);

@@ -1,12 +1,17 @@
-/* Declarations shared by the files of the region module. */
+/* Declarations shared by the files of the region module: the regional KV API
+ * (region_kv.c) and the table of which cells hold a copy of which key
+ * (holders.c), from which the region sends INVALIDATE. */
 #ifndef MC_REGION_INT_H
 #define MC_REGION_INT_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "config/config.h"
 #include "http/http.h"
 #include "obs/obs.h"
+#include "repl/repl.h"
 
 /* ---- fallback path (src/region/fallback.c) ----------------------------------------- */
 
@@ -24,7 +29,6 @@ int mc_region_fallback_handle(mc_region_fallback *f, mc_http_exchange *ex);
  * the loop has run. Accepts NULL. */
 void mc_region_fallback_free(mc_region_fallback *f);
 
-#include "repl/repl.h"
 
 /* The shield cache in front of the origin (src/region/shield.c). */
 typedef struct region_shield region_shield;
@@ -42,6 +46,68 @@ int mc_region_shield_handle(region_shield *s, mc_http_exchange *ex);
 int mc_region_cache_admin(region_shield *s, mc_repl_sink *sink, mc_http_exchange *ex);
 /* Refreshes the metrocell_cache_* families in m. Accepts NULL. */
 void mc_region_shield_metrics(region_shield *s, mc_metrics *m);
+
+#include "state/state.h"
+
+/* ---- copy holders (holders.c) ---------------------------------------------------------- */
+
+/* Keys whose holders are tracked at most; beyond, the least recently used key is
+ * forgotten (its holders' copies are then bounded only by their staleness bound). */
+#define MC_HOLDERS_MAX_KEYS 100000
+#define MC_HOLDERS_MAX_CELLS 1024
+
+typedef struct mc_holders mc_holders;
+
+/* Delivers INVALIDATE{version, key} to cell: returns 1 when it was sent, 0 when
+ * the cell is not connected (the table keeps it pending until mc_holders_flush). */
+typedef int (*mc_holders_send)(void *arg, const char *cell, const char *key, size_t klen,
+			       uint64_t version);
+
+typedef struct mc_holders_stats {
+	uint64_t keys;	  /* keys tracked now */
+	uint64_t pending; /* invalidations waiting for their cell to reconnect */
+	uint64_t sent;	  /* INVALIDATE frames sent */
+	uint64_t evicted; /* keys forgotten at MC_HOLDERS_MAX_KEYS */
+} mc_holders_stats;
+
+/* max_keys 0 means MC_HOLDERS_MAX_KEYS. self is the region's own name: never a
+ * target. */
+mc_holders *mc_holders_new(size_t max_keys, const char *self, mc_holders_send send, void *arg);
+void mc_holders_free(mc_holders *h);
+/* cell keeps a copy of key (it read it with X-Metrocell-Copy). */
+void mc_holders_add(mc_holders *h, const char *key, size_t klen, const char *cell);
+/* key was written at version by writer (a cell, or NULL for the region's own API),
+ * replacing a record whose home was prev_home ("" none): every other holder, and
+ * the previous home, get INVALIDATE; the writer stops being a holder. */
+void mc_holders_written(mc_holders *h, const char *key, size_t klen, const char *writer,
+			const char *prev_home, uint64_t version);
+/* cell must drop what it holds of key older than version (e.g. its write lost
+ * last-writer-wins): sent now, or kept pending. */
+void mc_holders_invalidate(mc_holders *h, const char *key, size_t klen, const char *cell,
+			   uint64_t version);
+/* cell (re)connected: sends its pending invalidations. */
+void mc_holders_flush(mc_holders *h, const char *cell);
+void mc_holders_stats_get(const mc_holders *h, mc_holders_stats *out);
+
+/* ---- the regional KV API (region_kv.c) -------------------------------------------------- */
+
+typedef struct mc_region_kv mc_region_kv;
+
+/* Created before the store opens (mc_region_kv_store_opts), wired to the sink
+ * once both exist. metrics is the region's registry. */
+mc_region_kv *mc_region_kv_new(uv_loop_t *loop, const mc_region_conf *cf, mc_metrics *metrics);
+void mc_region_kv_store_opts(mc_region_kv *kv, mc_store_opts *so);
+void mc_region_kv_sink_opts(mc_region_kv *kv, mc_repl_sink_opts *ko);
+/* Starts the sweeper and the invalidations (store and sink running). */
+void mc_region_kv_start(mc_region_kv *kv, mc_store *store, mc_repl_sink *sink);
+/* 1 when path belongs to the KV API (/v1/kv/..., /v1/kv:mget). */
+int mc_region_kv_owns(const char *path, size_t len);
+void mc_region_kv_handle(mc_region_kv *kv, mc_http_exchange *ex);
+void mc_region_kv_metrics(mc_region_kv *kv);
+/* Stop: closes the timer, forgets the store and the sink (before they close). */
+void mc_region_kv_fini(mc_region_kv *kv);
+/* After the loop ended. Accepts NULL. */
+void mc_region_kv_free(mc_region_kv *kv);
 
 /* ---- fleet telemetry and events (src/region/fleet.c) ------------------------------------ */
 

@@ -224,6 +224,9 @@ typedef struct mc_repl_shipper_opts {
 	 * every host when host_len is 0). */
 	void (*on_purge)(void *arg, bool prefix, const char *host, size_t host_len,
 			 const char *pattern, size_t pattern_len);
+	/* Optional, run on the loop: the region has durably applied every entry up
+	 * to seq (an ACK, or the answer to HELLO); seq only grows. */
+	void (*on_acked)(void *arg, uint64_t seq);
 	void *cb_arg;
 	/* Optional, run on the loop with cb_arg (observability, docs/protocol.md
 	 * section 6): the link became usable (up 1: the region answered HELLO) or a
@@ -244,6 +247,9 @@ typedef struct mc_repl_shipper_stats {
 	uint64_t lag_entries;     /* last_seq - acked_seq */
 	uint64_t oldest_unacked_ms; /* age of the oldest unacknowledged entry (0 when none) */
 	uint64_t fenced_epoch;     /* epoch the region fenced us with (0: not fenced) */
+	uint64_t up_since_ms;      /* wall ms the current connection was accepted by the
+				    * region (answer to HELLO); 0 while down */
+	uint64_t residency_violations; /* non-replicated entries found in the log, not shipped */
 	mc_hist lag_us;            /* commit-to-ack latency of acknowledged entries */
 } mc_repl_shipper_stats;
 
@@ -266,6 +272,11 @@ void mc_repl_shipper_stats_get(mc_repl_shipper *sh, mc_repl_shipper_stats *out);
  * twice the shipping bound (the region is not reading: the caller retries
  * later). In both error cases frame is left as it was. */
 int mc_repl_shipper_send(mc_repl_shipper *sh, mc_buf *frame);
+/* The cheap subset of the stats for per-request checks: the highest acknowledged
+ * seq, the age of the oldest unacknowledged entry in ms (0 when none) and
+ * up_since_ms. Any pointer may be NULL. */
+void mc_repl_shipper_progress(mc_repl_shipper *sh, uint64_t *acked_seq, uint64_t *oldest_unacked_ms,
+			      uint64_t *up_since_ms);
 void mc_repl_shipper_free(mc_repl_shipper *sh);
 
 /* ---- region side: sink ------------------------------------------------------------------- */
@@ -284,6 +295,10 @@ typedef struct mc_repl_sink_opts {
 	void (*on_telemetry)(void *arg, const char *cell, const mc_repl_telemetry *t);
 	void (*on_events)(void *arg, const char *cell, const mc_repl_frame *f);
 	void *obs_arg;
+	/* Optional, on the loop: cell's HELLO was accepted (ACK sent), so frames to it
+	 * (mc_repl_sink_invalidate_cell) now reach it. */
+	void (*on_cell_ready)(void *arg, const char *cell);
+	void *cb_arg;
 } mc_repl_sink_opts;
 
 void mc_repl_sink_opts_default(mc_repl_sink_opts *o);
@@ -330,5 +345,9 @@ int mc_repl_sink_purge(mc_repl_sink *sk, bool prefix, const char *host, size_t h
  * 0 when the cell is not connected, MC_EINVAL. */
 int mc_repl_sink_obs_ack(mc_repl_sink *sk, const char *cell, uint8_t kind, uint64_t stream,
 			 uint64_t seq);
+/* Sends INVALIDATE{version, key} to cell alone. Returns 1 when it was queued on the
+ * cell's live connection, 0 when the cell is not connected, MC_EINVAL. */
+int mc_repl_sink_invalidate_cell(mc_repl_sink *sk, const char *cell, const char *key, size_t klen,
+				 uint64_t version);
 
 #endif

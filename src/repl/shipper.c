@@ -142,6 +142,7 @@ static void conn_fail(struct conn *c, int err, const char *why)
 		int was_up = c->state == C_STREAMING;
 		sh->conn = NULL;
 		sh->st.connected = 0;
+		sh->st.up_since_ms = 0;
 		ring_clear(sh);
 		if (was_up && !sh->freeing && sh->o.on_link)
 			sh->o.on_link(sh->o.cb_arg, 0);
@@ -177,14 +178,28 @@ struct batch {
 	mc_repl_entries_writer w;
 	mc_buf frame;
 	uint32_t n;
+	uint64_t skip_to; /* past the last entry withheld for residency */
 };
 
 static int batch_add(void *arg, const mc_log_entry *e)
 {
 	struct batch *b = arg;
 	mc_repl_shipper *sh = b->sh;
+	/* Defence in depth: the store logs replicated keys only, so this never finds
+	 * anything; if it did (a bug, or rules changed under an old log), the entry
+	 * stays in the cell, counted and reported, and the seq gap shows at the region. */
+	if (mc_store_key_class(sh->store, e->key, e->klen) != MC_CLASS_REPLICATED) {
+		if (sh->st.residency_violations++ == 0)
+			MC_ERROR(MC_REPL_COMP,
+				 "cell %s: write-log entry %llu has a key of class %s: not shipped "
+				 "(metrocell_residency_violations_total)",
+				 sh->cell, (unsigned long long)e->seq,
+				 mc_state_class_name(mc_store_key_class(sh->store, e->key, e->klen)));
+		b->skip_to = e->seq + 1;
+		return b->n > 0; /* a frame holds contiguous seqs only */
+	}
 	if (b->n == 0) {
-		if (e->seq != sh->next_seq)
+		if (e->seq != MC_MAX(sh->next_seq, b->skip_to))
 			MC_WARN(MC_REPL_COMP, "cell %s: write log jumps from seq %llu to %llu", sh->cell,
 				(unsigned long long)sh->next_seq, (unsigned long long)e->seq);
 		mc_repl_entries_begin(&b->w, &b->frame, e->seq);
@@ -223,6 +238,11 @@ static void pump(mc_repl_shipper *sh)
 		mc_buf_init(&b.frame);
 		int rc = mc_store_log_read(sh->store, sh->next_seq, max_n, sh->o.batch_max_bytes,
 					   batch_add, &b);
+		if (rc > 0 && b.n == 0 && b.skip_to > sh->next_seq) {
+			sh->next_seq = b.skip_to; /* only withheld entries in this read */
+			mc_buf_fini(&b.frame);
+			continue;
+		}
 		if (rc < 0 || b.n == 0) {
 			/* Retried on the next commit or tick. */
 			if (rc < 0)
@@ -291,6 +311,9 @@ static int on_hello_ack(struct conn *c, uint64_t seq)
 	trim(sh, seq);
 	c->state = C_STREAMING;
 	sh->st.connected = 1;
+	sh->st.up_since_ms = mc_wall_ms();
+	if (sh->o.on_acked)
+		sh->o.on_acked(sh->o.cb_arg, sh->acked);
 	sh->backoff_ms = sh->o.reconnect_ms;
 	sh->outage_logged = 0;
 	MC_INFO(MC_REPL_COMP, "cell %s: connected to region, resuming after seq %llu (log ends at %llu)",
@@ -321,6 +344,8 @@ static int on_ack(struct conn *c, uint64_t seq)
 	ring_ack(sh, seq);
 	sh->acked = seq;
 	trim(sh, seq);
+	if (sh->o.on_acked)
+		sh->o.on_acked(sh->o.cb_arg, seq);
 	pump(sh);
 	return 0;
 }
@@ -638,4 +663,29 @@ void mc_repl_shipper_free(mc_repl_shipper *sh)
 	uv_timer_stop(&sh->tick);
 	uv_close((uv_handle_t *)&sh->retry, on_timer_closed);
 	uv_close((uv_handle_t *)&sh->tick, on_timer_closed);
+}
+
+void mc_repl_shipper_progress(mc_repl_shipper *sh, uint64_t *acked_seq, uint64_t *oldest_unacked_ms,
+			      uint64_t *up_since_ms)
+{
+	mc_log_stats ls;
+	mc_store_log_stats(sh->store, &ls);
+	uint64_t acked = MC_MAX(sh->acked, ls.acked_seq);
+	if (acked_seq)
+		*acked_seq = acked;
+	if (up_since_ms)
+		*up_since_ms = sh->st.up_since_ms;
+	if (!oldest_unacked_ms)
+		return;
+	*oldest_unacked_ms = 0;
+	if (ls.last_seq <= acked)
+		return;
+	uint64_t version = 0;
+	if (sh->ring_len > 0)
+		version = sh->ring[sh->ring_head].version;
+	else if (mc_store_log_read(sh->store, acked + 1, 1, SIZE_MAX, first_version, &version) < 0)
+		version = 0;
+	uint64_t w = mc_hlc_wall_ms(version), now = mc_wall_ms();
+	if (version && now > w)
+		*oldest_unacked_ms = now - w;
 }

@@ -293,6 +293,8 @@ static int on_hello(struct sconn *c, const mc_repl_hello *h)
 	MC_INFO(MC_REPL_COMP, "sink: cell %s connected (epoch %llu), applied up to seq %llu", h->cell,
 		(unsigned long long)h->epoch, (unsigned long long)applied);
 	send_ack(c, applied);
+	if (sk->o.on_cell_ready && !c->closing)
+		sk->o.on_cell_ready(sk->o.cb_arg, h->cell);
 	return 0;
 }
 
@@ -762,4 +764,21 @@ int mc_repl_sink_obs_ack(mc_repl_sink *sk, const char *cell, uint8_t kind, uint6
 	send_frame(r->conn, &f);
 	mc_buf_fini(&f);
 	return 1;
+}
+
+int mc_repl_sink_invalidate_cell(mc_repl_sink *sk, const char *cell, const char *key, size_t klen,
+				 uint64_t version)
+{
+	if (!cell || !key || klen == 0 || klen > MC_STATE_MAX_KEY)
+		return MC_EINVAL;
+	struct cellrec *r = cell_find(sk, cell);
+	struct sconn *c = r ? r->conn : NULL;
+	if (!c || c->closing)
+		return 0;
+	mc_buf f;
+	mc_buf_init(&f);
+	mc_repl_encode_invalidate(&f, version, key, klen);
+	send_frame(c, &f);
+	mc_buf_fini(&f);
+	return c->closing ? 0 : 1;
 }

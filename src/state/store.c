@@ -7,6 +7,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,7 +28,7 @@
 #define META_ACKED_SEQ "acked_seq"
 #define META_HLC "hlc" /* highest version assigned: the HLC floor at open */
 
-enum req_kind { REQ_WRITE = 1, REQ_TRIM, REQ_APPLY };
+enum req_kind { REQ_WRITE = 1, REQ_TRIM, REQ_APPLY, REQ_SWEEP };
 
 /* One queued request. Its bytes (key, value, entry data) are owned by it and freed
  * after its callback ran. */
@@ -36,18 +37,27 @@ struct req {
 	enum req_kind kind;
 	size_t qbytes; /* key and value bytes it holds, counted against max_queue_bytes */
 	mc_store_write_cb cb;
+	mc_store_result_cb rcb; /* REQ_WRITE through mc_store_submit */
 	void *arg;
 	int err;
 	uint64_t version;
 	uint64_t seq;
 	/* REQ_WRITE */
-	uint8_t op;
-	uint8_t log;
+	mc_write_kind wkind;
+	unsigned flags;
 	uint64_t expires_ms;
 	char *key;
 	size_t klen;
 	char *value;
 	size_t vlen;
+	int64_t delta;
+	uint64_t if_version;
+	uint64_t cversion; /* COPY, INVALIDATE */
+	char chome[MC_STATE_MAX_HOME + 1];
+	int cdeleted;
+	uint64_t csynced_ms;
+	mc_write_result res; /* what rcb gets */
+	char num[24];	     /* INCR: the new value in decimal */
 	/* REQ_TRIM */
 	uint64_t upto;
 	/* REQ_APPLY */
@@ -55,6 +65,11 @@ struct req {
 	mc_log_entry *entries;
 	size_t n;
 	char *bytes;
+	mc_apply_note *notes; /* when the store was opened with apply_notes */
+	/* REQ_SWEEP */
+	mc_sweep_opts sweep;
+	mc_sweep_result sres;
+	void (*scb)(void *arg, const mc_sweep_result *res);
 };
 
 struct mc_store {
@@ -98,9 +113,23 @@ struct mc_store {
 	MDB_txn *pool[RTXN_POOL];
 	size_t pool_n;
 
+	/* Class rules, immutable after open (read by any thread). */
+	mc_state_prefix *classes;
+	size_t nclasses;
+	mc_state_class default_class;
+	int apply_notes;
+
+	/* Writer thread only: where the next sweep pass starts (empty: the first key). */
+	char sweep_key[MC_STATE_MAX_KEY];
+	size_t sweep_klen;
+	_Atomic uint64_t swept_expired, swept_tombstones, swept_copies, swept_markers;
+	_Atomic uint64_t residency_violations;
+
 	/* Loop thread only. */
 	void (*hook)(void *arg, uint64_t last_seq);
 	void *hook_arg;
+	void (*apply_hook)(void *arg, const char *cell, const mc_apply_note *n, size_t count);
+	void *apply_hook_arg;
 };
 
 void mc_store_opts_default(mc_store_opts *o)
@@ -111,6 +140,40 @@ void mc_store_opts_default(mc_store_opts *o)
 	o->max_batch = DEFAULT_MAX_BATCH;
 	o->max_queue_bytes = DEFAULT_MAX_QUEUE_BYTES;
 	o->home = "";
+	o->default_class = MC_CLASS_REPLICATED;
+}
+
+const char *mc_state_class_name(mc_state_class c)
+{
+	switch (c) {
+	case MC_CLASS_LOCAL:
+		return "local";
+	case MC_CLASS_REGIONAL:
+		return "regional";
+	case MC_CLASS_REPLICATED:
+		break;
+	}
+	return "replicated";
+}
+
+int mc_state_prefix_match(const mc_state_prefix *t, size_t n, const char *key, size_t klen)
+{
+	int best = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].len > klen || (best >= 0 && t[i].len <= t[best].len))
+			continue;
+		if (t[i].len == 0 || memcmp(t[i].prefix, key, t[i].len) == 0)
+			best = (int)i;
+	}
+	return best;
+}
+
+mc_state_class mc_store_key_class(mc_store *s, const char *key, size_t klen)
+{
+	int i = mc_state_prefix_match(s->classes, s->nclasses, key, klen);
+
+	return i < 0 ? s->default_class : s->classes[i].cls;
 }
 
 static int key_ok(const char *key, size_t klen)
@@ -139,6 +202,7 @@ static void req_free(struct req *r)
 	free(r->value);
 	free(r->entries);
 	free(r->bytes);
+	free(r->notes);
 	free(r);
 }
 
@@ -213,7 +277,7 @@ static int get_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint
 
 static int put_record(mc_store *s, MDB_txn *txn, MDB_val *k, const mc_record *rec)
 {
-	MDB_val d = {.mv_size = mc_state_record_size(strlen(rec->home), rec->value_len)};
+	MDB_val d = {.mv_size = mc_state_record_size_of(rec)};
 	int rc = mdb_put(txn, s->db_rec, k, &d, MDB_RESERVE);
 
 	if (rc == 0)
@@ -226,63 +290,279 @@ struct batch {
 	uint64_t last_seq, acked_seq, hlc_max;
 	int64_t d_entries, d_bytes;
 	uint64_t writes, applied, skipped;
+	uint64_t now_ms; /* wall clock at the start of the batch: expiry decisions */
 	int logged;
 };
+
+static int rec_live(const mc_record *r, uint64_t now_ms)
+{
+	return !r->deleted && !r->invalid && !(r->expires_ms && r->expires_ms <= now_ms);
+}
+
+/* Parses a decimal int64 (optional '-', 1..19 digits after it, nothing else). */
+static int parse_i64(const char *p, size_t n, int64_t *out)
+{
+	size_t i = 0;
+	int neg = 0;
+	uint64_t v = 0, lim;
+
+	if (n && p[0] == '-') {
+		neg = 1;
+		i = 1;
+	}
+	if (i == n || n - i > 19)
+		return MC_EINVAL;
+	lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return MC_EINVAL;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+		if (v > lim)
+			return MC_EINVAL;
+	}
+	*out = neg ? (int64_t)(0 - v) : (int64_t)v;
+	return 0;
+}
+
+/* Appends the change of r to the write log when its key is replicated. The class
+ * is looked up here, at the last step before the log, so no caller can ship a
+ * local or regional key. */
+static int log_append(mc_store *s, MDB_txn *txn, struct req *r, const mc_record *rec,
+		      struct batch *b)
+{
+	uint8_t kb[8];
+	mc_log_entry e = {.version = rec->version,
+			  .expires_ms = rec->expires_ms,
+			  .op = rec->deleted ? MC_OP_DEL : MC_OP_PUT,
+			  .key = r->key,
+			  .klen = r->klen,
+			  .value = rec->value,
+			  .vlen = rec->value_len};
+	MDB_val lk = {.mv_size = sizeof kb, .mv_data = kb};
+	MDB_val ld = {.mv_size = mc_state_logent_size(e.klen, e.vlen)};
+	int rc;
+
+	if (mc_store_key_class(s, r->key, r->klen) != MC_CLASS_REPLICATED)
+		return 0;
+	if (rec->replica || rec->invalid) {
+		/* Not reached: copies and markers are never logged. */
+		atomic_fetch_add(&s->residency_violations, 1);
+		return 0;
+	}
+	mc_put_u64(kb, b->last_seq + 1);
+	rc = mdb_put(txn, s->db_log, &lk, &ld, MDB_APPEND | MDB_RESERVE);
+	if (rc)
+		return rc;
+	mc_state_logent_encode(ld.mv_data, &e);
+	r->seq = ++b->last_seq;
+	b->d_entries++;
+	b->d_bytes += (int64_t)(e.klen + e.vlen);
+	b->logged = 1;
+	return 0;
+}
+
+/* A condition failed: the request gets err, the transaction goes on. */
+static int refuse(struct req *r, int err, uint64_t version)
+{
+	r->err = err;
+	r->version = version;
+	return 0;
+}
+
+static int do_copy(mc_store *s, MDB_txn *txn, struct req *r, const mc_record *cur, int have,
+		   struct batch *b)
+{
+	MDB_val k = {.mv_size = r->klen, .mv_data = r->key};
+	mc_record rec;
+	int rc;
+
+	/* An own record or a marker as new as the copy wins; an older copy is
+	 * refreshed by one of the same version. */
+	if (have && (cur->version > r->cversion ||
+		     (cur->version == r->cversion && !cur->replica && !cur->invalid))) {
+		r->version = cur->version;
+		return 0;
+	}
+	memset(&rec, 0, sizeof rec);
+	rec.version = r->cversion;
+	rec.expires_ms = r->cdeleted ? 0 : r->expires_ms;
+	rec.deleted = r->cdeleted ? 1 : 0;
+	rec.replica = 1;
+	rec.synced_ms = r->csynced_ms;
+	memcpy(rec.home, r->chome, sizeof rec.home);
+	rec.value = r->cdeleted ? NULL : r->value;
+	rec.value_len = r->cdeleted ? 0 : r->vlen;
+	if ((rc = put_record(s, txn, &k, &rec)) != 0)
+		return rc;
+	if (r->cversion)
+		b->hlc_max = MC_MAX(b->hlc_max, mc_hlc_observe(&s->hlc, r->cversion));
+	r->version = r->cversion;
+	r->res.applied = 1;
+	b->writes++;
+	return 0;
+}
+
+static int do_invalidate(mc_store *s, MDB_txn *txn, struct req *r, const mc_record *cur,
+			 int have, struct batch *b)
+{
+	MDB_val k = {.mv_size = r->klen, .mv_data = r->key};
+	mc_record rec;
+	int rc;
+
+	if (have && cur->version >= r->cversion) {
+		r->version = cur->version;
+		return 0;
+	}
+	/* The marker keeps the newer version, so a copy fetched before that write
+	 * cannot land after it, and later own writes get higher versions. */
+	memset(&rec, 0, sizeof rec);
+	rec.version = r->cversion;
+	rec.invalid = 1;
+	if (have)
+		memcpy(rec.home, cur->home, sizeof rec.home);
+	if ((rc = put_record(s, txn, &k, &rec)) != 0)
+		return rc;
+	b->hlc_max = MC_MAX(b->hlc_max, mc_hlc_observe(&s->hlc, r->cversion));
+	r->version = r->cversion;
+	r->res.applied = 1;
+	b->writes++;
+	return 0;
+}
 
 static int do_write(mc_store *s, MDB_txn *txn, struct req *r, struct batch *b)
 {
 	MDB_val k = {.mv_size = r->klen, .mv_data = r->key}, d;
-	mc_record rec;
-	uint64_t v = mc_hlc_now(&s->hlc);
+	mc_record cur, rec;
+	int have = 0, live = 0;
+	uint64_t v;
 	int rc = mdb_get(txn, s->db_rec, &k, &d);
 
 	if (rc == 0) {
-		/* Per-key versions strictly increase even when the record came from
-		 * another cell whose clock is ahead of ours. */
-		if (mc_state_record_decode(d.mv_data, d.mv_size, &rec) == 0 && rec.version >= v)
-			v = mc_hlc_observe(&s->hlc, rec.version);
+		/* An undecodable record is overwritten like an absent one. */
+		have = mc_state_record_decode(d.mv_data, d.mv_size, &cur) == 0;
 	} else if (rc != MDB_NOTFOUND) {
 		return rc;
 	}
+	if (have) {
+		live = rec_live(&cur, b->now_ms);
+		memcpy(r->res.prev_home, cur.home, sizeof r->res.prev_home);
+		r->res.prev_version = cur.version;
+	}
+	if (r->wkind == MC_W_COPY)
+		return do_copy(s, txn, r, &cur, have, b);
+	if (r->wkind == MC_W_INVALIDATE)
+		return do_invalidate(s, txn, r, &cur, have, b);
+
+	if (r->if_version && (!live || cur.version != r->if_version))
+		return refuse(r, MC_ECONFLICT, live ? cur.version : 0);
+	if ((r->flags & MC_W_IF_ABSENT) && live)
+		return refuse(r, MC_ECONFLICT, cur.version);
+	if ((r->flags & MC_W_IF_PRESENT) && !live)
+		return refuse(r, MC_ECONFLICT, 0);
+	if (r->wkind == MC_W_DEL && (r->flags & MC_W_MUST_EXIST) && !live)
+		return refuse(r, MC_ENOTFOUND, 0);
+
 	memset(&rec, 0, sizeof rec);
-	rec.version = v;
-	memcpy(rec.home, s->home, sizeof rec.home);
-	if (r->op == MC_OP_PUT) {
+	if (r->wkind == MC_W_PUT) {
 		rec.expires_ms = r->expires_ms;
 		rec.value = r->value;
 		rec.value_len = r->vlen;
+	} else if (r->wkind == MC_W_INCR) {
+		int64_t base = 0;
+
+		if (live && parse_i64(cur.value, cur.value_len, &base) != 0)
+			return refuse(r, MC_EINVAL, cur.version);
+		if ((r->delta > 0 && base > INT64_MAX - r->delta) ||
+		    (r->delta < 0 && base < INT64_MIN - r->delta))
+			return refuse(r, MC_ETOOBIG, cur.version);
+		r->res.counter = base + r->delta;
+		snprintf(r->num, sizeof r->num, "%lld", (long long)r->res.counter);
+		rec.value = r->num;
+		rec.value_len = strlen(r->num);
+		rec.expires_ms = r->expires_ms ? r->expires_ms : (live ? cur.expires_ms : 0);
 	} else {
 		rec.deleted = 1;
 	}
+	v = mc_hlc_now(&s->hlc);
+	/* Per-key versions strictly increase even when the record came from another
+	 * cell whose clock is ahead of ours. */
+	if (have && cur.version >= v)
+		v = mc_hlc_observe(&s->hlc, cur.version);
+	rec.version = v;
+	memcpy(rec.home, s->home, sizeof rec.home);
 	rc = put_record(s, txn, &k, &rec);
 	if (rc)
 		return rc;
 	r->version = v;
+	r->res.expires_ms = rec.expires_ms;
 	b->hlc_max = MC_MAX(b->hlc_max, v);
 	b->writes++;
-	if (r->log) {
-		uint8_t kb[8];
-		mc_log_entry e = {.version = v,
-				  .expires_ms = rec.expires_ms,
-				  .op = r->op,
-				  .key = r->key,
-				  .klen = r->klen,
-				  .value = rec.value,
-				  .vlen = rec.value_len};
-		MDB_val lk = {.mv_size = sizeof kb, .mv_data = kb};
-		MDB_val ld = {.mv_size = mc_state_logent_size(e.klen, e.vlen)};
-
-		mc_put_u64(kb, b->last_seq + 1);
-		rc = mdb_put(txn, s->db_log, &lk, &ld, MDB_APPEND | MDB_RESERVE);
-		if (rc)
-			return rc;
-		mc_state_logent_encode(ld.mv_data, &e);
-		r->seq = ++b->last_seq;
-		b->d_entries++;
-		b->d_bytes += (int64_t)(e.klen + e.vlen);
-		b->logged = 1;
-	}
+	if (r->flags & MC_W_LOG)
+		return log_append(s, txn, r, &rec, b);
 	return 0;
+}
+
+/* One sweep pass: examines up to max_examine records from where the last pass
+ * stopped and deletes what no reader may see any more. */
+static int do_sweep(mc_store *s, MDB_txn *txn, struct req *r, struct batch *b)
+{
+	MDB_cursor *cur;
+	MDB_val k, d;
+	mc_sweep_result *sr = &r->sres;
+	size_t max = r->sweep.max_examine ? r->sweep.max_examine : 10000;
+	uint64_t now = b->now_ms;
+	int rc = mdb_cursor_open(txn, s->db_rec, &cur);
+
+	if (rc)
+		return rc;
+	if (s->sweep_klen) {
+		k.mv_size = s->sweep_klen;
+		k.mv_data = s->sweep_key;
+		rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+	} else {
+		rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+	}
+	for (; rc == 0; rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+		mc_record rec;
+		int del = 0;
+
+		if (sr->examined == max) {
+			/* Resume here next time. */
+			s->sweep_klen = MC_MIN(k.mv_size, sizeof s->sweep_key);
+			memcpy(s->sweep_key, k.mv_data, s->sweep_klen);
+			break;
+		}
+		sr->examined++;
+		if (mc_state_record_decode(d.mv_data, d.mv_size, &rec) != 0)
+			continue;
+		if (rec.replica) {
+			if (rec.synced_ms + r->sweep.copy_max_age_ms <= now ||
+			    (rec.expires_ms && rec.expires_ms <= now)) {
+				sr->copies++;
+				del = 1;
+			}
+		} else if (rec.invalid || rec.deleted) {
+			if (mc_hlc_wall_ms(rec.version) + r->sweep.tombstone_retention_ms <= now) {
+				if (rec.invalid)
+					sr->markers++;
+				else
+					sr->tombstones++;
+				del = 1;
+			}
+		} else if (rec.expires_ms && rec.expires_ms <= now) {
+			sr->expired++;
+			del = 1;
+		}
+		if (del && (rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND) {
+		sr->wrapped = 1;
+		s->sweep_klen = 0;
+		rc = 0;
+	}
+	return rc;
 }
 
 static int do_apply(mc_store *s, MDB_txn *txn, struct req *r, struct batch *b)
@@ -299,23 +579,37 @@ static int do_apply(mc_store *s, MDB_txn *txn, struct req *r, struct batch *b)
 		MDB_val k = {.mv_size = e->klen, .mv_data = (void *)e->key}, d;
 		mc_record rec;
 
+		mc_apply_note *note = r->notes ? &r->notes[i] : NULL;
+
 		if (e->seq <= applied) {
 			b->skipped++;
 			continue;
 		}
 		applied = e->seq;
 		b->applied++;
+		if (note) {
+			note->key = e->key;
+			note->klen = e->klen;
+			note->version = e->version;
+		}
 		rc = mdb_get(txn, s->db_rec, &k, &d);
 		if (rc == 0) {
 			/* Last writer wins on (version, home cell name); an undecodable
 			 * record loses. */
-			if (mc_state_record_decode(d.mv_data, d.mv_size, &rec) == 0 &&
-			    (e->version < rec.version ||
-			     (e->version == rec.version && home_cmp(r->cell, rec.home) <= 0)))
+			int ok = mc_state_record_decode(d.mv_data, d.mv_size, &rec) == 0;
+
+			if (ok && note) {
+				memcpy(note->prev_home, rec.home, sizeof note->prev_home);
+				note->prev_version = rec.version;
+			}
+			if (ok && (e->version < rec.version ||
+				   (e->version == rec.version && home_cmp(r->cell, rec.home) <= 0)))
 				continue;
 		} else if (rc != MDB_NOTFOUND) {
 			return rc;
 		}
+		if (note)
+			note->won = 1;
 		memset(&rec, 0, sizeof rec);
 		rec.version = e->version;
 		memcpy(rec.home, r->cell, sizeof rec.home);
@@ -329,6 +623,7 @@ static int do_apply(mc_store *s, MDB_txn *txn, struct req *r, struct batch *b)
 		rc = put_record(s, txn, &k, &rec);
 		if (rc)
 			return rc;
+		b->hlc_max = MC_MAX(b->hlc_max, mc_hlc_observe(&s->hlc, e->version));
 	}
 	if (applied != start) {
 		rc = put_u64(txn, s->db_applied, r->cell, cl, applied);
@@ -378,8 +673,10 @@ static int do_trim(mc_store *s, MDB_txn *txn, struct batch *b, int *more)
  * commit appended to the log, else 0. */
 static uint64_t run_batch(mc_store *s, struct req *list)
 {
-	struct batch b = {
-	    .last_seq = s->w_last_seq, .acked_seq = s->w_acked_seq, .hlc_max = s->w_hlc_max};
+	struct batch b = {.last_seq = s->w_last_seq,
+			  .acked_seq = s->w_acked_seq,
+			  .hlc_max = s->w_hlc_max,
+			  .now_ms = mc_wall_ms()};
 	MDB_txn *txn = NULL;
 	struct req *r;
 	int trim = s->trim_pending, more = 0;
@@ -408,6 +705,9 @@ static uint64_t run_batch(mc_store *s, struct req *list)
 			break;
 		case REQ_APPLY:
 			rc = do_apply(s, txn, r, &b);
+			break;
+		case REQ_SWEEP:
+			rc = do_sweep(s, txn, r, &b);
 			break;
 		}
 		if (rc)
@@ -440,6 +740,14 @@ static uint64_t run_batch(mc_store *s, struct req *list)
 	s->log.entries = (uint64_t)((int64_t)s->log.entries + b.d_entries);
 	s->log.bytes = (uint64_t)((int64_t)s->log.bytes + b.d_bytes);
 	pthread_mutex_unlock(&s->stat_mu);
+	for (r = list; r; r = r->next) {
+		if (r->kind != REQ_SWEEP)
+			continue;
+		atomic_fetch_add(&s->swept_expired, r->sres.expired);
+		atomic_fetch_add(&s->swept_tombstones, r->sres.tombstones);
+		atomic_fetch_add(&s->swept_copies, r->sres.copies);
+		atomic_fetch_add(&s->swept_markers, r->sres.markers);
+	}
 	atomic_fetch_add(&s->commits, 1);
 	atomic_fetch_add(&s->writes, b.writes);
 	atomic_fetch_add(&s->applied, b.applied);
@@ -457,6 +765,8 @@ fail:
 		r->err = err_of(rc);
 		r->version = 0;
 		r->seq = 0;
+		r->res.applied = 0;
+		memset(&r->sres, 0, sizeof r->sres);
 	}
 	/* A trim that shared the failed transaction (say with writes failing on a full
 	 * map) is retried once on its own: it is what frees the space, and the shipper
@@ -533,8 +843,19 @@ static void deliver(mc_store *s)
 	pthread_mutex_unlock(&s->mu);
 	for (; r; r = next) {
 		next = r->next;
-		if (r->cb)
+		if (r->kind == REQ_APPLY && r->err == 0 && r->notes && s->apply_hook)
+			s->apply_hook(s->apply_hook_arg, r->cell, r->notes, r->n);
+		if (r->rcb) {
+			r->res.err = r->err;
+			r->res.version = r->version;
+			r->res.seq = r->seq;
+			r->rcb(r->arg, &r->res);
+		} else if (r->scb) {
+			r->sres.err = r->err;
+			r->scb(r->arg, &r->sres);
+		} else if (r->cb) {
 			r->cb(r->arg, r->err, r->version, r->seq);
+		}
 		req_free(r);
 	}
 	if (seq && s->hook)
@@ -552,6 +873,7 @@ static void store_free(mc_store *s)
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->stat_mu);
 	pthread_mutex_destroy(&s->pool_mu);
+	free(s->classes);
 	free(s);
 }
 
@@ -694,6 +1016,25 @@ int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o)
 	s->max_queue_bytes = o->max_queue_bytes ? o->max_queue_bytes : DEFAULT_MAX_QUEUE_BYTES;
 	if (o->home)
 		memcpy(s->home, o->home, strlen(o->home));
+	s->default_class = o->default_class;
+	s->apply_notes = o->apply_notes;
+	if (o->nclasses) {
+		/* One allocation: the table, then the prefixes it points to. */
+		size_t bytes = o->nclasses * sizeof *s->classes, off;
+
+		for (size_t i = 0; i < o->nclasses; i++)
+			bytes += o->classes[i].len + 1;
+		s->classes = mc_calloc(1, bytes);
+		off = o->nclasses * sizeof *s->classes;
+		for (size_t i = 0; i < o->nclasses; i++) {
+			char *p = (char *)s->classes + off;
+
+			memcpy(p, o->classes[i].prefix, o->classes[i].len);
+			s->classes[i] = (mc_state_prefix){p, o->classes[i].len, o->classes[i].cls};
+			off += o->classes[i].len + 1;
+		}
+		s->nclasses = o->nclasses;
+	}
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_mutex_init(&s->stat_mu, NULL);
@@ -771,6 +1112,10 @@ void mc_store_close(mc_store *s)
 	s->hook = NULL;
 	while (s->pool_n)
 		mdb_txn_abort(s->pool[--s->pool_n]);
+	/* Durability "none" skips the fsync of each commit, not the one at a clean
+	 * stop: only a power loss or kernel crash loses writes. */
+	if (!mc_store_is_durable(s))
+		mdb_env_sync(s->env, 1);
 	mdb_env_close(s->env);
 	s->env = NULL;
 	uv_close((uv_handle_t *)&s->async, on_closed);
@@ -784,6 +1129,7 @@ int mc_store_get(mc_store *s, const char *key, size_t klen, mc_record *rec, mc_b
 	MDB_val k = {.mv_size = klen, .mv_data = (void *)key}, d;
 	int rc, ret = 0;
 
+	memset(rec, 0, sizeof *rec);
 	if (!key_ok(key, klen))
 		return MC_EINVAL;
 	if (val)
@@ -800,51 +1146,145 @@ int mc_store_get(mc_store *s, const char *key, size_t klen, mc_record *rec, mc_b
 		ret = MC_ESTORE;
 	} else if (mc_state_record_decode(d.mv_data, d.mv_size, rec) != 0) {
 		MC_ERROR(COMP, "get: undecodable record (%zu bytes)", d.mv_size);
+		memset(rec, 0, sizeof *rec);
 		ret = MC_ESTORE;
-	} else if (rec->deleted || (rec->expires_ms && rec->expires_ms <= mc_wall_ms())) {
+	} else if (!rec_live(rec, mc_wall_ms())) {
+		rec->found = 1;
 		rec->value = NULL;
 		rec->value_len = 0;
 		ret = MC_ENOTFOUND;
 	} else if (val) {
+		rec->found = 1;
 		mc_buf_append(val, rec->value, rec->value_len);
 		rec->value = val->data ? val->data : "";
 	} else {
+		rec->found = 1;
 		rec->value = NULL;
 	}
 	rtxn_put(s, txn);
 	return ret;
 }
 
-int mc_store_write(mc_store *s, mc_op op, const char *key, size_t klen, const void *value,
-		   size_t vlen, uint64_t expires_ms, int log, mc_store_write_cb cb, void *arg)
+/* Fills a write request from w (bytes copied). Returns MC_EINVAL/MC_ETOOBIG or 0. */
+static int write_req(const mc_write *w, struct req **out)
 {
 	struct req *r;
+	size_t vlen = w->vlen;
 
-	if (!key_ok(key, klen) || (op != MC_OP_PUT && op != MC_OP_DEL))
+	*out = NULL;
+	if (!key_ok(w->key, w->klen) || w->kind < MC_W_PUT || w->kind > MC_W_INVALIDATE)
 		return MC_EINVAL;
-	if (op == MC_OP_DEL)
+	if (w->kind != MC_W_PUT && w->kind != MC_W_COPY)
+		vlen = 0;
+	if (w->kind == MC_W_COPY && w->deleted)
 		vlen = 0;
 	if (vlen > MC_STATE_MAX_VALUE)
 		return MC_ETOOBIG;
-	if (vlen && !value)
+	if (vlen && !w->value)
+		return MC_EINVAL;
+	if (w->kind == MC_W_COPY && w->home && strlen(w->home) > MC_STATE_MAX_HOME)
 		return MC_EINVAL;
 	r = mc_calloc(1, sizeof *r);
 	r->kind = REQ_WRITE;
-	r->qbytes = klen + vlen;
-	r->cb = cb;
-	r->arg = arg;
-	r->op = (uint8_t)op;
-	r->log = log ? 1 : 0;
-	r->expires_ms = op == MC_OP_PUT ? expires_ms : 0;
-	r->key = mc_alloc(klen);
-	memcpy(r->key, key, klen);
-	r->klen = klen;
+	r->wkind = w->kind;
+	r->flags = w->flags;
+	r->qbytes = w->klen + vlen;
+	r->expires_ms = w->expires_ms;
+	r->delta = w->delta;
+	r->if_version = w->if_version;
+	r->cversion = w->version;
+	r->cdeleted = w->deleted;
+	r->csynced_ms = w->synced_ms;
+	if (w->kind == MC_W_COPY && w->home)
+		memcpy(r->chome, w->home, strlen(w->home));
+	r->key = mc_alloc(w->klen);
+	memcpy(r->key, w->key, w->klen);
+	r->klen = w->klen;
 	if (vlen) {
 		r->value = mc_alloc(vlen);
-		memcpy(r->value, value, vlen);
+		memcpy(r->value, w->value, vlen);
 		r->vlen = vlen;
 	}
+	*out = r;
+	return 0;
+}
+
+int mc_store_submit(mc_store *s, const mc_write *w, mc_store_result_cb cb, void *arg)
+{
+	struct req *r;
+	int rc = write_req(w, &r);
+
+	if (rc)
+		return rc;
+	r->rcb = cb;
+	r->arg = arg;
 	return submit(s, r);
+}
+
+int mc_store_write(mc_store *s, mc_op op, const char *key, size_t klen, const void *value,
+		   size_t vlen, uint64_t expires_ms, int log, mc_store_write_cb cb, void *arg)
+{
+	mc_write w = {.kind = op == MC_OP_PUT ? MC_W_PUT : MC_W_DEL,
+		      .flags = log ? MC_W_LOG : 0,
+		      .key = key,
+		      .klen = klen,
+		      .value = value,
+		      .vlen = vlen,
+		      .expires_ms = op == MC_OP_PUT ? expires_ms : 0};
+	struct req *r;
+	int rc;
+
+	if (op != MC_OP_PUT && op != MC_OP_DEL)
+		return MC_EINVAL;
+	if ((rc = write_req(&w, &r)) != 0)
+		return rc;
+	r->cb = cb;
+	r->arg = arg;
+	return submit(s, r);
+}
+
+int mc_store_sweep(mc_store *s, const mc_sweep_opts *o,
+		   void (*cb)(void *arg, const mc_sweep_result *res), void *arg)
+{
+	struct req *r = mc_calloc(1, sizeof *r);
+
+	r->kind = REQ_SWEEP;
+	r->sweep = *o;
+	r->scb = cb;
+	r->arg = arg;
+	return submit(s, r);
+}
+
+uint64_t mc_store_record_count(mc_store *s)
+{
+	MDB_txn *txn;
+	MDB_stat st;
+	uint64_t n = 0;
+
+	if (!s->env || rtxn_get(s, &txn))
+		return 0;
+	if (mdb_stat(txn, s->db_rec, &st) == 0)
+		n = st.ms_entries;
+	rtxn_put(s, txn);
+	return n;
+}
+
+int mc_store_is_durable(mc_store *s)
+{
+	unsigned flags = 0;
+
+	if (!s->env || mdb_env_get_flags(s->env, &flags) != 0)
+		return 0;
+	return (flags & MDB_NOSYNC) == 0;
+}
+
+void mc_store_set_apply_hook(mc_store *s,
+			     void (*fn)(void *arg, const char *cell, const mc_apply_note *n,
+					size_t count),
+			     void *arg)
+{
+	s->apply_hook = fn;
+	s->apply_hook_arg = arg;
 }
 
 int mc_store_log_read(mc_store *s, uint64_t from, size_t max_n, size_t max_bytes,
@@ -946,6 +1386,8 @@ int mc_store_apply(mc_store *s, const char *cell, const mc_log_entry *entries, s
 	memcpy(r->cell, cell, cl);
 	r->n = n;
 	r->entries = mc_calloc(n, sizeof *r->entries);
+	if (s->apply_notes)
+		r->notes = mc_calloc(n ? n : 1, sizeof *r->notes);
 	r->bytes = mc_alloc(total);
 	for (size_t i = 0; i < n; i++) {
 		mc_log_entry *e = &r->entries[i];
@@ -987,4 +1429,9 @@ void mc_store_stats_get(mc_store *s, mc_store_stats *out)
 	out->applied = atomic_load(&s->applied);
 	out->skipped = atomic_load(&s->skipped);
 	out->queue_depth = atomic_load(&s->queue_depth);
+	out->swept_expired = atomic_load(&s->swept_expired);
+	out->swept_tombstones = atomic_load(&s->swept_tombstones);
+	out->swept_copies = atomic_load(&s->swept_copies);
+	out->swept_markers = atomic_load(&s->swept_markers);
+	out->residency_violations = atomic_load(&s->residency_violations);
 }

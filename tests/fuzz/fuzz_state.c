@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	mc_record r;
 	if (mc_state_record_decode(data, size, &r) == 0) {
-		size_t n = mc_state_record_size(strlen(r.home), r.value_len);
+		size_t n = mc_state_record_size_of(&r);
 		uint8_t *p = malloc(n ? n : 1);
 		if (!p)
 			abort();

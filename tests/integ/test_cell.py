@@ -432,10 +432,12 @@ def test_proxy_forwarding_headers(procs, tmp_path, metrocell_bin):
         c.start_region()
         c.start_cell()
         status, hdrs, body = http_request(c.cell_http, "GET", "/app/h", headers={
-            "X-Forwarded-For": "203.0.113.7", "Keep-Alive": "timeout=5", "X-App": "a"})
+            "X-Forwarded-For": "203.0.113.7", "Keep-Alive": "timeout=5", "X-App": "a",
+            "X-Forwarded-Proto": "https"})
         assert status == 200
         seen = json.loads(body)
         assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+        assert seen["x-forwarded-proto"] == "http"  # the client's own claim is replaced
         assert seen["x-forwarded-host"] == c.cell_http
         assert seen["x-metrocell-cell"] == "lax"
         assert seen["x-app"] == "a"

@@ -228,6 +228,39 @@ def test_http2_limits_answer_like_http1(procs, tmp_path, metrocell_bin, certs):
     assert c.metric("metrocell_http_rejected_total", 'status="413"') == 2
 
 
+def test_http2_honours_the_routes_body_limit(procs, tmp_path, metrocell_bin, certs):
+    """routes[i].max_body_bytes applies to HTTP/2 streams as to HTTP/1.1."""
+    c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"])
+    with open(c.conf) as f:
+        conf = json.load(f)
+    conf["routes"][0]["max_body_bytes"] = 100
+    with open(c.conf, "w") as f:
+        json.dump(conf, f)
+    c.start()
+    base = "https://%s" % c.tls
+    r = curl("--http2", "-i", "-X", "PUT", "--data-binary", "x" * 50, base + "/v1/kv/small")
+    status, _, _ = parse_heads(r.stdout)
+    assert status.split()[1] in ("200", "201", "204"), (status, r.stderr)
+    h = RawH2(c.tls_port)
+    try:
+        h.request(1, "/v1/kv/big", method="PUT", extra=[("content-length", "500")],
+                  end_stream=False)
+        got = {}
+        for ftype, flags, sid, payload in h.frames(timeout=10):
+            if sid == 1 and ftype == 0x1:
+                got["status"] = payload[:5]
+            elif sid == 1 and ftype == 0x0:
+                got["body"] = got.get("body", b"") + payload
+            elif sid == 1 and ftype == 0x3:
+                break
+        assert got.get("status") == b"\x48\x03413", got
+        assert json.loads(got["body"])["error"] == "payload_too_large"
+        assert b"100 bytes" in got["body"]
+    finally:
+        h.close()
+    assert c.metric("metrocell_http_rejected_total", 'status="413"') == 1
+
+
 def test_concurrent_streams_share_one_connection(procs, tmp_path, metrocell_bin, certs):
     c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"]).start()
     base = "https://%s" % c.tls

@@ -337,6 +337,42 @@ static void test_locality_lookup(void **state)
 	mc_cell_conf_free(c.conf);
 }
 
+/* The KV route's multi-get path and the region targets the cell builds. */
+#include "../../src/cell/kv_int.h"
+
+static void test_kv_mget_route_and_targets(void **state)
+{
+	(void)state;
+	mc_route_conf rc[2] = {
+		{.name = "kv", .prefix = "/v1/kv/", .kind = MC_ROUTE_KV},
+		{.name = "app", .prefix = "/v1/", .kind = MC_ROUTE_PROXY},
+	};
+	cell_route routes[2];
+	memset(routes, 0, sizeof routes);
+	for (int i = 0; i < 2; i++) {
+		routes[i].conf = &rc[i];
+		routes[i].prefix_len = strlen(rc[i].prefix);
+	}
+	cell c;
+	memset(&c, 0, sizeof c);
+	c.routes = routes;
+	c.nroutes = 2;
+	const char *p = "/v1/kv:mget";
+	assert_ptr_equal(mc_cell_kv_mget_route(&c, p, strlen(p)), &routes[0]);
+	p = "/v1/kv/:mget";
+	assert_null(mc_cell_kv_mget_route(&c, p, strlen(p)));
+	p = "/v1:mget"; /* a proxy route has no multi-get */
+	assert_null(mc_cell_kv_mget_route(&c, p, strlen(p)));
+	p = "/v1/kv:mgets";
+	assert_null(mc_cell_kv_mget_route(&c, p, strlen(p)));
+
+	mc_buf t;
+	mc_buf_init(&t);
+	kv_region_target(&t, "a b/c%:d\xc3\xa9", 10, ":incr");
+	assert_string_equal(t.data, "/v1/kv/a%20b%2Fc%25:d%C3%A9:incr");
+	mc_buf_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -346,6 +382,7 @@ int main(void)
 		cmocka_unit_test(test_pick_p2c_on_outstanding),
 		cmocka_unit_test(test_outlier_consecutive_cap_and_growth),
 		cmocka_unit_test(test_outlier_failure_percentage),
+		cmocka_unit_test(test_kv_mget_route_and_targets),
 	};
 	return cmocka_run_group_tests_name("cell", tests, NULL, NULL);
 }

@@ -318,6 +318,11 @@ static void test_cell_example(void **state)
 	assert_string_equal(c->routes[1].prefix, "/");
 	assert_int_equal(c->routes[1].kind, MC_ROUTE_PROXY);
 	assert_int_equal(c->routes[1].pool, 0);
+	assert_int_equal(c->classes.n, 5); /* the four rules and the default */
+	assert_int_equal(mc_class_rules_match(&c->classes, "pii:1", 5)->cls, MC_SCLASS_LOCAL);
+	assert_int_equal(mc_class_rules_match(&c->classes, "pay:1", 5)->ack_timeout_ms, 2000);
+	assert_true(c->repl.backlog_max_bytes == 1073741824);
+	assert_int_equal(c->state.max_mget_keys, 100);
 	mc_cell_conf_free(c);
 }
 
@@ -834,6 +839,140 @@ static void test_cache_examples(void **state)
 	mc_cell_conf_free(c);
 }
 
+/* ---- state-class rules, backlog bounds, sweep keys -------------------------------------- */
+
+#define L4H " \"region\": {\"repl\": \"127.0.0.1:7100\", \"http\": \"127.0.0.1:7080\"},\n"
+#define HEADH L1 L2 L3 L4H
+
+static const bad_case classes_bad[] = {
+    {HEADH " \"state_classes\": {},\n" ROUTES,
+     "cell.json:5:19: state_classes: expected an array of rules {\"prefix\", \"class\", ...}, "
+     "got an object"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"a:\"}],\n" ROUTES,
+     "cell.json:5:20: state_classes[0]: missing required key \"class\""},
+    {HEADH " \"state_classes\": [{\"prefix\": \"a:\", \"class\": \"global\"}],\n" ROUTES,
+     "cell.json:5:46: state_classes[0].class: expected one of \"replicated\", \"local\", "
+     "\"regional\", got \"global\""},
+    {HEADH " \"state_classes\": [{\"prefix\": \"a:\", \"class\": \"local\", \"acks\": \"local\"}],\n"
+	   ROUTES,
+     "cell.json:5:55: state_classes[0]: unknown key \"acks\" (did you mean \"ack\"?)"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"a b\", \"class\": \"local\"}],\n" ROUTES,
+     "cell.json:5:31: state_classes[0].prefix: expected a key prefix without spaces or control "
+     "characters (keys have none), got \"a b\""},
+    {HEADH " \"state_classes\": [{\"prefix\": \"a:\", \"class\": \"local\"},\n"
+	   "   {\"prefix\": \"a:\", \"class\": \"regional\"}],\n" ROUTES,
+     "cell.json:6:15: state_classes[1].prefix: duplicate prefix \"a:\" (also state_classes[0])"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"pii:\", \"class\": \"local\", \"ack\": \"region\"}],\n"
+	   ROUTES,
+     "cell.json:5:64: state_classes[0].ack: \"region\" needs class \"replicated\" (local keys are "
+     "never shipped), got class \"local\""},
+    {HEADH " \"state_classes\": [{\"prefix\": \"s:\", \"class\": \"replicated\", \"ack_timeout_ms\": "
+	   "10}],\n" ROUTES,
+     "cell.json:5:78: state_classes[0].ack_timeout_ms: only rules with \"ack\": \"region\" take "
+     "ack_timeout_ms, got 10"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"l:\", \"class\": \"regional\", "
+	   "\"replica_max_staleness_ms\": 10}],\n" ROUTES,
+     "cell.json:5:86: state_classes[0].replica_max_staleness_ms: only \"replicated\" rules take "
+     "replica_max_staleness_ms, got 10"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"l:\", \"class\": \"replicated\", \"cache_ttl_ms\": "
+	   "10}],\n" ROUTES,
+     "cell.json:5:76: state_classes[0].cache_ttl_ms: only \"regional\" rules take cache_ttl_ms, "
+     "got 10"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"l:\", \"class\": \"local\", \"region_timeout_ms\": "
+	   "10}],\n" ROUTES,
+     "cell.json:5:76: state_classes[0].region_timeout_ms: only \"replicated\" and \"regional\" "
+     "rules take region_timeout_ms, got 10"},
+    {HEADH " \"state_classes\": [{\"prefix\": \"s:\", \"class\": \"replicated\", "
+	   "\"replica_max_staleness_ms\": 86400001}],\n" ROUTES,
+     "cell.json:5:88: state_classes[0].replica_max_staleness_ms: expected an integer in "
+     "0..86400000, got 86400001"},
+    {HEAD " \"state_classes\": [{\"prefix\": \"s:\", \"class\": \"replicated\"},\n"
+	  "   {\"prefix\": \"l:\", \"class\": \"regional\"}],\n" ROUTES,
+     "cell.json:6:30: state_classes[1].class: \"regional\" keys live in the region: set "
+     "region.http"},
+    {HEAD " \"replication\": {\"backlog_max_bytes\": 100},\n" ROUTES,
+     "cell.json:5:39: replication.backlog_max_bytes: expected an integer in 4096..1099511627776, "
+     "got 100"},
+    {HEAD " \"replication\": {\"backlog_max_age_ms\": 99},\n" ROUTES,
+     "cell.json:5:40: replication.backlog_max_age_ms: expected an integer in 100..604800000, got "
+     "99"},
+    {HEAD " \"state\": {\"sweep_interval_ms\": 5},\n" ROUTES,
+     "cell.json:5:33: state.sweep_interval_ms: expected an integer in 10..3600000, got 5"},
+    {HEAD " \"state\": {\"max_mget_keys\": 1001},\n" ROUTES,
+     "cell.json:5:29: state.max_mget_keys: expected an integer in 1..1000, got 1001"},
+};
+
+static void test_classes_bad_documents(void **state)
+{
+	(void)state;
+	run_table(classes_bad, MC_ARRAY_LEN(classes_bad), false, "cell.json");
+	static const bad_case region[] = {
+	    {"{\"region\": \"us-west\",\n \"listen\": {\"http\": \"127.0.0.1:0\", \"repl\": "
+	     "\"127.0.0.1:0\"},\n \"data_dir\": \"/r\",\n \"replication\": {\"backlog_max_bytes\": "
+	     "8192}}",
+	     "region.json:4:18: replication: backlog_max_bytes bounds a cell's write log; the region "
+	     "has none"},
+	};
+	run_table(region, MC_ARRAY_LEN(region), true, "region.json");
+}
+
+static void test_classes_rules(void **state)
+{
+	(void)state;
+	const char *doc = HEADH " \"state_classes\": [\n"
+				"  {\"prefix\": \"pii:\", \"class\": \"local\"},\n"
+				"  {\"prefix\": \"pii:shared:\", \"class\": \"replicated\", \"ack\": "
+				"\"region\", \"ack_timeout_ms\": 250},\n"
+				"  {\"prefix\": \"ledger:\", \"class\": \"regional\", \"cache_ttl_ms\": "
+				"1000, \"region_timeout_ms\": 300}],\n" ROUTES;
+	char err[MC_CONFIG_ERR_MAX];
+	mc_cell_conf *c = NULL;
+	int rc = mc_cell_conf_parse("mem", doc, strlen(doc), &c, err, sizeof err);
+	if (rc)
+		print_message("%s\n", err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(c->classes.n, 4); /* + the built-in default */
+	const mc_class_rule_conf *r = mc_class_rules_match(&c->classes, "pii:x", 5);
+	assert_int_equal(r->cls, MC_SCLASS_LOCAL);
+	r = mc_class_rules_match(&c->classes, "pii:shared:x", 12);
+	assert_int_equal(r->cls, MC_SCLASS_REPLICATED);
+	assert_int_equal(r->ack_region, 1);
+	assert_int_equal(r->ack_timeout_ms, 250);
+	r = mc_class_rules_match(&c->classes, "ledger:1", 8);
+	assert_int_equal(r->cls, MC_SCLASS_REGIONAL);
+	assert_int_equal(r->cache_ttl_ms, 1000);
+	assert_int_equal(r->region_timeout_ms, 300);
+	r = mc_class_rules_match(&c->classes, "other", 5);
+	assert_string_equal(r->prefix, "");
+	assert_int_equal(r->cls, MC_SCLASS_REPLICATED);
+	assert_int_equal(r->ack_region, 0);
+	assert_int_equal(r->replica_max_staleness_ms, 5000);
+	assert_int_equal(r->region_timeout_ms, 2000);
+	assert_string_equal(mc_sclass_name(r->cls), "replicated");
+	assert_true(c->repl.backlog_max_bytes == (uint64_t)1 << 30);
+	assert_int_equal(c->repl.backlog_max_age_ms, 3600000);
+	assert_int_equal(c->state.sweep_interval_ms, 1000);
+	assert_int_equal(c->state.tombstone_retention_ms, 3600000);
+	assert_int_equal(c->state.max_mget_keys, 100);
+	mc_cell_conf_free(c);
+
+	/* a "" rule replaces the default; the standalone validator reads an array */
+	mc_class_rules_conf rules;
+	const char *arr = "[{\"prefix\": \"\", \"class\": \"local\"}, {\"prefix\": \"s:\", \"class\": "
+			  "\"replicated\", \"replica_max_staleness_ms\": 0}]";
+	assert_int_equal(mc_class_rules_parse("fleet", arr, strlen(arr), &rules, err, sizeof err), 0);
+	assert_int_equal(rules.n, 2);
+	assert_int_equal(mc_class_rules_match(&rules, "x", 1)->cls, MC_SCLASS_LOCAL);
+	assert_int_equal(mc_class_rules_match(&rules, "s:1", 3)->replica_max_staleness_ms, 0);
+	mc_class_rules_fini(&rules);
+	arr = "[{\"prefix\": \"\", \"class\": \"local\", \"ack\": \"region\"}]";
+	assert_int_equal(mc_class_rules_parse("fleet", arr, strlen(arr), &rules, err, sizeof err),
+			 MC_ECONFIG);
+	assert_string_equal(err, "fleet:1:42: [0].ack: \"region\" needs class \"replicated\" (local "
+				 "keys are never shipped), got class \"local\"");
+	assert_null(rules.rules);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -852,6 +991,8 @@ int main(void)
 	    cmocka_unit_test(test_cell_edge_bad_documents),
 	    cmocka_unit_test(test_cell_edge_example),
 	    cmocka_unit_test(test_cache_examples),
+	    cmocka_unit_test(test_classes_bad_documents),
+	    cmocka_unit_test(test_classes_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

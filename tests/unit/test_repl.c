@@ -726,6 +726,132 @@ static void test_e2e_ship_and_restart(void **state)
 }
 
 
+/* ---- hooks, targeted INVALIDATE, residency ----------------------------------------------- */
+
+static struct hooks_seen {
+	uint64_t acked;
+	int acked_calls;
+	int ready;
+	char ready_cell[32];
+	uint64_t inv_version;
+	char inv_key[32];
+} hs;
+
+static void h_acked(void *arg, uint64_t seq)
+{
+	(void)arg;
+	assert_true(seq >= hs.acked); /* never goes back */
+	hs.acked = seq;
+	hs.acked_calls++;
+}
+
+static void h_ready(void *arg, const char *cell)
+{
+	(void)arg;
+	hs.ready++;
+	snprintf(hs.ready_cell, sizeof hs.ready_cell, "%s", cell);
+}
+
+static void h_inv(void *arg, const char *key, size_t klen, uint64_t version)
+{
+	(void)arg;
+	hs.inv_version = version;
+	snprintf(hs.inv_key, sizeof hs.inv_key, "%.*s", (int)klen, key);
+}
+
+static int applied_3(struct e2e *t) { return mc_store_applied_seq(t->region, E2E_CELL) == 3 && hs.acked == 3; }
+static int got_invalidate(struct e2e *t) { (void)t; return hs.inv_version == 99; }
+static int done_4(struct e2e *t) { return t->writes_done == 4; }
+
+/* A log written before "pii:" became a local prefix holds pii: entries: the shipper
+ * withholds them (counted as residency violations), ships the rest, and the region
+ * never sees them. Also: on_acked, on_cell_ready and mc_repl_sink_invalidate_cell. */
+static void test_e2e_hooks_and_residency(void **state)
+{
+	(void)state;
+	struct e2e *t = calloc(1, sizeof(*t));
+	memset(&hs, 0, sizeof hs);
+	assert_int_equal(uv_loop_init(&t->loop), 0);
+	open_store(t, &t->cell, t->cell_dir, E2E_CELL);
+	const char *keys[] = {"a", "pii:x", "b", "pii:y"};
+	for (int i = 0; i < 4; i++) {
+		struct wctx *w = malloc(sizeof(*w));
+		w->t = t;
+		w->i = i;
+		assert_int_equal(mc_store_write(t->cell, MC_OP_PUT, keys[i], strlen(keys[i]), "v", 1,
+						0, 1, on_written, w),
+				 0);
+	}
+	run_until(t, done_4);
+	assert_int_equal(t->last_seq, 4);
+	mc_store_close(t->cell);
+	uv_run(&t->loop, UV_RUN_DEFAULT);
+	static const mc_state_prefix rules[] = {{"pii:", 4, MC_CLASS_LOCAL}};
+	mc_store_opts o;
+	mc_store_opts_default(&o);
+	o.dir = t->cell_dir;
+	o.durable = 0;
+	o.home = E2E_CELL;
+	o.classes = rules;
+	o.nclasses = 1;
+	assert_int_equal(mc_store_open(&t->cell, &t->loop, &o), 0);
+
+	strcpy(t->region_dir, "/tmp/mc_test_repl_XXXXXX");
+	assert_non_null(mkdtemp(t->region_dir));
+	mc_store_opts_default(&o);
+	o.dir = t->region_dir;
+	o.durable = 0;
+	assert_int_equal(mc_store_open(&t->region, &t->loop, &o), 0);
+	mc_repl_sink_opts so;
+	mc_repl_sink_opts_default(&so);
+	so.heartbeat_ms = 100;
+	so.dead_after_ms = 1000;
+	so.on_cell_ready = h_ready;
+	assert_int_equal(mc_repl_sink_new(&t->sink, &t->loop, t->region, "127.0.0.1:0", &so), 0);
+	snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%u", mc_repl_sink_port(t->sink));
+	assert_int_equal(mc_repl_sink_invalidate_cell(t->sink, E2E_CELL, "k", 1, 5), 0);
+
+	mc_repl_shipper_opts ro;
+	mc_repl_shipper_opts_default(&ro);
+	ro.heartbeat_ms = 100;
+	ro.dead_after_ms = 1000;
+	ro.reconnect_ms = 20;
+	ro.on_acked = h_acked;
+	ro.on_invalidate = h_inv;
+	assert_int_equal(mc_repl_shipper_new(&t->sh, &t->loop, t->cell, E2E_CELL, t->addr, &ro), 0);
+	run_until(t, applied_3);
+	assert_int_equal(hs.ready, 1);
+	assert_string_equal(hs.ready_cell, E2E_CELL);
+	mc_record rec;
+	assert_int_equal(mc_store_get(t->region, "a", 1, &rec, NULL), 0);
+	assert_int_equal(mc_store_get(t->region, "b", 1, &rec, NULL), 0);
+	assert_int_equal(mc_store_get(t->region, "pii:x", 5, &rec, NULL), MC_ENOTFOUND);
+	assert_int_equal(mc_store_get(t->region, "pii:y", 5, &rec, NULL), MC_ENOTFOUND);
+	assert_false(rec.found);
+	mc_repl_shipper_stats ss;
+	mc_repl_shipper_stats_get(t->sh, &ss);
+	assert_true(ss.residency_violations >= 2);
+	assert_true(ss.up_since_ms > 0);
+	mc_repl_cell_stats cs[2];
+	assert_int_equal(mc_repl_sink_stats(t->sink, cs, 2), 1);
+	assert_true(cs[0].gap_entries >= 1); /* the hole at seq 2 shows */
+
+	assert_int_equal(mc_repl_sink_invalidate_cell(t->sink, E2E_CELL, "key:1", 5, 99), 1);
+	assert_int_equal(mc_repl_sink_invalidate_cell(t->sink, "sfo", "key:1", 5, 99), 0);
+	run_until(t, got_invalidate);
+	assert_string_equal(hs.inv_key, "key:1");
+
+	mc_repl_shipper_free(t->sh);
+	mc_repl_sink_free(t->sink);
+	mc_store_close(t->cell);
+	mc_store_close(t->region);
+	uv_run(&t->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&t->loop), 0);
+	rm_rf(t->cell_dir);
+	rm_rf(t->region_dir);
+	free(t);
+}
+
 /* ---- sink against raw sockets ------------------------------------------------------------ */
 
 #include <arpa/inet.h>
@@ -1013,7 +1139,8 @@ static void test_purge_frame(void **state)
 	mc_buf_fini(&b);
 }
 
-#define E2E_TESTS cmocka_unit_test(test_e2e_ship_and_restart), cmocka_unit_test(test_sink_raw_peers),
+#define E2E_TESTS cmocka_unit_test(test_e2e_ship_and_restart), cmocka_unit_test(test_sink_raw_peers), \
+	cmocka_unit_test(test_e2e_hooks_and_residency),
 
 int main(void)
 {

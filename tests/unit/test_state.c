@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -827,8 +828,8 @@ static void test_trim_survives_failed_batch(void **state)
 
 	struct req *w = mc_calloc(1, sizeof *w), *t = mc_calloc(1, sizeof *t);
 	w->kind = REQ_WRITE;
-	w->op = MC_OP_PUT;
-	w->log = 1;
+	w->wkind = MC_W_PUT;
+	w->flags = MC_W_LOG;
 	w->key = mc_strdup("one-more");
 	w->klen = strlen(w->key);
 	w->value = mc_alloc(VLEN);
@@ -923,6 +924,550 @@ static void test_close_drains(void **state)
 	}
 }
 
+/* ---- classes, conditions, counters, copies, sweep, durability ------------------------------ */
+
+/* LMDB syncs data pages with fdatasync(); counting the calls shows whether a commit
+ * was synced. This definition interposes the one liblmdb calls. */
+static _Atomic int sync_calls;
+
+int fdatasync(int fd)
+{
+	atomic_fetch_add(&sync_calls, 1);
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
+typedef struct rres {
+	fixture *f;
+	int done;
+	mc_write_result r;
+} rres;
+
+static void on_result(void *arg, const mc_write_result *res)
+{
+	rres *x = arg;
+
+	x->done++;
+	x->r = *res;
+	x->f->pending--;
+}
+
+static void submit_async(fixture *f, rres *x, const mc_write *w)
+{
+	memset(x, 0, sizeof *x);
+	x->f = f;
+	assert_int_equal(mc_store_submit(f->s, w, on_result, x), 0);
+	f->pending++;
+}
+
+static mc_write_result submit_sync(fixture *f, const mc_write *w)
+{
+	rres x;
+
+	submit_async(f, &x, w);
+	drain(f);
+	assert_int_equal(x.done, 1);
+	return x.r;
+}
+
+static mc_write wput(const char *key, const char *val)
+{
+	mc_write w = {.kind = MC_W_PUT,
+		      .flags = MC_W_LOG,
+		      .key = key,
+		      .klen = strlen(key),
+		      .value = val,
+		      .vlen = strlen(val)};
+	return w;
+}
+
+static int open_classes(fixture *f, int durable)
+{
+	static const mc_state_prefix rules[] = {
+	    {"pii:", 4, MC_CLASS_LOCAL}, {"ledger:", 7, MC_CLASS_REGIONAL}, {"pii:shared:", 11, MC_CLASS_REPLICATED}};
+	mc_store_opts o;
+
+	mc_store_opts_default(&o);
+	o.dir = f->dir;
+	o.home = "lax";
+	o.classes = rules;
+	o.nclasses = MC_ARRAY_LEN(rules);
+	o.durable = durable;
+	o.apply_notes = 1;
+	return mc_store_open(&f->s, &f->loop, &o);
+}
+
+static void test_codec_replica(void **state)
+{
+	uint8_t buf[128];
+	mc_record r = {.version = 9, .replica = 1, .synced_ms = 0x1122334455667788ull,
+		       .value = "abc", .value_len = 3},
+		  out;
+
+	(void)state;
+	strcpy(r.home, "sfo");
+	size_t n = mc_state_record_size_of(&r);
+	assert_int_equal(n, MC_STATE_REC_HDR + 3 + 8 + 3);
+	mc_state_record_encode(buf, &r);
+	assert_int_equal(mc_state_record_decode(buf, n, &out), 0);
+	assert_int_equal(out.replica, 1);
+	assert_int_equal(out.invalid, 0);
+	assert_true(out.synced_ms == r.synced_ms);
+	assert_int_equal(out.value_len, 3);
+	assert_memory_equal(out.value, "abc", 3);
+	/* a replica record too short for synced_ms is refused */
+	assert_int_equal(mc_state_record_decode(buf, MC_STATE_REC_HDR + 3 + 7, &out), MC_EINVAL);
+	r.replica = 0;
+	r.invalid = 1;
+	r.value_len = 0;
+	n = mc_state_record_size_of(&r);
+	mc_state_record_encode(buf, &r);
+	assert_int_equal(mc_state_record_decode(buf, n, &out), 0);
+	assert_int_equal(out.invalid, 1);
+	assert_int_equal(out.replica, 0);
+}
+
+static void test_prefix_match(void **state)
+{
+	static const mc_state_prefix t[] = {{"", 0, MC_CLASS_REPLICATED},
+					    {"pii:", 4, MC_CLASS_LOCAL},
+					    {"pii:shared:", 11, MC_CLASS_REPLICATED},
+					    {"p", 1, MC_CLASS_REGIONAL}};
+
+	(void)state;
+	assert_int_equal(mc_state_prefix_match(t, 4, "pii:x", 5), 1);
+	assert_int_equal(mc_state_prefix_match(t, 4, "pii:shared:x", 12), 2);
+	assert_int_equal(mc_state_prefix_match(t, 4, "pix", 3), 3);
+	assert_int_equal(mc_state_prefix_match(t, 4, "zzz", 3), 0);
+	assert_int_equal(mc_state_prefix_match(t + 1, 3, "zzz", 3), -1);
+	assert_int_equal(mc_state_prefix_match(t, 4, "pii:", 4), 1); /* prefix == key */
+}
+
+static void test_classes_never_logged(void **state)
+{
+	fixture *f = *state;
+	mc_log_stats ls;
+	mc_store_stats st;
+	collected c;
+
+	assert_int_equal(open_classes(f, 1), 0);
+	assert_int_equal(mc_store_key_class(f->s, "pii:a", 5), MC_CLASS_LOCAL);
+	assert_int_equal(mc_store_key_class(f->s, "ledger:a", 8), MC_CLASS_REGIONAL);
+	assert_int_equal(mc_store_key_class(f->s, "pii:shared:a", 12), MC_CLASS_REPLICATED);
+	assert_int_equal(mc_store_key_class(f->s, "x", 1), MC_CLASS_REPLICATED);
+	/* every write asks to be logged; only replicated keys are */
+	const char *keys[] = {"pii:a", "ledger:b", "pii:shared:c", "d", "pii:e"};
+	for (size_t i = 0; i < MC_ARRAY_LEN(keys); i++) {
+		mc_write w = wput(keys[i], "v");
+		mc_write_result r = submit_sync(f, &w);
+		int replicated = mc_store_key_class(f->s, keys[i], strlen(keys[i])) ==
+				 MC_CLASS_REPLICATED;
+		assert_int_equal(r.err, 0);
+		assert_true(replicated ? r.seq > 0 : r.seq == 0);
+		check_value(f, keys[i], "v");
+	}
+	mc_write w = {.kind = MC_W_DEL, .flags = MC_W_LOG, .key = "pii:a", .klen = 5};
+	assert_int_equal(submit_sync(f, &w).seq, 0);
+	w = (mc_write){.kind = MC_W_INCR, .flags = MC_W_LOG, .key = "pii:n", .klen = 5, .delta = 3};
+	assert_int_equal(submit_sync(f, &w).seq, 0);
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 2);
+	memset(&c, 0, sizeof c);
+	assert_int_equal(mc_store_log_read(f->s, 1, 64, SIZE_MAX, collect, &c), 2);
+	assert_string_equal(c.kv[0][0], "pii:shared:c");
+	assert_string_equal(c.kv[1][0], "d");
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.residency_violations, 0);
+}
+
+static void test_conditions(void **state)
+{
+	fixture *f = *state;
+	mc_write w = wput("k", "one");
+	mc_write_result r1, r;
+
+	store_open(f, "lax");
+	r1 = submit_sync(f, &w);
+	assert_int_equal(r1.err, 0);
+	assert_true(r1.seq == 1 && r1.prev_version == 0 && r1.prev_home[0] == '\0');
+	/* CAS with a wrong version: refused, current version reported, nothing logged */
+	w = wput("k", "two");
+	w.if_version = r1.version + 1;
+	r = submit_sync(f, &w);
+	assert_int_equal(r.err, MC_ECONFLICT);
+	assert_true(r.version == r1.version && r.seq == 0);
+	check_value(f, "k", "one");
+	w.if_version = r1.version;
+	r = submit_sync(f, &w);
+	assert_int_equal(r.err, 0);
+	assert_true(r.version > r1.version && r.prev_version == r1.version);
+	assert_string_equal(r.prev_home, "lax");
+	check_value(f, "k", "two");
+	/* create only / must exist */
+	w = wput("k", "x");
+	w.flags |= MC_W_IF_ABSENT;
+	assert_int_equal(submit_sync(f, &w).err, MC_ECONFLICT);
+	w = wput("new", "x");
+	w.flags |= MC_W_IF_ABSENT;
+	assert_int_equal(submit_sync(f, &w).err, 0);
+	w = wput("none", "x");
+	w.flags |= MC_W_IF_PRESENT;
+	assert_int_equal(submit_sync(f, &w).err, MC_ECONFLICT);
+	w = wput("none", "x");
+	w.if_version = 5;
+	r = submit_sync(f, &w);
+	assert_true(r.err == MC_ECONFLICT && r.version == 0);
+	w = (mc_write){.kind = MC_W_DEL, .flags = MC_W_LOG | MC_W_MUST_EXIST, .key = "none", .klen = 4};
+	assert_int_equal(submit_sync(f, &w).err, MC_ENOTFOUND);
+	/* a tombstone is not live: CAS on it fails, create-only succeeds */
+	w = (mc_write){.kind = MC_W_DEL, .flags = MC_W_LOG, .key = "k", .klen = 1};
+	assert_int_equal(submit_sync(f, &w).err, 0);
+	w = wput("k", "again");
+	w.flags |= MC_W_IF_ABSENT;
+	assert_int_equal(submit_sync(f, &w).err, 0);
+	/* conditions failing inside a batch do not fail the others in it */
+	rres a, b, c;
+	mc_write w1 = wput("b1", "1"), w2 = wput("b2", "2"), w3 = wput("b3", "3");
+	w2.if_version = 77;
+	submit_async(f, &a, &w1);
+	submit_async(f, &b, &w2);
+	submit_async(f, &c, &w3);
+	drain(f);
+	assert_int_equal(a.r.err, 0);
+	assert_int_equal(b.r.err, MC_ECONFLICT);
+	assert_int_equal(c.r.err, 0);
+	assert_true(c.r.seq == a.r.seq + 1);
+}
+
+static void test_incr(void **state)
+{
+	fixture *f = *state;
+	enum { N = 200 };
+	rres *x = calloc(N, sizeof *x);
+	mc_write w = {.kind = MC_W_INCR, .flags = MC_W_LOG, .key = "n", .klen = 1, .delta = 1};
+	mc_write_result r;
+	collected c;
+
+	store_open(f, "lax");
+	/* all queued at once: each add sees the previous one */
+	for (int i = 0; i < N; i++)
+		submit_async(f, &x[i], &w);
+	drain(f);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(x[i].r.err, 0);
+	check_value(f, "n", "200");
+	int64_t max = 0;
+	for (int i = 0; i < N; i++)
+		max = MC_MAX(max, x[i].r.counter);
+	assert_int_equal(max, N);
+	free(x);
+	w.delta = -250;
+	r = submit_sync(f, &w);
+	assert_int_equal(r.counter, -50);
+	check_value(f, "n", "-50");
+	/* overflow and non-integers leave the value alone */
+	mc_write p = wput("big", "9223372036854775807");
+	submit_sync(f, &p);
+	w.key = "big";
+	w.klen = 3;
+	w.delta = 1;
+	assert_int_equal(submit_sync(f, &w).err, MC_ETOOBIG);
+	w.delta = -1;
+	assert_int_equal(submit_sync(f, &w).counter, INT64_MAX - 1);
+	p = wput("min", "-9223372036854775808");
+	submit_sync(f, &p);
+	w.key = "min";
+	assert_int_equal(submit_sync(f, &w).err, MC_ETOOBIG);
+	check_value(f, "min", "-9223372036854775808");
+	p = wput("word", "12a");
+	submit_sync(f, &p);
+	w.key = "word";
+	w.klen = 4;
+	assert_int_equal(submit_sync(f, &w).err, MC_EINVAL);
+	/* the expiry given at creation is kept by later adds */
+	uint64_t exp = mc_wall_ms() + 60000;
+	w = (mc_write){.kind = MC_W_INCR, .flags = MC_W_LOG, .key = "t", .klen = 1, .delta = 2,
+		       .expires_ms = exp};
+	assert_true(submit_sync(f, &w).expires_ms == exp);
+	w.expires_ms = 0;
+	r = submit_sync(f, &w);
+	assert_true(r.expires_ms == exp && r.counter == 4);
+	/* the log carries the resulting values as puts */
+	memset(&c, 0, sizeof c);
+	c.stop_after = 0;
+	mc_log_stats ls;
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(mc_store_log_read(f->s, ls.last_seq, 1, SIZE_MAX, collect, &c), 1);
+	assert_int_equal(c.e[0].op, MC_OP_PUT);
+	assert_string_equal(c.kv[0][1], "4");
+	assert_true(c.e[0].expires_ms == exp);
+}
+
+static void test_copy_and_invalidate(void **state)
+{
+	fixture *f = *state;
+	mc_record rec;
+	mc_buf b;
+	mc_log_stats ls;
+
+	mc_buf_init(&b);
+	store_open(f, "lax");
+	mc_write c = {.kind = MC_W_COPY, .key = "k", .klen = 1, .value = "v100", .vlen = 4,
+		      .version = 100, .home = "sfo", .synced_ms = 1234};
+	mc_write_result r = submit_sync(f, &c);
+	assert_true(r.err == 0 && r.applied == 1 && r.seq == 0);
+	assert_int_equal(mc_store_get(f->s, "k", 1, &rec, &b), 0);
+	assert_true(rec.found && rec.replica && !rec.invalid && rec.version == 100);
+	assert_true(rec.synced_ms == 1234);
+	assert_string_equal(rec.home, "sfo");
+	/* an older copy does not replace a newer one; the same version refreshes it */
+	c.version = 90;
+	assert_int_equal(submit_sync(f, &c).applied, 0);
+	c.version = 100;
+	c.synced_ms = 5678;
+	assert_int_equal(submit_sync(f, &c).applied, 1);
+	assert_int_equal(mc_store_get(f->s, "k", 1, &rec, &b), 0);
+	assert_true(rec.synced_ms == 5678);
+	/* invalidation: older is ignored, newer leaves a marker with that version */
+	mc_write inv = {.kind = MC_W_INVALIDATE, .key = "k", .klen = 1, .version = 100};
+	assert_int_equal(submit_sync(f, &inv).applied, 0);
+	inv.version = 200;
+	assert_int_equal(submit_sync(f, &inv).applied, 1);
+	assert_int_equal(mc_store_get(f->s, "k", 1, &rec, &b), MC_ENOTFOUND);
+	assert_true(rec.found && rec.invalid && rec.version == 200);
+	/* a copy fetched before that write cannot land after it */
+	c.version = 150;
+	assert_int_equal(submit_sync(f, &c).applied, 0);
+	c.version = 200;
+	c.value = "v200";
+	assert_int_equal(submit_sync(f, &c).applied, 1);
+	check_value(f, "k", "v200");
+	/* negative copies */
+	mc_write neg = {.kind = MC_W_COPY, .key = "gone", .klen = 4, .deleted = 1, .synced_ms = 1};
+	assert_int_equal(submit_sync(f, &neg).applied, 1);
+	assert_int_equal(mc_store_get(f->s, "gone", 4, &rec, &b), MC_ENOTFOUND);
+	assert_true(rec.found && rec.replica && rec.deleted);
+	/* an own write over a copy is newer and logged; copies never are */
+	mc_write p = wput("k", "mine");
+	r = submit_sync(f, &p);
+	assert_true(r.version > 200 && r.seq == 1);
+	assert_int_equal(mc_store_get(f->s, "k", 1, &rec, &b), 0);
+	assert_true(!rec.replica && !rec.invalid);
+	assert_string_equal(rec.home, "lax");
+	/* an own record beats an older copy, and is invalidated by a newer write */
+	c.version = 300;
+	assert_int_equal(submit_sync(f, &c).applied, 0);
+	inv.version = r.version + 10;
+	assert_int_equal(submit_sync(f, &inv).applied, 1);
+	p = wput("k", "after");
+	assert_true(submit_sync(f, &p).version > inv.version);
+	/* a marker for a key never held */
+	inv.key = "other";
+	inv.klen = 5;
+	assert_int_equal(submit_sync(f, &inv).applied, 1);
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 2);
+	mc_buf_fini(&b);
+}
+
+typedef struct sres {
+	fixture *f;
+	int done;
+	mc_sweep_result r;
+} sres;
+
+static void on_swept(void *arg, const mc_sweep_result *res)
+{
+	sres *x = arg;
+
+	x->done++;
+	x->r = *res;
+	x->f->pending--;
+}
+
+static mc_sweep_result sweep_sync(fixture *f, uint64_t retention, uint64_t copy_age, size_t max)
+{
+	mc_sweep_opts o = {.tombstone_retention_ms = retention, .copy_max_age_ms = copy_age,
+			   .max_examine = max};
+	sres x = {.f = f};
+
+	assert_int_equal(mc_store_sweep(f->s, &o, on_swept, &x), 0);
+	f->pending++;
+	drain(f);
+	assert_int_equal(x.done, 1);
+	return x.r;
+}
+
+static void test_sweep(void **state)
+{
+	fixture *f = *state;
+	mc_store_stats st;
+	char key[16];
+
+	store_open(f, "lax");
+	for (int i = 0; i < 30; i++) {
+		snprintf(key, sizeof key, "live%d", i);
+		put_sync(f, key, "x", 1);
+	}
+	mc_write w = wput("exp", "x");
+	w.expires_ms = mc_wall_ms() + 30;
+	submit_sync(f, &w);
+	w = (mc_write){.kind = MC_W_DEL, .flags = MC_W_LOG, .key = "live0", .klen = 5};
+	submit_sync(f, &w);
+	w = (mc_write){.kind = MC_W_COPY, .key = "copy", .klen = 4, .value = "c", .vlen = 1,
+		       .version = 5, .home = "sfo", .synced_ms = mc_wall_ms()};
+	submit_sync(f, &w);
+	w = (mc_write){.kind = MC_W_INVALIDATE, .key = "mark", .klen = 4,
+		       .version = mc_hlc_make(mc_wall_ms() - 100000, 0)};
+	submit_sync(f, &w);
+	assert_int_equal(mc_store_record_count(f->s), 33);
+	/* nothing is due yet (long retention, copies young, not expired) */
+	mc_sweep_result r = sweep_sync(f, 3600000, 60000, 0);
+	assert_true(r.wrapped && r.examined == 33 && r.expired + r.tombstones + r.copies + r.markers == 0);
+	usleep(60000);
+	/* in passes of 10: resumes where it stopped and wraps */
+	uint64_t examined = 0, passes = 0, expired = 0, tomb = 0, copies = 0, markers = 0;
+	do {
+		r = sweep_sync(f, 50000, 0, 10);
+		examined += r.examined;
+		expired += r.expired;
+		tomb += r.tombstones;
+		copies += r.copies;
+		markers += r.markers;
+		passes++;
+	} while (!r.wrapped && passes < 10);
+	assert_true(r.wrapped);
+	assert_int_equal(passes, 4);
+	assert_int_equal(examined, 33);
+	assert_int_equal(expired, 1);
+	assert_int_equal(tomb, 0); /* the tombstone is younger than 50 s */
+	assert_int_equal(copies, 1);
+	assert_int_equal(markers, 1); /* its version is 100 s old */
+	assert_int_equal(mc_store_record_count(f->s), 30);
+	check_absent(f, "exp");
+	r = sweep_sync(f, 1, 0, 0);
+	assert_int_equal(r.tombstones, 1);
+	assert_int_equal(mc_store_record_count(f->s), 29);
+	mc_store_stats_get(f->s, &st);
+	assert_true(st.swept_expired == 1 && st.swept_tombstones == 1 && st.swept_copies == 1 &&
+		    st.swept_markers == 1);
+	/* the log is untouched by the sweep */
+	mc_log_stats ls;
+	mc_store_log_stats(f->s, &ls);
+	assert_int_equal(ls.last_seq, 32);
+}
+
+static void test_durability_syncs(void **state)
+{
+	fixture *f = *state;
+	int before;
+
+	assert_int_equal(store_open_opts(f, "lax", 0), 0);
+	assert_int_equal(mc_store_is_durable(f->s), 1);
+	before = atomic_load(&sync_calls);
+	put_sync(f, "a", "1", 1);
+	put_sync(f, "b", "2", 1);
+	assert_true(atomic_load(&sync_calls) >= before + 2); /* one per commit at least */
+	store_close(f);
+
+	assert_int_equal(open_classes(f, 0), 0);
+	assert_int_equal(mc_store_is_durable(f->s), 0);
+	before = atomic_load(&sync_calls);
+	for (int i = 0; i < 5; i++)
+		put_sync(f, "c", "3", 1);
+	assert_int_equal(atomic_load(&sync_calls), before); /* durability none: no fsync */
+	store_close(f);
+	assert_true(atomic_load(&sync_calls) > before); /* but a clean close syncs */
+	store_open(f, "lax");
+	check_value(f, "c", "3");
+}
+
+typedef struct notes_seen {
+	size_t n;
+	char cell[8];
+	mc_apply_note note[8];
+	char keys[8][16];
+} notes_seen;
+
+static void on_notes(void *arg, const char *cell, const mc_apply_note *n, size_t count)
+{
+	notes_seen *s = arg;
+
+	snprintf(s->cell, sizeof s->cell, "%s", cell);
+	s->n = count;
+	for (size_t i = 0; i < count && i < 8; i++) {
+		s->note[i] = n[i];
+		s->keys[i][0] = '\0';
+		if (n[i].key)
+			snprintf(s->keys[i], sizeof s->keys[i], "%.*s", (int)n[i].klen, n[i].key);
+	}
+}
+
+static void test_apply_notes(void **state)
+{
+	fixture *f = *state;
+	notes_seen seen;
+	wres w;
+
+	assert_int_equal(open_classes(f, 1), 0);
+	mc_store_set_apply_hook(f->s, on_notes, &seen);
+	mc_log_entry e1[] = {entry(1, 100, MC_OP_PUT, "k", "a"), entry(2, 100, MC_OP_PUT, "j", "b")};
+	memset(&seen, 0, sizeof seen);
+	apply_sync(f, "lax", e1, 2, &w);
+	assert_int_equal(seen.n, 2);
+	assert_string_equal(seen.cell, "lax");
+	assert_string_equal(seen.keys[0], "k");
+	assert_true(seen.note[0].won && seen.note[0].prev_home[0] == '\0');
+	/* sfo writes k newer (wins over lax's) and j older (loses) */
+	mc_log_entry e2[] = {entry(1, 200, MC_OP_PUT, "k", "c"), entry(2, 50, MC_OP_PUT, "j", "d")};
+	memset(&seen, 0, sizeof seen);
+	apply_sync(f, "sfo", e2, 2, &w);
+	assert_true(seen.note[0].won);
+	assert_string_equal(seen.note[0].prev_home, "lax");
+	assert_true(seen.note[0].prev_version == 100);
+	assert_false(seen.note[1].won);
+	assert_true(seen.note[1].prev_version == 100);
+	/* a replay is skipped: its note has no key */
+	memset(&seen, 0, sizeof seen);
+	apply_sync(f, "sfo", e2, 2, &w);
+	assert_true(seen.n == 2 && seen.note[0].key == NULL && seen.note[1].key == NULL);
+}
+
+static void test_kv_params(void **state)
+{
+	mc_kv_params p;
+	char err[160];
+	uint64_t v;
+	int star;
+	int64_t d;
+
+	(void)state;
+	assert_int_equal(mc_kv_query_parse("", &p, err, sizeof err), 0);
+	assert_false(p.has_ttl || p.has_by);
+	assert_int_equal(mc_kv_query_parse("ttl=30&by=-4", &p, err, sizeof err), 0);
+	assert_true(p.has_ttl && p.ttl_ms == 30000 && p.has_by && p.by == -4);
+	assert_int_equal(mc_kv_query_parse("ttl_ms=250", &p, err, sizeof err), 0);
+	assert_true(p.ttl_ms == 250);
+	assert_int_equal(mc_kv_query_parse("ttl=0", &p, err, sizeof err), MC_EINVAL);
+	assert_int_equal(mc_kv_query_parse("ttl=1&ttl_ms=1", &p, err, sizeof err), MC_EINVAL);
+	assert_int_equal(mc_kv_query_parse("ttl=315360001", &p, err, sizeof err), MC_EINVAL);
+	assert_int_equal(mc_kv_query_parse("by=9223372036854775808", &p, err, sizeof err),
+			 MC_EINVAL);
+	assert_int_equal(mc_kv_query_parse("x\x01y=1", &p, err, sizeof err), MC_EINVAL);
+	assert_non_null(strstr(err, "\"x?y\""));
+	assert_int_equal(mc_kv_version_parse(" \"123\" ", 7, &v, &star), 0);
+	assert_true(v == 123 && !star);
+	assert_int_equal(mc_kv_version_parse("*", 1, &v, &star), 0);
+	assert_true(star);
+	assert_int_equal(mc_kv_version_parse("0", 1, &v, &star), MC_EINVAL);
+	assert_int_equal(mc_kv_version_parse("1,2", 3, &v, &star), MC_EINVAL);
+	assert_int_equal(mc_kv_i64_parse(" -9223372036854775808 ", 22, &d), 0);
+	assert_true(d == INT64_MIN);
+	assert_int_equal(mc_kv_i64_parse("+5", 2, &d), 0);
+	assert_int_equal(d, 5);
+	assert_int_equal(mc_kv_i64_parse("-", 1, &d), MC_EINVAL);
+	assert_int_equal(mc_kv_i64_parse("12345678901234567890", 20, &d), MC_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -942,6 +1487,16 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_trim_survives_failed_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
+	    cmocka_unit_test(test_codec_replica),
+	    cmocka_unit_test(test_prefix_match),
+	    cmocka_unit_test(test_kv_params),
+	    cmocka_unit_test_setup_teardown(test_classes_never_logged, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_conditions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_incr, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_copy_and_invalidate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_durability_syncs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_apply_notes, setup, teardown),
 	};
 
 	mc_log_setup(MC_LOG_WARN, false);
