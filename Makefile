@@ -54,6 +54,7 @@ LIBS_config_tls := config common
 LIBS_state := state common
 LIBS_obs := obs common
 LIBS_obs_evbuf := obs common
+LIBS_config_telemetry := config common
 LIBS_repl_obs := repl state net common
 LIBS_http := http obs net common llhttp
 LIBS_http_h2 := http obs net common llhttp
