@@ -78,10 +78,37 @@ uint64_t mc_cell_config_version(const cell *c)
 	return c->config_version;
 }
 
+struct batch {
+	mc_buf *frame;
+	mc_repl_events_writer w;
+	uint64_t stream, first, next; /* next: the seq the next event must have */
+};
+
+/* Adds one event to the batch; the frame starts at the first event read. A line
+ * the wire would refuse (edited or damaged on disk) travels as a corrupt_event
+ * placeholder, so the sequence stays whole; a gap in the sequence ends the batch
+ * (the next one starts after it). */
 static int add_event(void *arg, uint64_t seq, const char *line, size_t len)
 {
-	(void)seq;
-	mc_repl_events_add(arg, line, len);
+	struct batch *b = arg;
+	if (b->next && seq != b->next)
+		return 1;
+	if (!b->next) {
+		b->first = seq;
+		mc_repl_events_begin(&b->w, b->frame, b->stream, seq);
+	}
+	int ok = len >= 2 && len <= MC_REPL_EVENT_MAX && line[0] == '{' && line[len - 1] == '}';
+	for (size_t i = 0; ok && i < len; i++)
+		ok = (unsigned char)line[i] >= 0x20 && line[i] != 0x7f;
+	if (ok) {
+		mc_repl_events_add(&b->w, line, len);
+	} else {
+		char ph[128];
+		int n = snprintf(ph, sizeof ph, "{\"seq\":%llu,\"ts_ms\":0,\"type\":\"corrupt_event\"}",
+				 (unsigned long long)seq);
+		mc_repl_events_add(&b->w, ph, (size_t)n);
+	}
+	b->next = seq + 1;
 	return 0;
 }
 
@@ -103,22 +130,19 @@ static void drain(cell_telemetry *t)
 	}
 	mc_buf frame;
 	mc_buf_init(&frame);
-	mc_repl_events_writer w;
-	/* the first event held after acked_seq: a gap (dropped events) is allowed */
-	uint64_t first = MC_MAX(st.acked_seq + 1, st.first_seq);
-	mc_repl_events_begin(&w, &frame, st.stream, first);
-	int n = mc_evbuf_read(t->events, first - 1, BATCH_EVENTS, BATCH_BYTES, add_event, &w);
-	if (n <= 0) {
-		if (n < 0)
-			MC_WARN(COMP, "reading the event buffer: %s", mc_strerror(n));
+	struct batch b = {.frame = &frame, .stream = st.stream};
+	int n = mc_evbuf_read(t->events, st.acked_seq, BATCH_EVENTS, BATCH_BYTES, add_event, &b);
+	if (n < 0)
+		MC_WARN(COMP, "reading the event buffer: %s", mc_strerror(n));
+	if (n <= 0 || !b.next) {
 		mc_buf_fini(&frame);
 		return;
 	}
-	mc_repl_events_end(&w);
+	mc_repl_events_end(&b.w);
 	int rc = mc_repl_shipper_send(c->shipper, &frame);
 	mc_buf_fini(&frame);
 	if (rc == 0) {
-		t->inflight_last = first + (uint64_t)n - 1;
+		t->inflight_last = b.next - 1;
 		t->inflight_ns = now;
 		t->sent_batches++;
 	}
