@@ -2,19 +2,20 @@
 """Replication lag under a paced write load (issue 6, item 6).
 
 Starts a region and one cell (fresh data directories, free loopback ports), drives
-PUT /v1/kv/<distinct key> at a paced rate through HTTP with wrk (many keep-alive
-connections, each waiting a fixed delay after every answer), then reads the
-replication lag the cell measured: commit-to-acknowledgement of every write
-(/v1/status lag_p50_ms / lag_p99_ms, the metrocell_replication_lag_seconds
-histogram), the region's commit-to-commit lag, and the per-second p99 the cell
-reported in its telemetry summaries (/v1/fleet, polled during the run).
+PUT /v1/kv/<distinct key> at a fixed rate through HTTP (an open-loop sender: request
+i is due at start + i / rate, whatever the answers do, over several pipelined
+keep-alive connections), then reads the replication lag the cell measured:
+commit-to-acknowledgement of every write (/v1/status lag_p50_ms / lag_p99_ms, the
+metrocell_replication_lag_seconds histogram), the region's commit-to-commit lag, and
+the per-second p99 the cell reported in its telemetry summaries (/v1/fleet, polled
+during the run).
 
-    /usr/bin/python3 scripts/replag.py                       # 10,000/s for 10 s, fsync and none
+    /usr/bin/python3 scripts/replag.py                      # 10,000/s for 10 s, fsync and none
     /usr/bin/python3 scripts/replag.py --rate 5000 --seconds 5 --durability none
 
-Needs wrk (Debian package `wrk`; `scripts/deps.sh --bench` installs it) and the
-release binary (`make`). Prints a table and writes build/replag/results.json.
-Every process it starts is stopped by PID. Standard library only.
+Needs the release binary (`make`). Prints one line per run and writes
+build/replag/results.json. Every process it starts is stopped by PID. Standard
+library only.
 """
 
 import argparse
@@ -33,30 +34,113 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-LUA = r"""
--- PUT of a distinct key per request; each connection waits DELAY ms after every
--- answer (wrk's delay()), which paces the total rate at about
--- connections * 1000 / (DELAY + latency) per second.
-local counter = 0
-local tid = 0
-local body = string.rep("v", VALUE_BYTES)
-function setup(thread)
-   tid = tid + 1
-   thread:set("tid", tid)
-end
-function init(args)
-   wrk.method = "PUT"
-   wrk.body = body
-   wrk.headers["Content-Type"] = "application/octet-stream"
-end
-function request()
-   counter = counter + 1
-   return wrk.format(nil, "/v1/kv/replag:" .. tid .. ":" .. counter)
-end
-function delay()
-   return DELAY
-end
-"""
+
+
+class Loader:
+    """Open-loop paced PUT load: request i is due at start + i / rate whatever the
+    answers do (no coordinated omission), spread round-robin over keep-alive
+    connections and pipelined on each. Answers are parsed (status line,
+    Content-Length) and timed from their request's due time."""
+
+    def __init__(self, addr, rate, seconds, conns, value_bytes):
+        self.addr = addr
+        self.rate = rate
+        self.seconds = seconds
+        self.conns = conns
+        self.body = b"v" * value_bytes
+        self.lat_ms = []
+        self.status = {}
+        self.errors = 0
+        self.sent = 0
+        self.late_ms = 0.0  # worst lag of the sender behind its schedule
+        self.in_window = 0  # answers received before the sending window ended
+        self.start = self.end = self.last_answer = 0.0
+
+    def run(self):
+        import selectors
+        host, port = self.addr.rsplit(":", 1)
+        sel = selectors.DefaultSelector()
+        conns = []
+        for i in range(self.conns):
+            s = socket.create_connection((host, int(port)))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            c = {"s": s, "out": bytearray(), "in": bytearray(), "due": [], "i": i}
+            conns.append(c)
+            sel.register(s, selectors.EVENT_READ, c)
+        head = ("PUT /v1/kv/replag:%%d HTTP/1.1\r\nHost: %s\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                % (self.addr, len(self.body)))
+        start = time.monotonic()
+        end = start + self.seconds
+        self.start, self.end = start, end
+        rr = 0
+        while True:
+            now = time.monotonic()
+            if now < end:
+                due_n = int((now - start) * self.rate)
+                if due_n > self.sent:
+                    self.late_ms = max(self.late_ms,
+                                       (now - (start + self.sent / self.rate)) * 1000.0)
+                while self.sent < due_n:
+                    c = conns[rr % len(conns)]
+                    rr += 1
+                    c["out"] += (head % self.sent).encode() + self.body
+                    c["due"].append(start + self.sent / self.rate)
+                    self.sent += 1
+            elif not any(c["due"] for c in conns) or now > end + 30:
+                break
+            for c in conns:
+                if c["out"]:
+                    try:
+                        n = c["s"].send(c["out"])
+                        del c["out"][:n]
+                    except BlockingIOError:
+                        pass
+            nxt = start + (self.sent + 1) / self.rate
+            timeout = max(0.0, min(nxt - time.monotonic(), 0.001)) if now < end else 0.05
+            for key, _ in sel.select(timeout):
+                c = key.data
+                try:
+                    data = c["s"].recv(65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    self.errors += len(c["due"])
+                    c["due"].clear()
+                    sel.unregister(c["s"])
+                    continue
+                c["in"] += data
+                self._parse(c, time.monotonic())
+        for c in conns:
+            c["s"].close()
+
+    def _parse(self, c, now):
+        buf = c["in"]
+        while True:
+            h = buf.find(b"\r\n\r\n")
+            if h < 0:
+                return
+            head = bytes(buf[:h]).decode("latin-1")
+            m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+            n = int(m.group(1)) if m else 0
+            if len(buf) < h + 4 + n:
+                return
+            st = int(head[9:12])
+            self.status[st] = self.status.get(st, 0) + 1
+            due = c["due"].pop(0)
+            self.lat_ms.append((now - due) * 1000.0)
+            self.last_answer = now
+            if now <= self.end:
+                self.in_window += 1
+            del buf[:h + 4 + n]
+
+
+def quantile(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def free_port():
@@ -115,7 +199,8 @@ class Procs:
         self.started = []
 
 
-def run_one(args, durability, outdir):
+def run_one(args, durability, outdir, seconds=None):
+    seconds = seconds or args.seconds
     work = tempfile.mkdtemp(prefix="replag-%s-" % durability, dir=outdir)
     procs = Procs(work)
     region_http = "127.0.0.1:%d" % free_port()
@@ -137,7 +222,6 @@ def run_one(args, durability, outdir):
         with open(os.path.join(work, name), "w") as f:
             json.dump(conf, f, indent=2)
     pin_srv = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
-    pin_load = ["taskset", "-c", args.load_cpus] if args.load_cpus else []
     samples = []
     stop = threading.Event()
     try:
@@ -152,12 +236,7 @@ def run_one(args, durability, outdir):
             if cells and cells[0].get("state") == "up":
                 break
             time.sleep(0.2)
-        lua = os.path.join(work, "put.lua")
-        with open(lua, "w") as f:
-            f.write(LUA.replace("VALUE_BYTES", str(args.value_bytes))
-                    .replace("DELAY", str(args.delay_ms)))
-        conns = args.connections or max(
-            1, int(round(args.rate * (args.delay_ms + args.latency_guess_ms) / 1000.0)))
+        conns = args.connections
 
         def poll():
             seen = set()
@@ -180,28 +259,13 @@ def run_one(args, durability, outdir):
         poller.start()
         cpu0 = {"cell": cpu_seconds(cell.pid), "region": cpu_seconds(region.pid)}
         t0 = time.time()
-        wrk = subprocess.run(pin_load + ["wrk", "-t%d" % args.threads, "-c%d" % conns,
-                                         "-d%ds" % args.seconds, "--latency", "-s", lua,
-                                         "http://%s" % cell_http],
-                             capture_output=True, text=True, timeout=args.seconds + 60)
+        ld = Loader(cell_http, args.rate, seconds, conns, args.value_bytes)
+        ld.run()
         wall = time.time() - t0
         cpu1 = {"cell": cpu_seconds(cell.pid), "region": cpu_seconds(region.pid)}
-        out = wrk.stdout
-        with open(os.path.join(work, "wrk.txt"), "w") as f:
-            f.write(out + wrk.stderr)
-        m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
-        requests = int(m.group(1)) if m else 0
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        non2xx = int(non2xx.group(1)) if non2xx else 0
-        errs = re.search(r"Socket errors: (.*)", out)
-        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        client = {}
-        for q in ("50", "99"):
-            mq = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % q, out, re.M)
-            if mq:
-                v = float(mq.group(1))
-                client["p%s_ms" % q] = v / 1000 if mq.group(2) == "us" else (
-                    v * 1000 if mq.group(2) == "s" else v)
+        requests = sum(ld.status.values())
+        non2xx = sum(v for k, v in ld.status.items() if not 200 <= k < 300)
+        client = {"p50_ms": quantile(ld.lat_ms, 0.5), "p99_ms": quantile(ld.lat_ms, 0.99)}
         # every acknowledged write reaches the region: wait for lag 0
         deadline = time.time() + 60
         st = None
@@ -221,12 +285,17 @@ def run_one(args, durability, outdir):
             "durability": durability,
             "target_rate": args.rate,
             "connections": conns,
-            "delay_ms": args.delay_ms,
-            "seconds": args.seconds,
-            "requests": requests,
+            "seconds": seconds,
+            "sent": ld.sent,
+            "answered": requests,
             "non2xx": non2xx,
-            "socket_errors": errs.group(1).strip() if errs else "",
-            "achieved_rate": float(rps.group(1)) if rps else 0.0,
+            "no_answer": ld.errors + (ld.sent - requests - ld.errors),
+            # answers per second from the start to the last answer: below the target
+            # when the cell could not keep up (its answers queued)
+            "achieved_rate": round(requests / max(ld.last_answer - ld.start, seconds), 1),
+            "answered_in_window": ld.in_window,
+            "last_answer_after_s": round(ld.last_answer - ld.start, 2),
+            "sender_late_ms_max": round(ld.late_ms, 2),
             "writes_logged": written,
             "client_p50_ms": client.get("p50_ms"),
             "client_p99_ms": client.get("p99_ms"),
@@ -264,39 +333,34 @@ def main():
     ap.add_argument("--rate", type=int, default=10000, help="target writes per second")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--durability", choices=("fsync", "none", "both"), default="both")
-    ap.add_argument("--delay-ms", type=int, default=20,
-                    help="each connection's pause after an answer (wrk delay())")
-    ap.add_argument("--latency-guess-ms", type=float, default=0.5,
-                    help="expected answer time, to size the connection count")
-    ap.add_argument("--connections", type=int, default=0,
-                    help="override the connection count (default: rate x (delay + latency))")
-    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--connections", type=int, default=64,
+                    help="keep-alive connections (each holds one request in the cell at a time)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per durability mode")
     ap.add_argument("--value-bytes", type=int, default=100)
     ap.add_argument("--settle-s", type=float, default=1.2)
     ap.add_argument("--server-cpus", default="", help="taskset CPU list for region and cell")
-    ap.add_argument("--load-cpus", default="", help="taskset CPU list for wrk")
     ap.add_argument("--bin", default=os.path.join(REPO, "build", "metrocell"))
     ap.add_argument("--out", default=os.path.join(REPO, "build", "replag"))
     ap.add_argument("--keep", action="store_true", help="keep data directories and logs")
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("replag: wrk not found (apt-get install wrk, or scripts/deps.sh --bench)")
     if not os.path.exists(args.bin):
         sys.exit("replag: %s not found (run make)" % args.bin)
     os.makedirs(args.out, exist_ok=True)
     modes = ("fsync", "none") if args.durability == "both" else (args.durability,)
     results = []
-    for mode in modes:
+    for mode in modes * args.repeat:
         r = run_one(args, mode, args.out)
         results.append(r)
-        print("%-6s target %6d/s achieved %8.0f/s (%d requests, %d non-2xx, %d logged) "
-              "lag p50 %.2f ms p99 %.2f ms max %.2f ms | region p99 %.2f ms | "
-              "per-second p99 median %s max %s ms | client p99 %s ms | cpu cell %.1fs region %.1fs"
-              % (mode, r["target_rate"], r["achieved_rate"], r["requests"], r["non2xx"],
-                 r["writes_logged"], r["lag_p50_ms"], r["lag_p99_ms"], r["lag_max_ms"],
-                 r["region_lag_p99_ms"], r["telemetry_ack_p99_ms_median"],
-                 r["telemetry_ack_p99_ms_max"], r["client_p99_ms"], r["cell_cpu_s"],
-                 r["region_cpu_s"]), flush=True)
+        print("%-6s target %d/s: sustained %.0f/s (%d answered, %d in the window, last "
+              "after %.1f s, %d non-2xx, %d logged) | lag p50 %.2f p95 %.2f p99 %.2f max %.0f ms"
+              " | region p99 %.2f ms | per-second p99 median %s max %s ms | client p50 %.2f "
+              "p99 %.1f ms | cpu cell %.1f s region %.1f s | load %.1f"
+              % (mode, r["target_rate"], r["achieved_rate"], r["answered"],
+                 r["answered_in_window"], r["last_answer_after_s"], r["non2xx"],
+                 r["writes_logged"], r["lag_p50_ms"], r["lag_p95_ms"], r["lag_p99_ms"],
+                 r["lag_max_ms"], r["region_lag_p99_ms"], r["telemetry_ack_p99_ms_median"],
+                 r["telemetry_ack_p99_ms_max"], r["client_p50_ms"], r["client_p99_ms"],
+                 r["cell_cpu_s"], r["region_cpu_s"], r["loadavg"]), flush=True)
     path = os.path.join(args.out, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
