@@ -80,7 +80,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%)
 # archive list for a variant: $(call libs,VARIANT,MODS)
 libs = $(foreach m,$(2),build/$(1)/libmc_$(m).a)
 
-.PHONY: all deps test unit integ demo demo-quick bench clean help format fuzz
+.PHONY: all deps test unit integ demo demo-quick bench bench-smoke clean help format fuzz
 all: deps
 	@$(MAKE) --no-print-directory build/metrocell
 
@@ -176,6 +176,20 @@ demo: all ## the main job: region + two cells + workers + links + load + report
 demo-quick: all
 	./build/metrocell demo --quick
 
+# Peer benchmark (docs/benchmarks.md); not part of make test. BENCH_ONLY=proxy,kv_get
+# (or scenario:peer) selects, BENCH_REPEAT / BENCH_SECONDS size it, BENCH_ARGS=--perf
+# adds system-call counts and a perf profile of the cell.
+bench:
+	@./scripts/deps.sh --bench
+	@$(MAKE) --no-print-directory build/metrocell
+	BENCH_ONLY="$(BENCH_ONLY)" /usr/bin/python3 scripts/bench.py $(BENCH_ARGS)
+
+# The harness end to end in --quick mode (about 30 s; asserts nothing about speed).
+bench-smoke:
+	@./scripts/deps.sh --bench
+	@$(MAKE) --no-print-directory build/metrocell
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/bench
+
 clean:
 	rm -rf build
 
@@ -191,6 +205,8 @@ help:
 	@echo "  make integ      integration tests only"
 	@echo "  make demo       run the demo: region, cells lax+sfo, workers, links, load, report"
 	@echo "  make demo-quick the same, bounded to under 30 s"
+	@echo "  make bench      peer benchmark vs nginx, HAProxy, redis (BENCH_ONLY=proxy, BENCH_ARGS=--perf)"
+	@echo "  make bench-smoke  the benchmark harness end to end, --quick (about 30 s)"
 	@echo "  make clean      remove build/ (keeps nothing)"
 	@echo "  make format     clang-format the sources"
 	@echo "  make fuzz FUZZ=repl  run a libFuzzer target for 60 s (installs clang if missing)"

@@ -10,8 +10,13 @@ PKGS=(build-essential pkg-config libuv1-dev liblmdb-dev libjansson-dev libcmocka
       openssl)
 # The TLS tests drive `openssl s_client`/`openssl req` and `curl --http2`;
 # Debian's curl is built with nghttp2, so curl above covers HTTP/2.
+# Peers and load generators of `make bench` only (`scripts/deps.sh --bench`), so that
+# `make test` on a fresh machine does not need them.
+BENCH_PKGS=(wrk nginx-light haproxy redis-server redis-tools varnish linux-perf)
 # Extra packages for optional targets, e.g. `scripts/deps.sh clang` for make fuzz.
-PKGS+=("$@")
+for a in "$@"; do
+  if [ "$a" = "--bench" ]; then PKGS+=("${BENCH_PKGS[@]}"); else PKGS+=("$a"); fi
+done
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -199,5 +199,8 @@ void mc_base64_encode(mc_buf *out, const void *p, size_t n);
 int mc_base64_decode(mc_buf *out, const char *s, size_t n);
 /* 1 when p[0..n) is well-formed UTF-8 (no overlongs, surrogates or NUL bytes). */
 int mc_utf8_valid(const void *p, size_t n);
+/* Appends a value as a JSON member after others: `,"value":"..."` when it is valid
+ * UTF-8, else `,"value_base64":"..."` (the KV API's multi-get answers). */
+void mc_buf_append_json_value(mc_buf *b, const char *v, size_t n);
 
 #endif
