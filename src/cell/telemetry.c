@@ -26,9 +26,9 @@
 struct cell_telemetry {
 	cell *c;
 	mc_evbuf *events;
-	uv_timer_t tick;   /* one summary per interval */
-	uv_timer_t drain;  /* sends the next EVENTS batch soon after a change */
-	int handles;       /* timers initialised and not closed yet */
+	uv_timer_t tick;  /* one summary per interval */
+	uv_timer_t drain; /* sends the next EVENTS batch soon after a change */
+	int handles;	  /* timers initialised and not closed yet */
 	int stopped;
 	mc_hist lat[OUTCOME_COUNT]; /* this interval */
 	uint64_t total[OUTCOME_COUNT];
@@ -40,16 +40,16 @@ struct cell_telemetry {
 	/* the region's view */
 	int link_up;
 	uint64_t link_down_wall_ms; /* when the link was lost (0: up, or never up) */
-	uint64_t last_view_ns;      /* last acknowledged summary (or the start) */
+	uint64_t last_view_ns;	    /* last acknowledged summary (or the start) */
 	uint64_t last_view_wall_ms;
-	int blind;                  /* the current view is older than stale_after_ms */
+	int blind; /* the current view is older than stale_after_ms */
 	uint64_t blind_windows, blind_total_ms, blind_last_ms;
 	/* the batch of events in flight */
 	uint64_t inflight_last; /* its last seq, 0 when none */
 	uint64_t inflight_ns;
 	uint64_t sent_summaries, acked_summaries, unsent_summaries, sent_batches;
 	double prev_backlog_refused; /* metrocell_replication_backlog_refused_total */
-	int backlog_full;            /* writes were refused in the last interval */
+	int backlog_full;	     /* writes were refused in the last interval */
 };
 
 /* ---- events ------------------------------------------------------------------------------ */
@@ -104,8 +104,9 @@ static int add_event(void *arg, uint64_t seq, const char *line, size_t len)
 		mc_repl_events_add(&b->w, line, len);
 	} else {
 		char ph[128];
-		int n = snprintf(ph, sizeof ph, "{\"seq\":%llu,\"ts_ms\":0,\"type\":\"corrupt_event\"}",
-				 (unsigned long long)seq);
+		int n =
+		    snprintf(ph, sizeof ph, "{\"seq\":%llu,\"ts_ms\":0,\"type\":\"corrupt_event\"}",
+			     (unsigned long long)seq);
 		mc_repl_events_add(&b->w, ph, (size_t)n);
 	}
 	b->next = seq + 1;
@@ -155,7 +156,8 @@ static void on_drain_timer(uv_timer_t *h)
 
 static void drain_soon(cell_telemetry *t)
 {
-	if (t->link_up && !t->inflight_last && !t->stopped && !uv_is_active((uv_handle_t *)&t->drain))
+	if (t->link_up && !t->inflight_last && !t->stopped &&
+	    !uv_is_active((uv_handle_t *)&t->drain))
 		uv_timer_start(&t->drain, on_drain_timer, 10, 0);
 }
 
@@ -267,7 +269,8 @@ static void hist_delta_quantiles(const mc_hist *cur, const mc_hist *prev, uint32
 	mc_hist *d = mc_alloc(sizeof *d);
 	mc_hist_init(d);
 	for (size_t i = 0; i < MC_HIST_BUCKETS; i++) {
-		uint64_t n = cur->buckets[i] >= prev->buckets[i] ? cur->buckets[i] - prev->buckets[i] : 0;
+		uint64_t n =
+		    cur->buckets[i] >= prev->buckets[i] ? cur->buckets[i] - prev->buckets[i] : 0;
 		d->buckets[i] = n;
 		d->count += n;
 	}
@@ -332,10 +335,11 @@ static void summarize(cell_telemetry *t, mc_repl_telemetry *s)
 	mc_cell_cache_metrics(c);
 	s->cache_hit = delta(mc_metrics_sum(m, "metrocell_cache_requests_total", "result=\"hit\""),
 			     &t->prev_hit);
-	s->cache_stale = delta(
-	    mc_metrics_sum(m, "metrocell_cache_requests_total", "result=\"stale\""), &t->prev_stale);
-	s->cache_miss = delta(mc_metrics_sum(m, "metrocell_cache_requests_total", "result=\"miss\""),
-			      &t->prev_miss);
+	s->cache_stale =
+	    delta(mc_metrics_sum(m, "metrocell_cache_requests_total", "result=\"stale\""),
+		  &t->prev_stale);
+	s->cache_miss = delta(
+	    mc_metrics_sum(m, "metrocell_cache_requests_total", "result=\"miss\""), &t->prev_miss);
 	s->locality_violations_total =
 	    (uint64_t)mc_metrics_sum(m, "metrocell_locality_violations_total", NULL);
 	s->cold_starts_total = (uint64_t)mc_metrics_sum(m, "metrocell_cold_starts_total", NULL);
@@ -361,8 +365,8 @@ static void summarize(cell_telemetry *t, mc_repl_telemetry *s)
  * more than its bounds), backlog_cleared when an interval passes without. */
 static void backlog_events(cell_telemetry *t)
 {
-	double refused = mc_metrics_sum(t->c->metrics, "metrocell_replication_backlog_refused_total",
-					NULL);
+	double refused =
+	    mc_metrics_sum(t->c->metrics, "metrocell_replication_backlog_refused_total", NULL);
 	uint64_t n = delta(refused, &t->prev_backlog_refused);
 	if (n && !t->backlog_full) {
 		t->backlog_full = 1;
@@ -427,15 +431,15 @@ void mc_cell_telemetry_metrics(cell *c)
 	    "Blind windows that ended: periods without an acknowledged summary longer than "
 	    "telemetry.stale_after_ms.",
 	    MC_METRIC_COUNTER, (double)t->blind_windows);
-	set(c, "metrocell_blind_window_seconds_total", "Total length of the blind windows that ended.",
-	    MC_METRIC_COUNTER, (double)t->blind_total_ms / 1000.0);
+	set(c, "metrocell_blind_window_seconds_total",
+	    "Total length of the blind windows that ended.", MC_METRIC_COUNTER,
+	    (double)t->blind_total_ms / 1000.0);
 	set(c, "metrocell_blind_last_window_seconds", "Length of the last blind window that ended.",
 	    MC_METRIC_GAUGE, (double)t->blind_last_ms / 1000.0);
 	set(c, "metrocell_telemetry_sent_total", "Telemetry summaries sent to the region.",
 	    MC_METRIC_COUNTER, (double)t->sent_summaries);
-	set(c, "metrocell_telemetry_acked_total",
-	    "Telemetry summaries the region acknowledged.", MC_METRIC_COUNTER,
-	    (double)t->acked_summaries);
+	set(c, "metrocell_telemetry_acked_total", "Telemetry summaries the region acknowledged.",
+	    MC_METRIC_COUNTER, (double)t->acked_summaries);
 	set(c, "metrocell_telemetry_unsent_total",
 	    "Telemetry summaries not sent (region link down or not reading); not retried.",
 	    MC_METRIC_COUNTER, (double)t->unsent_summaries);
@@ -559,9 +563,9 @@ static void admin_annotate(cell *c, mc_http_exchange *ex, const mc_http_request 
 		mc_http_respond_error(ex, 400, NULL, 0, "bad_event", "%s", bad);
 		return;
 	}
-	uint64_t seq = mc_evbuf_emit(c->telem->events, "annotation", "s:message",
-				     json_string_value(msg), "s:source",
-				     src ? json_string_value(src) : NULL, NULL);
+	uint64_t seq =
+	    mc_evbuf_emit(c->telem->events, "annotation", "s:message", json_string_value(msg),
+			  "s:source", src ? json_string_value(src) : NULL, NULL);
 	json_decref(doc);
 	drain_soon(c->telem);
 	if (!seq) {
@@ -581,7 +585,8 @@ int mc_cell_telemetry_admin(cell *c, mc_http_exchange *ex)
 	if (strcmp(req->path, "/v1/events") != 0)
 		return 0;
 	if (!c->telem || !c->telem->events) {
-		mc_http_respond_error(ex, 503, NULL, 0, "no_event_buffer", "the event buffer is not open");
+		mc_http_respond_error(ex, 503, NULL, 0, "no_event_buffer",
+				      "the event buffer is not open");
 	} else if (strcmp(req->method, "GET") == 0) {
 		admin_list(c, ex, req);
 	} else if (strcmp(req->method, "POST") == 0) {
@@ -611,7 +616,8 @@ int mc_cell_telemetry_start(cell *c)
 	t->last_view_wall_ms = mc_wall_ms();
 	char dir[4200], err[512];
 	snprintf(dir, sizeof dir, "%s/events", cf->data_dir);
-	mc_evbuf_opts eo = {.dir = dir, .max_bytes = cf->telemetry.events_max_bytes, .source = cf->cell};
+	mc_evbuf_opts eo = {
+	    .dir = dir, .max_bytes = cf->telemetry.events_max_bytes, .source = cf->cell};
 	int rc = mc_evbuf_open(&t->events, &eo, err, sizeof err);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot open the event buffer: %s\n", err);
@@ -640,7 +646,8 @@ void mc_cell_telemetry_stop(cell *c)
 	cell_telemetry *t = c->telem;
 	if (!t || t->stopped)
 		return;
-	mc_cell_event(c, "cell_stop", "f:uptime_s", (double)(mc_now_ns() - c->start_ns) / 1e9, NULL);
+	mc_cell_event(c, "cell_stop", "f:uptime_s", (double)(mc_now_ns() - c->start_ns) / 1e9,
+		      NULL);
 	t->stopped = 1;
 	t->link_up = 0;
 	if (t->handles) {

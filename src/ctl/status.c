@@ -101,7 +101,8 @@ static void print_table(json_t *doc)
 	       "LOCALITY", "CACHE_HIT", "BLIND_S", "EVENTS");
 	size_t i;
 	json_t *c;
-	json_array_foreach(cells, i, c) {
+	json_array_foreach(cells, i, c)
+	{
 		char rps[32], p50[32], p95[32], p99[32], reg[32], lag[32], loc[32], hit[32],
 		    blind[32], cfg[32], ev[32];
 		json_t *local = json_object_get(json_object_get(c, "outcomes"), "local");
@@ -142,9 +143,11 @@ int mc_ctl_status(int argc, char **argv)
 			region = a + 9;
 		} else if (strcmp(a, "--timeout-ms") == 0 && i + 1 < argc) {
 			const char *v = argv[++i];
-			if (mc_parse_u64(v, strlen(v), 600000, &timeout_ms) < 0 || timeout_ms == 0) {
-				fprintf(stderr, "metrocell ctl status: --timeout-ms: expected 1..600000, "
-						"got \"%s\"\n%s",
+			if (mc_parse_u64(v, strlen(v), 600000, &timeout_ms) < 0 ||
+			    timeout_ms == 0) {
+				fprintf(stderr,
+					"metrocell ctl status: --timeout-ms: expected 1..600000, "
+					"got \"%s\"\n%s",
 					v, USAGE);
 				return 2;
 			}
@@ -152,7 +155,8 @@ int mc_ctl_status(int argc, char **argv)
 			printf("%s", USAGE);
 			return 0;
 		} else {
-			fprintf(stderr, "metrocell ctl status: unknown or incomplete option \"%s\"\n%s", a,
+			fprintf(stderr,
+				"metrocell ctl status: unknown or incomplete option \"%s\"\n%s", a,
 				USAGE);
 			return 2;
 		}
@@ -181,9 +185,10 @@ int mc_ctl_status(int argc, char **argv)
 	json_error_t je;
 	doc = json_loadb(f.body, f.body_len, 0, &je);
 	if (!json_is_object(doc) || !json_is_array(json_object_get(doc, "cells"))) {
-		fprintf(stderr,
-			"metrocell ctl status: the region's /v1/fleet is not a fleet document (%s)\n",
-			doc ? "no \"cells\" array" : je.text);
+		fprintf(
+		    stderr,
+		    "metrocell ctl status: the region's /v1/fleet is not a fleet document (%s)\n",
+		    doc ? "no \"cells\" array" : je.text);
 		goto out;
 	}
 	if (as_json)

@@ -220,7 +220,8 @@ static int seg_scan_tail(mc_evbuf *eb, segment *s, int truncate)
 		if (mc_evbuf_line_seq(buf + start, end - 1 - start, &seq) == 0)
 			s->last_seq = seq;
 		else
-			MC_WARN(COMP, "%s: the last line has no seq; ignoring it for numbering", path);
+			MC_WARN(COMP, "%s: the last line has no seq; ignoring it for numbering",
+				path);
 	}
 	free(buf);
 out:
@@ -283,7 +284,8 @@ static void drop_oldest(mc_evbuf *eb)
 		MC_WARN(COMP, "%s: %s", path, strerror(errno));
 	if (lost) {
 		eb->dropped += lost;
-		MC_WARN(COMP, "%s: cap of %" PRIu64 " bytes reached: dropped %" PRIu64
+		MC_WARN(COMP,
+			"%s: cap of %" PRIu64 " bytes reached: dropped %" PRIu64
 			" unacknowledged event(s) %" PRIu64 "..%" PRIu64,
 			eb->dir, eb->max_bytes, lost, MC_MAX(s->first_seq, eb->acked + 1),
 			s->last_seq);
@@ -393,7 +395,8 @@ static int write_line(mc_evbuf *eb, uint64_t seq, const char *line, size_t len)
 	if (w != (ssize_t)(len + 1)) {
 		rc = w < 0 ? -errno : -ENOSPC;
 		if (w > 0 && ftruncate(eb->fd, (off_t)act->bytes) != 0)
-			MC_WARN(COMP, "%s: cannot cut a partial line: %s", eb->dir, strerror(errno));
+			MC_WARN(COMP, "%s: cannot cut a partial line: %s", eb->dir,
+				strerror(errno));
 		goto fail;
 	}
 	act->bytes += need;

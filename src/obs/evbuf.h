@@ -32,7 +32,7 @@ typedef struct mc_evbuf_stats {
 	uint64_t last_seq;  /* newest event written (0: none ever) */
 	uint64_t acked_seq; /* events up to here are acknowledged */
 	uint64_t pending;   /* held events after acked_seq */
-	uint64_t bytes;     /* bytes of the files in dir (segments and meta) */
+	uint64_t bytes;	    /* bytes of the files in dir (segments and meta) */
 	uint64_t segments;
 	uint64_t emitted;      /* events written since open */
 	uint64_t dropped;      /* since open: unacknowledged events deleted for the cap, or

@@ -22,12 +22,12 @@
 #define EVENTS_LIMIT_MAX 1000
 
 static const char *const OUTCOMES[MC_REPL_TELEM_OUTCOMES] = {
-	"local", "cache_hit", "cache_stale", "cache_miss", "fallback", "regional", "refused"};
+    "local", "cache_hit", "cache_stale", "cache_miss", "fallback", "regional", "refused"};
 static const char *const HEALTH[] = {"ok", "degraded", "draining"};
 
 typedef struct fleet_cell {
 	char name[MC_STATE_MAX_HOME + 1];
-	int have;              /* a summary was accepted */
+	int have; /* a summary was accepted */
 	mc_repl_telemetry last;
 	uint64_t rx_ns, rx_wall_ms;
 	uint64_t summaries, rejected;
@@ -35,7 +35,7 @@ typedef struct fleet_cell {
 	/* the region's blind windows for this cell */
 	uint64_t windows, blind_total_ms, last_start_ms, last_end_ms;
 	/* events */
-	mc_evbuf *events; /* opened at the first EVENTS frame, or at start when on disk */
+	mc_evbuf *events;     /* opened at the first EVENTS frame, or at start when on disk */
 	uint64_t handled_seq; /* highest seq stored, skipped as duplicate or refused */
 	uint64_t ev_received, ev_duplicates, ev_refused, ev_lost;
 	int ev_failed; /* the directory could not be opened: logged once */
@@ -175,7 +175,8 @@ void mc_region_fleet_on_events(void *arg, const char *cell, const mc_repl_frame 
 		int rc = st.last_seq == 0 ? mc_evbuf_set_stream(c->events, stream)
 					  : events_new_stream(f, c, stream);
 		if (rc < 0) {
-			MC_ERROR(COMP, "cell %s: cannot start the event log of stream %016" PRIx64 ": %s",
+			MC_ERROR(COMP,
+				 "cell %s: cannot start the event log of stream %016" PRIx64 ": %s",
 				 c->name, stream, mc_strerror(rc));
 			return;
 		}
@@ -193,8 +194,8 @@ void mc_region_fleet_on_events(void *arg, const char *cell, const mc_repl_frame 
 		const char *why = event_invalid(c, seq, line, len);
 		if (why) {
 			if (c->ev_refused++ % 100 == 0)
-				MC_WARN(COMP, "cell %s: refusing event %" PRIu64 ": %s", c->name, seq,
-					why);
+				MC_WARN(COMP, "cell %s: refusing event %" PRIu64 ": %s", c->name,
+					seq, why);
 			c->handled_seq = seq;
 			continue;
 		}
@@ -253,16 +254,16 @@ void mc_region_fleet_on_telemetry(void *arg, const char *cell, const mc_repl_tel
 typedef struct view {
 	const char *state; /* up, stale, down */
 	int connected;
-	double age_s;  /* since the last summary (since the region started when never) */
+	double age_s; /* since the last summary (since the region started when never) */
 	double rps;
-	uint64_t requests; /* over the interval */
-	double regional_ratio; /* -1: no requests */
+	uint64_t requests;	/* over the interval */
+	double regional_ratio;	/* -1: no requests */
 	double cache_hit_ratio; /* -1: no cache requests */
 	double cache_rps;
 } view;
 
-static void view_of(region_fleet *f, const fleet_cell *c, const mc_repl_cell_stats *rs,
-		    size_t nrs, view *v)
+static void view_of(region_fleet *f, const fleet_cell *c, const mc_repl_cell_stats *rs, size_t nrs,
+		    view *v)
 {
 	memset(v, 0, sizeof *v);
 	for (size_t i = 0; i < nrs; i++)
@@ -291,7 +292,8 @@ static void view_of(region_fleet *f, const fleet_cell *c, const mc_repl_cell_sta
 static mc_repl_cell_stats *sink_stats(region_fleet *f, size_t *n)
 {
 	mc_repl_cell_stats *rs = mc_calloc(FLEET_MAX_CELLS, sizeof *rs);
-	*n = f->sink ? MC_MIN(mc_repl_sink_stats(f->sink, rs, FLEET_MAX_CELLS), FLEET_MAX_CELLS) : 0;
+	*n =
+	    f->sink ? MC_MIN(mc_repl_sink_stats(f->sink, rs, FLEET_MAX_CELLS), FLEET_MAX_CELLS) : 0;
 	return rs;
 }
 
@@ -329,10 +331,12 @@ void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m)
 		const mc_repl_telemetry *t = &c->last;
 		lbl(&l, c->name, NULL, NULL, NULL, NULL);
 		put(m, "metrocell_fleet_cell_up",
-		    "1 while the cell's last telemetry summary is fresher than telemetry.stale_after_ms.",
+		    "1 while the cell's last telemetry summary is fresher than "
+		    "telemetry.stale_after_ms.",
 		    MC_METRIC_GAUGE, &l, strcmp(v.state, "up") == 0);
 		put(m, "metrocell_fleet_blind_seconds",
-		    "Time since the region's last telemetry summary from the cell (since the region "
+		    "Time since the region's last telemetry summary from the cell (since the "
+		    "region "
 		    "started when never heard).",
 		    MC_METRIC_GAUGE, &l, v.age_s);
 		put(m, "metrocell_fleet_blind_windows_total",
@@ -351,8 +355,8 @@ void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m)
 		    "Events of the cell stored in the region's event log.", MC_METRIC_COUNTER, &l,
 		    (double)c->ev_received);
 		put(m, "metrocell_fleet_events_duplicates_total",
-		    "Events received again (resent after a reconnect) and skipped.", MC_METRIC_COUNTER,
-		    &l, (double)c->ev_duplicates);
+		    "Events received again (resent after a reconnect) and skipped.",
+		    MC_METRIC_COUNTER, &l, (double)c->ev_duplicates);
 		put(m, "metrocell_fleet_events_lost_total",
 		    "Sequence numbers missing between stored events (dropped in the cell before "
 		    "they could be sent).",
@@ -361,23 +365,27 @@ void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m)
 			continue;
 		put(m, "metrocell_fleet_health", "The cell's health: 0 ok, 1 degraded, 2 draining.",
 		    MC_METRIC_GAUGE, &l, t->health);
-		put(m, "metrocell_fleet_config_version", "Fleet config version the cell has applied.",
-		    MC_METRIC_GAUGE, &l, (double)t->config_version);
+		put(m, "metrocell_fleet_config_version",
+		    "Fleet config version the cell has applied.", MC_METRIC_GAUGE, &l,
+		    (double)t->config_version);
 		put(m, "metrocell_fleet_requests_per_second",
-		    "Requests the cell answered per second over its last interval.", MC_METRIC_GAUGE,
-		    &l, v.rps);
+		    "Requests the cell answered per second over its last interval.",
+		    MC_METRIC_GAUGE, &l, v.rps);
 		put(m, "metrocell_fleet_regional_dependency_ratio",
-		    "Share of the cell's requests over its last interval whose critical path crossed "
+		    "Share of the cell's requests over its last interval whose critical path "
+		    "crossed "
 		    "to the region (0 without requests).",
 		    MC_METRIC_GAUGE, &l, v.regional_ratio < 0 ? 0 : v.regional_ratio);
 		put(m, "metrocell_fleet_replication_lag_seconds",
-		    "Age of the cell's oldest write the region has not acknowledged (0: caught up).",
+		    "Age of the cell's oldest write the region has not acknowledged (0: caught "
+		    "up).",
 		    MC_METRIC_GAUGE, &l, (double)t->repl_oldest_unacked_ms / 1000.0);
 		put(m, "metrocell_fleet_replication_lag_entries",
 		    "Writes of the cell the region has not acknowledged.", MC_METRIC_GAUGE, &l,
 		    (double)t->repl_lag_entries);
 		put(m, "metrocell_fleet_replication_ack_p99_seconds",
-		    "p99 commit-to-acknowledgement time of the cell's writes over its last interval.",
+		    "p99 commit-to-acknowledgement time of the cell's writes over its last "
+		    "interval.",
 		    MC_METRIC_GAUGE, &l, (double)t->repl_ack_p99_us / 1e6);
 		put(m, "metrocell_fleet_locality_violations_total",
 		    "Locality violations the cell counted since it started.", MC_METRIC_COUNTER, &l,
@@ -410,7 +418,8 @@ void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m)
 			for (size_t q = 0; q < 3; q++) {
 				lbl(&l, c->name, "outcome", on, "quantile", qs[q]);
 				put(m, "metrocell_fleet_latency_seconds",
-				    "Latency quantiles of the cell's requests over its last interval, by "
+				    "Latency quantiles of the cell's requests over its last "
+				    "interval, by "
 				    "path outcome (0 without requests).",
 				    MC_METRIC_GAUGE, &l, (double)qv[q] / 1e6);
 			}
@@ -436,15 +445,15 @@ static void cell_json(region_fleet *f, mc_buf *b, const fleet_cell *c, const vie
 	mc_buf_append_str(b, "{\"cell\":");
 	mc_buf_append_json(b, c->name, strlen(c->name));
 	mc_buf_printf(b, ",\"state\":\"%s\",\"up\":%s,\"connected\":%s,\"heard\":%s", v->state,
-		      strcmp(v->state, "up") == 0 ? "true" : "false", v->connected ? "true" : "false",
-		      c->have ? "true" : "false");
+		      strcmp(v->state, "up") == 0 ? "true" : "false",
+		      v->connected ? "true" : "false", c->have ? "true" : "false");
 	mc_buf_printf(b, ",\"blind_s\":%.3f,\"last_summary_wall_ms\":%" PRIu64, v->age_s,
 		      c->have ? c->rx_wall_ms : 0);
-	mc_buf_printf(b,
-		      ",\"blind\":{\"windows\":%" PRIu64 ",\"total_s\":%.3f,\"last_window\":",
+	mc_buf_printf(b, ",\"blind\":{\"windows\":%" PRIu64 ",\"total_s\":%.3f,\"last_window\":",
 		      c->windows, (double)c->blind_total_ms / 1000.0);
 	if (c->windows)
-		mc_buf_printf(b, "{\"start_ms\":%" PRIu64 ",\"end_ms\":%" PRIu64 ",\"seconds\":%.3f}",
+		mc_buf_printf(b,
+			      "{\"start_ms\":%" PRIu64 ",\"end_ms\":%" PRIu64 ",\"seconds\":%.3f}",
 			      c->last_start_ms, c->last_end_ms,
 			      (double)(c->last_end_ms - c->last_start_ms) / 1000.0);
 	else
@@ -500,12 +509,13 @@ static void cell_json(region_fleet *f, mc_buf *b, const fleet_cell *c, const vie
 		      ",\"ack_p50_ms\":%.3f,\"ack_p99_ms\":%.3f}",
 		      t->repl_lag_entries, t->repl_oldest_unacked_ms,
 		      (double)t->repl_ack_p50_us / 1000.0, (double)t->repl_ack_p99_us / 1000.0);
-	mc_buf_printf(b, ",\"locality_violations_total\":%" PRIu64 ",\"cold_starts_total\":%" PRIu64,
+	mc_buf_printf(b,
+		      ",\"locality_violations_total\":%" PRIu64 ",\"cold_starts_total\":%" PRIu64,
 		      t->locality_violations_total, t->cold_starts_total);
 	json_num_or_null(b, "cache_hit_ratio", v->cache_hit_ratio);
-	mc_buf_printf(b,
-		      ",\"cache\":{\"hit\":%" PRIu64 ",\"stale\":%" PRIu64 ",\"miss\":%" PRIu64 "}}",
-		      t->cache_hit, t->cache_stale, t->cache_miss);
+	mc_buf_printf(
+	    b, ",\"cache\":{\"hit\":%" PRIu64 ",\"stale\":%" PRIu64 ",\"miss\":%" PRIu64 "}}",
+	    t->cache_hit, t->cache_stale, t->cache_miss);
 	(void)f;
 }
 
@@ -606,8 +616,8 @@ static void events_json(region_fleet *f, mc_http_exchange *ex, const mc_http_req
 	if (c->events)
 		mc_evbuf_stats_get(c->events, &st);
 	mc_buf_printf(&b,
-		      ",\"stream\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64
-		      ",\"events\":[",
+		      ",\"stream\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64
+		      ",\"last_seq\":%" PRIu64 ",\"events\":[",
 		      st.stream, st.first_seq, st.last_seq);
 	struct listing l = {&b, 0, after};
 	int n = c->events ? mc_evbuf_read(c->events, after, (size_t)limit, 4u << 20, list_event, &l)
@@ -632,8 +642,8 @@ int mc_region_fleet_handle(region_fleet *f, mc_http_exchange *ex)
 		return 0;
 	if (strcmp(req->method, "GET") != 0) {
 		mc_http_header allow = {"Allow", 5, "GET", 3};
-		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed", "%s answers GET only",
-				      req->path);
+		mc_http_respond_error(ex, 405, &allow, 1, "method_not_allowed",
+				      "%s answers GET only", req->path);
 	} else if (fleet) {
 		fleet_json(f, ex);
 	} else {
@@ -658,7 +668,8 @@ int mc_region_fleet_new(region_fleet **out, const mc_region_conf *cf)
 		struct dirent *de;
 		while ((de = readdir(d))) {
 			size_t n = strlen(de->d_name);
-			if (de->d_name[0] == '.' || n > MC_STATE_MAX_HOME || strchr(de->d_name, '.'))
+			if (de->d_name[0] == '.' || n > MC_STATE_MAX_HOME ||
+			    strchr(de->d_name, '.'))
 				continue;
 			fleet_cell *c = cell_get(f, de->d_name);
 			if (c)

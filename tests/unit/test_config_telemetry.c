@@ -47,11 +47,11 @@ static void test_examples(void **state)
 	mc_region_conf_free(r);
 }
 
-#define CELL_HEAD                                                                               \
-	"{\"cell\":\"lax\",\"listen\":{\"http\":\"127.0.0.1:1\",\"admin\":\"127.0.0.1:2\"},"      \
-	"\"data_dir\":\"/tmp/x\",\"region\":{\"repl\":\"127.0.0.1:3\"},"                          \
+#define CELL_HEAD                                                                                  \
+	"{\"cell\":\"lax\",\"listen\":{\"http\":\"127.0.0.1:1\",\"admin\":\"127.0.0.1:2\"},"       \
+	"\"data_dir\":\"/tmp/x\",\"region\":{\"repl\":\"127.0.0.1:3\"},"                           \
 	"\"routes\":[{\"name\":\"kv\",\"prefix\":\"/v1/kv/\",\"kind\":\"kv\"}]"
-#define REGION_HEAD                                                                             \
+#define REGION_HEAD                                                                                \
 	"{\"region\":\"us-west\",\"listen\":{\"http\":\"127.0.0.1:1\",\"repl\":\"127.0.0.1:2\"},"  \
 	"\"data_dir\":\"/tmp/x\""
 
@@ -61,15 +61,16 @@ static void test_defaults(void **state)
 	char err[MC_CONFIG_ERR_MAX];
 	mc_cell_conf *c = NULL;
 	const char *text = CELL_HEAD "}";
-	assert_int_equal(mc_cell_conf_parse("cell.json", text, strlen(text), &c, err, sizeof err), 0);
+	assert_int_equal(mc_cell_conf_parse("cell.json", text, strlen(text), &c, err, sizeof err),
+			 0);
 	assert_int_equal(c->telemetry.interval_ms, 1000);
 	assert_int_equal(c->telemetry.stale_after_ms, 3000);
 	assert_int_equal(c->telemetry.events_max_bytes, 4194304);
 	mc_cell_conf_free(c);
 	mc_region_conf *r = NULL;
 	text = REGION_HEAD "}";
-	assert_int_equal(mc_region_conf_parse("region.json", text, strlen(text), &r, err, sizeof err),
-			 0);
+	assert_int_equal(
+	    mc_region_conf_parse("region.json", text, strlen(text), &r, err, sizeof err), 0);
 	assert_int_equal(r->telemetry.stale_after_ms, 3000);
 	assert_int_equal(r->telemetry.events_max_bytes, 16777216);
 	mc_region_conf_free(r);
@@ -102,8 +103,9 @@ static void test_errors(void **state)
 	       "telemetry.interval_ms: expected an integer in 100..60000, got 50");
 	expect(1, "\"telemetry\":{\"interval_ms\":5000}",
 	       "telemetry.interval_ms: stale_after_ms (3000) must be more than interval_ms (5000)");
-	expect(1, "\"telemetry\":{\"interval_ms\":1000,\"stale_after_ms\":1000}",
-	       "telemetry.stale_after_ms: stale_after_ms (1000) must be more than interval_ms (1000)");
+	expect(
+	    1, "\"telemetry\":{\"interval_ms\":1000,\"stale_after_ms\":1000}",
+	    "telemetry.stale_after_ms: stale_after_ms (1000) must be more than interval_ms (1000)");
 	expect(1, "\"telemetry\":{\"events_max_bytes\":1000}",
 	       "telemetry.events_max_bytes: expected an integer in 65536..1099511627776, got 1000");
 	expect(1, "\"telemetry\":{\"interval_m\":1000}",
@@ -118,9 +120,9 @@ static void test_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_examples),
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_examples),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,9 +113,10 @@ static void test_emit_format(void **state)
 	fx *f = *state;
 	mc_evbuf *eb = open_buf(f->dir, 1 << 20);
 	assert_int_equal(mc_evbuf_emit(eb, "worker_ejected", "s:pool", "api", "s:worker",
-				       "127.0.0.1:9", "u:ejection_ms", (uint64_t)30000, "b:probe", 0,
-				       "s:reason", "a \"quoted\"\nline", "s:none", (const char *)NULL,
-				       "i:delta", (int64_t)-3, "f:ratio", 0.25, NULL),
+				       "127.0.0.1:9", "u:ejection_ms", (uint64_t)30000, "b:probe",
+				       0, "s:reason", "a \"quoted\"\nline", "s:none",
+				       (const char *)NULL, "i:delta", (int64_t)-3, "f:ratio", 0.25,
+				       NULL),
 			 1);
 	assert_int_equal(mc_evbuf_emit(eb, "cell_start", NULL), 2);
 	collected *c = calloc(1, sizeof *c);
@@ -170,8 +171,9 @@ static void test_cap_and_rotation(void **state)
 	for (int i = 1; i <= 3000; i++) {
 		char reason[64];
 		snprintf(reason, sizeof reason, "event number %d of the fill", i);
-		assert_int_equal(mc_evbuf_emit(eb, "fill", "s:reason", reason, "u:i", (uint64_t)i, NULL),
-				 (uint64_t)i);
+		assert_int_equal(
+		    mc_evbuf_emit(eb, "fill", "s:reason", reason, "u:i", (uint64_t)i, NULL),
+		    (uint64_t)i);
 		size_t nsegs;
 		uint64_t b = dir_bytes(f->dir, &nsegs);
 		assert_true(b <= cap);
@@ -352,13 +354,13 @@ static void test_bad_options(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_emit_format, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cap_and_rotation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ack_then_fill, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_resume_after_restart, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_partial_line, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_emit_format, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cap_and_rotation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ack_then_fill, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resume_after_restart, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_partial_line, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_append, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -254,10 +254,10 @@ static void test_malformed(void **state)
 	assert_int_equal(decode_payload(MC_FRAME_TELEMETRY, p, n), (int)n + 9);
 
 	uint8_t q[512];
-#define MUTATE(expr)                                                                             \
-	do {                                                                                     \
-		memcpy(q, p, n);                                                                 \
-		expr;                                                                            \
+#define MUTATE(expr)                                                                               \
+	do {                                                                                       \
+		memcpy(q, p, n);                                                                   \
+		expr;                                                                              \
 	} while (0)
 	MUTATE(q[0] = 2); /* version */
 	assert_int_equal(decode_payload(MC_FRAME_TELEMETRY, q, n), MC_EPROTO);
@@ -332,12 +332,12 @@ static void test_telemetry_check(void **state)
 	t.interval_ms = 1000;
 	assert_int_equal(mc_repl_telemetry_check(&t, &why), 0);
 
-#define BAD(field_expr, text)                                                                   \
-	do {                                                                                    \
-		golden_telemetry(&t);                                                           \
-		field_expr;                                                                     \
-		assert_int_equal(mc_repl_telemetry_check(&t, &why), MC_EINVAL);                 \
-		assert_non_null(strstr(why, text));                                             \
+#define BAD(field_expr, text)                                                                      \
+	do {                                                                                       \
+		golden_telemetry(&t);                                                              \
+		field_expr;                                                                        \
+		assert_int_equal(mc_repl_telemetry_check(&t, &why), MC_EINVAL);                    \
+		assert_non_null(strstr(why, text));                                                \
 	} while (0)
 	BAD(t.interval_ms = 0, "interval_ms");
 	BAD(t.interval_ms = 3600001, "interval_ms");
@@ -436,9 +436,18 @@ static void run_until(struct link *l, int (*done)(struct link *))
 	assert_true(done(l));
 }
 
-static int is_up(struct link *l) { return l->ups == 1; }
-static int got_acks(struct link *l) { return l->acks_telemetry == 1 && l->acks_events == 1; }
-static int is_down(struct link *l) { return l->downs == 1; }
+static int is_up(struct link *l)
+{
+	return l->ups == 1;
+}
+static int got_acks(struct link *l)
+{
+	return l->acks_telemetry == 1 && l->acks_events == 1;
+}
+static int is_down(struct link *l)
+{
+	return l->downs == 1;
+}
 
 static void test_link_exchange(void **state)
 {
@@ -520,11 +529,9 @@ static void test_link_exchange(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_golden),
-		cmocka_unit_test(test_roundtrip_and_prefixes),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_telemetry_check),
-		cmocka_unit_test(test_link_exchange),
+	    cmocka_unit_test(test_golden),	  cmocka_unit_test(test_roundtrip_and_prefixes),
+	    cmocka_unit_test(test_malformed),	  cmocka_unit_test(test_telemetry_check),
+	    cmocka_unit_test(test_link_exchange),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
