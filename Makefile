@@ -63,6 +63,7 @@ LIBS_http_stream := http obs net common llhttp
 LIBS_cache := cache obs common
 LIBS_repl := repl state net common
 LIBS_region := region repl http cache obs state config net common llhttp
+LIBS_region_fleet := region repl http cache obs state config net common llhttp
 LIBS_cell := cell repl http cache obs state config net common llhttp
 LIBS_testbed := $(MODULES) llhttp
 LIBS_bench := $(MODULES) llhttp

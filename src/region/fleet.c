@@ -210,7 +210,8 @@ void mc_region_fleet_on_events(void *arg, const char *cell, const mc_repl_frame 
 		c->handled_seq = seq;
 		c->ev_received++;
 	}
-	mc_repl_sink_obs_ack(f->sink, cell, MC_REPL_OBS_ACK_EVENTS, stream, c->handled_seq);
+	if (f->sink)
+		mc_repl_sink_obs_ack(f->sink, cell, MC_REPL_OBS_ACK_EVENTS, stream, c->handled_seq);
 }
 
 /* ---- summaries ------------------------------------------------------------------------------ */
@@ -246,7 +247,8 @@ void mc_region_fleet_on_telemetry(void *arg, const char *cell, const mc_repl_tel
 	c->rx_ns = now;
 	c->rx_wall_ms = wall;
 	c->summaries++;
-	mc_repl_sink_obs_ack(f->sink, cell, MC_REPL_OBS_ACK_TELEMETRY, 0, t->seq);
+	if (f->sink)
+		mc_repl_sink_obs_ack(f->sink, cell, MC_REPL_OBS_ACK_TELEMETRY, 0, t->seq);
 }
 
 /* ---- derived values ----------------------------------------------------------------------- */

@@ -287,7 +287,7 @@ def test_ctl_status_two_cells(procs, tmp_path, metrocell_bin):
 
     rows = wait_until(sfo_down, timeout=15, interval=0.3, what="sfo shown down")
     assert rows["lax"][1] == "up"
-    assert float(rows["sfo"][header.index("BLIND_S")]) > 3.0
+    assert float(rows["sfo"][header.index("BLIND_S")]) >= 3.0
 
     # Usage and connection errors are clear and exit non-zero.
     bad = subprocess.run([metrocell_bin, "ctl", "status", "--region", "nohost"],
@@ -395,6 +395,15 @@ def test_event_buffer_cap_and_restart(procs, tmp_path, metrocell_bin):
     c = fl.add_cell("lax", events_max_bytes=cap)
     fl.start_cell("lax")  # no region yet
     evdir = os.path.join(c["dir"], "events")
+    for body in (b"not json", b"[]", b'{"message": ""}', b'{"message": 5}',
+                 b'{"message": "%s"}' % (b"x" * 1001), b'{"message": "m", "extra": 1}',
+                 b'{"message": "m", "source": 7}'):
+        status, _, doc = http_json(c["admin"], "POST", "/v1/events", body=body)
+        assert status == 400 and doc["error"] == "bad_event", (body, doc)
+    status, hdrs, _ = http_request(c["admin"], "DELETE", "/v1/events")
+    assert status == 405 and "POST" in hdrs["allow"]
+    status, _, doc = http_json(c["admin"], "GET", "/v1/events?limit=5000")
+    assert status == 400 and doc["error"] == "bad_query"
     msg = "x" * 200
     total = 600
     for i in range(total):
