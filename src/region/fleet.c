@@ -322,6 +322,8 @@ static void put(mc_metrics *m, const char *name, const char *help, mc_metric_typ
 
 void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m)
 {
+	if (!f)
+		return;
 	size_t nrs;
 	mc_repl_cell_stats *rs = sink_stats(f, &nrs);
 	mc_buf l;
@@ -638,6 +640,8 @@ static void events_json(region_fleet *f, mc_http_exchange *ex, const mc_http_req
 
 int mc_region_fleet_handle(region_fleet *f, mc_http_exchange *ex)
 {
+	if (!f)
+		return 0;
 	const mc_http_request *req = mc_http_exchange_request(ex);
 	int fleet = strcmp(req->path, "/v1/fleet") == 0;
 	if (!fleet && strcmp(req->path, "/v1/events") != 0)

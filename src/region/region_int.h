@@ -122,9 +122,9 @@ void mc_region_fleet_attach(region_fleet *f, mc_repl_sink *sink);
 void mc_region_fleet_on_telemetry(void *arg, const char *cell, const mc_repl_telemetry *t);
 void mc_region_fleet_on_events(void *arg, const char *cell, const mc_repl_frame *f);
 /* Answers GET /v1/fleet and GET /v1/events?cell=&after=&limit= and returns 1;
- * returns 0 for any other path. */
+ * returns 0 for any other path (and when f is NULL). */
 int mc_region_fleet_handle(region_fleet *f, mc_http_exchange *ex);
-/* Refreshes the metrocell_fleet_* families in m. */
+/* Refreshes the metrocell_fleet_* families in m. Accepts NULL. */
 void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m);
 void mc_region_fleet_free(region_fleet *f); /* accepts NULL */
 
