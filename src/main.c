@@ -26,8 +26,9 @@ static const subcommand subcommands[] = {
 	 "usage: metrocell cell -c cell.json\n"
 	 "  -c, --config FILE   bootstrap config (docs/config.md)\n"
 	 "Prints \"cell NAME ready ...\" on stdout once listening; SIGTERM/SIGINT stop it.\n"},
-	{"ctl", mc_ctl_main, "operator CLI against the region: push, rollout, rotate-key",
-	 "usage: metrocell ctl push FILE [--region HOST:PORT] [--wait [--timeout S]]\n"
+	{"ctl", mc_ctl_main, "operator CLI against the region: status, push, rollout, rotate-key",
+	 "usage: metrocell ctl status [--region HOST:PORT] [--json]\n"
+	 "       metrocell ctl push FILE [--region HOST:PORT] [--wait [--timeout S]]\n"
 	 "       metrocell ctl rollout FILE --stages lax,sfo+sea [--bake 10s]\n"
 	 "       metrocell ctl rollout status|abort\n"
 	 "       metrocell ctl rotate-key --kind auth|ticket [--overlap 1h]\n"

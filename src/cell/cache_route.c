@@ -334,6 +334,11 @@ void mc_cell_cache_on_purge(void *arg, bool prefix, const char *host, size_t hos
 	MC_INFO(COMP, "cell %s: region purge %s %.*s%s%.*s: %zu object(s)", c->conf->cell,
 		prefix ? "prefix" : "key", (int)host_len, host, host_len ? " " : "",
 		(int)pattern_len, pattern, n);
+	char h[256], pat[1001];
+	snprintf(h, sizeof h, "%.*s", (int)MC_MIN(host_len, sizeof h - 1), host_len ? host : "");
+	snprintf(pat, sizeof pat, "%.*s", (int)MC_MIN(pattern_len, sizeof pat - 1), pattern);
+	mc_cell_event(c, "cache_purge", "s:source", "region", "s:mode", prefix ? "prefix" : "exact",
+		      "s:host", host_len ? h : NULL, "s:pattern", pat, "u:purged", (uint64_t)n, NULL);
 }
 
 int mc_cell_cache_admin(cell *c, mc_http_exchange *ex)
@@ -357,6 +362,12 @@ int mc_cell_cache_admin(cell *c, mc_http_exchange *ex)
 	size_t n = c->cache ? mc_cache_purge(c->cache->store, sp->host, sp->host_len, sp->pattern,
 					     sp->pattern_len, sp->prefix)
 			    : 0;
+	char h[256];
+	snprintf(h, sizeof h, "%.*s", (int)MC_MIN(sp->host_len, sizeof h - 1),
+		 sp->host_len ? sp->host : "");
+	mc_cell_event(c, "cache_purge", "s:source", "admin", "s:mode", sp->prefix ? "prefix" : "exact",
+		      "s:host", sp->host_len ? h : NULL, "s:pattern", sp->pattern, "u:purged",
+		      (uint64_t)n, NULL);
 	char body[64];
 	int bl = snprintf(body, sizeof body, "{\"purged\":%zu}\n", n);
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};

@@ -104,6 +104,7 @@ static void record(cell_req *r, cell_outcome outcome, int status)
 	count->value += 1;
 	mc_hist_record(lat->hist, total / 1000);
 	mc_cell_fleet_observe(r->c, status, total / 1000);
+	mc_cell_telemetry_record(r->c, outcome, total / 1000);
 }
 
 void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
@@ -263,6 +264,7 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
 	mc_cell_cache_metrics(c);
 	mc_cell_fleet_metrics(c);
+	mc_cell_telemetry_metrics(c);
 	mc_cell_kv_metrics(c);
 }
 
@@ -304,7 +306,7 @@ static void on_admin(void *ctx, mc_http_exchange *ex)
 {
 	cell *c = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
-	if (mc_cell_cache_admin(c, ex))
+	if (mc_cell_cache_admin(c, ex) || mc_cell_telemetry_admin(c, ex))
 		return;
 	if (strcmp(req->method, "GET") != 0) {
 		mc_http_header allow = {"Allow", 5, "GET", 3};
@@ -336,6 +338,7 @@ static void stop(cell *c)
 	c->stopping = 1;
 	MC_INFO(COMP, "cell %s stopping", c->conf->cell);
 	mc_cell_fleet_stop(c);
+	mc_cell_telemetry_stop(c);
 	mc_http_server_free(c->http);
 	c->http = NULL;
 	mc_http_server_free(c->admin);
@@ -469,6 +472,11 @@ static int start(cell *c)
 	ro.dead_after_ms = cf->repl.dead_after_ms;
 	mc_cell_kv_shipper_opts(c, &ro);
 	ro.on_purge = mc_cell_cache_on_purge;
+	ro.on_link = mc_cell_telemetry_on_link;
+	ro.on_obs_ack = mc_cell_telemetry_on_obs_ack;
+	ro.cb_arg = c;
+	if ((rc = mc_cell_telemetry_start(c)) < 0)
+		return rc;
 	rc = mc_repl_shipper_new(&c->shipper, c->loop, c->store, cf->cell, cf->region_repl, &ro);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot start replication to %s: %s\n",
@@ -522,6 +530,7 @@ int mc_cell_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_cell_telemetry_fini(&c);
 	mc_cell_edge_fini(&c);
 	mc_cell_kv_free(&c);
 	mc_metrics_free(c.metrics);

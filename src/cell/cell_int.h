@@ -137,6 +137,8 @@ struct cell {
 	int stopping;
 	cell_tls tls;
 	struct cell_proxy *proxy; /* proxy routes' state: fallback link, metrics (proxy.c) */
+	struct cell_telemetry *telem; /* summaries, event buffer, blind time (telemetry.c) */
+	uint64_t config_version;      /* applied fleet config version, 0 until one is applied */
 	struct cell_kv *kv; /* hot-state KV API (src/cell/kv*.c) */
 };
 
@@ -393,5 +395,37 @@ int mc_cell_cache_admin(cell *c, mc_http_exchange *ex);
 /* The shipper's on_purge callback (arg is the cell). */
 void mc_cell_cache_on_purge(void *arg, bool prefix, const char *host, size_t host_len,
 			    const char *pattern, size_t pattern_len);
+
+/* ---- fleet telemetry and the event buffer (src/cell/telemetry.c) ------------------------ */
+
+typedef struct cell_telemetry cell_telemetry;
+
+/* Opens the event buffer under data_dir/events, emits cell_start and starts the
+ * summary timer. Returns 0 or a negative code after printing why. */
+int mc_cell_telemetry_start(cell *c);
+/* Emits cell_stop and closes the timers (the buffer stays open). Idempotent. */
+void mc_cell_telemetry_stop(cell *c);
+/* After the loop has run the close callbacks: closes the buffer and frees. */
+void mc_cell_telemetry_fini(cell *c);
+/* Counts one answered request and its duration for the current interval. */
+void mc_cell_telemetry_record(cell *c, int outcome, uint64_t us);
+/* The shipper's on_link and on_obs_ack callbacks (arg is the cell). */
+void mc_cell_telemetry_on_link(void *arg, int up);
+void mc_cell_telemetry_on_obs_ack(void *arg, uint8_t kind, uint64_t stream, uint64_t seq);
+/* Refreshes the metrocell_blind_*, metrocell_events_* and metrocell_telemetry_*
+ * families. */
+void mc_cell_telemetry_metrics(cell *c);
+/* Answers GET /v1/events (the buffer) and POST /v1/events (an annotation) on the
+ * admin listener; returns 1 when the request was that path, 0 otherwise. */
+int mc_cell_telemetry_admin(cell *c, mc_http_exchange *ex);
+/* Writes an event into the cell's buffer: members as (spec, value) pairs ended by
+ * NULL, see mc_evbuf_emit ("s:name" const char *, "u:name" uint64_t, "i:name"
+ * int64_t, "f:name" double, "b:name" int). Accepts NULL or a cell without a buffer. */
+void mc_cell_event(cell *c, const char *type, ...);
+/* The applied fleet config version reported in telemetry (0: none yet). */
+uint64_t mc_cell_config_version(const cell *c);
+/* Hook for the fleet config: records version as applied and emits config_applied
+ * (sha256 may be NULL). */
+void mc_cell_config_applied(cell *c, uint64_t version, const char *sha256);
 
 #endif

@@ -261,6 +261,7 @@ static void reject(cell_fleet *f, uint64_t version, const char *why)
 	snprintf(f->error, sizeof f->error, "%s", why);
 	f->error_version = version;
 	f->m_rejected->value += 1;
+	mc_cell_event(c, "config_rejected", "u:version", version, "s:error", why, NULL);
 	MC_ERROR(COMP,
 		 "cell %s: config version %" PRIu64 " rejected, keeping version %" PRIu64 ": %s",
 		 c->conf->cell, version, c->snap ? c->snap->version : 0, why);

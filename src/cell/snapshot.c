@@ -238,6 +238,7 @@ void mc_cell_snapshot_install(cell *c, cell_snapshot *s)
 	cell_snapshot *old = c->snap;
 	s->applied_ms = mc_wall_ms();
 	c->snap = s;
+	mc_cell_config_applied(c, s->version, s->sha256[0] ? s->sha256 : NULL);
 	if (old)
 		MC_INFO(COMP,
 			"cell %s: config version %llu (%s) replaces version %llu; %d request(s) "

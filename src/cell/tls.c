@@ -105,6 +105,7 @@ static void on_hup(uv_signal_t *h, int signum)
 		c->tls.reloads[1]->value += 1;
 		MC_ERROR(COMP, "SIGHUP: TLS reload failed, keeping the previous certificate: %s",
 			 err);
+		mc_cell_event(c, "tls_reload", "b:ok", 0, "s:error", err, NULL);
 		return;
 	}
 	mc_http_server_tls_ctx_set(c->http, n);
@@ -116,6 +117,8 @@ static void on_hup(uv_signal_t *h, int signum)
 		"SIGHUP: TLS certificate reloaded from %s (%s); open connections keep the "
 		"previous one",
 		c->conf->tls.cert, desc);
+	mc_cell_event(c, "tls_reload", "b:ok", 1, "s:cert", c->conf->tls.cert, "s:certificate", desc,
+		      NULL);
 }
 
 int mc_cell_tls_start(cell *c)

@@ -1360,7 +1360,7 @@ static int reject_cell_only(vctx *v, json_t *root)
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
 					"state", "limits", "replication", "pools",  "routes",
 					"flags", "locality", "tls",
-					"cache", "state_classes"};
+					"cache", "state_classes", "telemetry"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
@@ -2126,6 +2126,39 @@ out:
 	return rc;
 }
 
+static const char *const TELEMETRY_CELL_KEYS[] = {"interval_ms", "stale_after_ms",
+						   "events_max_bytes"};
+
+/* "telemetry" of a cell (with interval_ms) or of the region (without). */
+static int parse_telemetry(vctx *v, json_t *root, mc_telemetry_conf *t, bool cell)
+{
+	t->interval_ms = 1000;
+	t->stale_after_ms = 3000;
+	t->events_max_bytes = cell ? 4194304 : 16777216;
+	json_t *o = json_object_get(root, "telemetry");
+	if (!o)
+		return 0;
+	int rc;
+	push_key(v, "telemetry");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, TELEMETRY_CELL_KEYS + (cell ? 0 : 1),
+			 MC_ARRAY_LEN(TELEMETRY_CELL_KEYS) - (cell ? 0 : 1), NULL));
+	if (cell)
+		CHECK(opt_u32(v, o, "interval_ms", 100, 60000, &t->interval_ms));
+	CHECK(opt_u32(v, o, "stale_after_ms", 200, 600000, &t->stale_after_ms));
+	CHECK(opt_u64(v, o, "events_max_bytes", 65536, 1099511627776ull, &t->events_max_bytes));
+	if (cell && t->stale_after_ms <= t->interval_ms) {
+		push_key(v, json_object_get(o, "stale_after_ms") ? "stale_after_ms" : "interval_ms");
+		rc = fail(v,
+			  "stale_after_ms (%" PRIu32 ") must be more than interval_ms (%" PRIu32 ")",
+			  t->stale_after_ms, t->interval_ms);
+		pop(v);
+	}
+out:
+	pop(v);
+	return rc;
+}
+
 static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 {
 	int rc;
@@ -2145,6 +2178,7 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(parse_tls(v, root, c));
 	CHECK(parse_cell_cache(v, root, c));
 	CHECK(parse_cell_classes(v, root, c));
+	CHECK(parse_telemetry(v, root, &c->telemetry, true));
 out:
 	return rc;
 }
@@ -2227,7 +2261,7 @@ void mc_cell_conf_free(mc_cell_conf *c)
 
 static const char *const REGION_KEYS[] = {"region", "listen", "data_dir",    "cells",	"log",
 					  "state",  "limits", "replication", "fallback",
-					  "shield"};
+					  "shield", "telemetry"};
 static const char *const REGION_REQUIRED[] = {"region", "listen", "data_dir", NULL};
 
 typedef struct name_at {
@@ -2346,6 +2380,7 @@ static int region_build(vctx *v, json_t *root, mc_region_conf *c)
 	CHECK(parse_region_fallback(v, root, c));
 	CHECK(parse_shield(v, root, c));
 	CHECK(reject_cell_only(v, root));
+	CHECK(parse_telemetry(v, root, &c->telemetry, false));
 out:
 	return rc;
 }

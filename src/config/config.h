@@ -252,6 +252,16 @@ typedef struct mc_tls_conf {
 	mc_h2_conf h2;
 } mc_tls_conf;
 
+/* Fleet telemetry and the event buffer (docs/config.md "telemetry"). */
+typedef struct mc_telemetry_conf {
+	uint32_t interval_ms;      /* cell: summary period, default 1000, 100..60000 */
+	uint32_t stale_after_ms;   /* no view for longer is blind (cell) / stale (region);
+				    * default 3000, 200..600000, > interval_ms on a cell */
+	uint64_t events_max_bytes; /* cap of the event files: the cell's buffer (default
+				    * 4194304), the region's copy per cell (default 16777216);
+				    * 65536..1099511627776 */
+} mc_telemetry_conf;
+
 typedef struct mc_cell_conf {
 	char *path;         /* the file it came from */
 	char *cell;         /* [a-z0-9-]{1,31} */
@@ -273,6 +283,7 @@ typedef struct mc_cell_conf {
 	mc_locality_conf locality;
 	mc_tls_conf tls;
 	mc_cache_conf cache; /* for "cache" routes (defaults when the key is absent) */
+	mc_telemetry_conf telemetry;
 	mc_class_rules_conf classes; /* "state_classes" */
 } mc_cell_conf;
 
@@ -292,6 +303,7 @@ typedef struct mc_region_conf {
 				 * (name "fallback"; health and outlier unused) */
 	char *shield_origin;  /* "shield.origin" host:port; NULL: no shield cache */
 	mc_cache_conf shield; /* the shield's cache (when shield_origin is set) */
+	mc_telemetry_conf telemetry; /* interval_ms unused */
 } mc_region_conf;
 
 /* Reads and validates a cell config file. Returns 0 and *out (free with

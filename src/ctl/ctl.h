@@ -9,8 +9,8 @@
  * stderr), 2 on a usage error. */
 int mc_ctl_main(int argc, char **argv);
 
-/* `metrocell ctl status` (the fleet table; src/ctl/status.c, fleet telemetry).
- * Same exit codes. */
+/* `metrocell ctl status` (the fleet table; src/ctl/status.c, also declared in
+ * src/ctl/status.h): argv[0] is "status". Same exit codes. */
 int mc_ctl_status(int argc, char **argv);
 
 #endif

@@ -359,7 +359,7 @@ static int store_version(region_fleetconf *f, const char *doc, size_t len, const
 	v->len = len;
 	version_cells(v);
 	*out = version;
-	mc_metrics_series(f->metrics, "metrocell_fleet_config_version",
+	mc_metrics_series(f->metrics, "metrocell_fleet_config_latest_version",
 			  "Latest fleet config version the region accepted.", MC_METRIC_GAUGE, "")
 	    ->value = (double)version;
 	prune(f);
@@ -1696,7 +1696,7 @@ void mc_region_fleetconf_metrics(region_fleetconf *f)
 	if (!f)
 		return;
 	const fversion *l = latest(f);
-	mc_metrics_series(f->metrics, "metrocell_fleet_config_version",
+	mc_metrics_series(f->metrics, "metrocell_fleet_config_latest_version",
 			  "Latest fleet config version the region accepted.", MC_METRIC_GAUGE, "")
 	    ->value = l ? (double)l->version : 0;
 	static const char ph[] = "Fleet config pushes, by result (rejected: invalid or refused).";

@@ -31,6 +31,7 @@ typedef struct region {
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	int stopping;
 	mc_region_fallback *fallback; /* src/region/fallback.c */
+	region_fleet *fleet;          /* src/region/fleet.c */
 	mc_region_kv *kv; /* the KV API (region_kv.c) */
 	region_fleetconf *fleetconf; /* the fleet config's control plane (fleetconf.c) */
 } region;
@@ -77,6 +78,7 @@ static mc_repl_cell_stats *refresh(region *g, size_t *n)
 			  MC_METRIC_COUNTER, "")
 		->value = (double)ss.skipped;
 	mc_region_shield_metrics(g->shield, g->metrics);
+	mc_region_fleet_metrics(g->fleet, g->metrics);
 	mc_region_kv_metrics(g->kv);
 	mc_region_fleetconf_metrics(g->fleetconf);
 	mc_buf_fini(&l);
@@ -122,7 +124,7 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	if (mc_region_fleetconf_handle(g->fleetconf, ex))
 		return;
 	if (mc_region_fallback_handle(g->fallback, ex) || mc_region_shield_handle(g->shield, ex) ||
-	    mc_region_cache_admin(g->shield, g->sink, ex))
+	    mc_region_cache_admin(g->shield, g->sink, ex) || mc_region_fleet_handle(g->fleet, ex))
 		return;
 	if (mc_region_kv_owns(req->path, req->path_len)) {
 		mc_region_kv_handle(g->kv, ex);
@@ -141,8 +143,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 		status(g, ex);
 	} else {
 		mc_http_respond_error(ex, 404, NULL, 0, "not_found",
-				      "endpoints: /v1/kv/{key}, /v1/kv:mget, /v1/status, /metrics, "
-				      "/healthz");
+				      "endpoints: /v1/kv/{key}, /v1/kv:mget, /v1/status, /v1/fleet, "
+				      "/v1/events, /metrics, /healthz");
 	}
 }
 
@@ -161,6 +163,8 @@ static void stop(region *g)
 	mc_region_kv_fini(g->kv);
 	mc_repl_sink_free(g->sink);
 	g->sink = NULL;
+	if (g->fleet)
+		mc_region_fleet_attach(g->fleet, NULL);
 	mc_region_shield_free(g->shield);
 	g->shield = NULL;
 	mc_store_close(g->store);
@@ -208,12 +212,17 @@ static int start(region *g)
 	ko.allow_cells = (const char *const *)cf->cells;
 	ko.n_allow_cells = cf->ncells;
 	mc_region_kv_sink_opts(g->kv, &ko);
+	mc_region_fleet_new(&g->fleet, cf);
+	ko.on_telemetry = mc_region_fleet_on_telemetry;
+	ko.on_events = mc_region_fleet_on_events;
+	ko.obs_arg = g->fleet;
 	rc = mc_repl_sink_new(&g->sink, g->loop, g->store, cf->listen_repl, &ko);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell region: cannot listen on %s (listen.repl): %s\n",
 			cf->listen_repl, mc_strerror(rc));
 		return rc;
 	}
+	mc_region_fleet_attach(g->fleet, g->sink);
 	if ((rc = mc_region_fallback_new(&g->fallback, g->loop, cf, g->metrics)) < 0)
 		return rc;
 	if ((rc = mc_region_shield_new(&g->shield, g->loop, cf)) < 0)
@@ -284,6 +293,7 @@ int mc_region_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_region_fleet_free(g.fleet);
 	mc_region_kv_free(g.kv);
 	mc_metrics_free(g.metrics);
 	MC_INFO(COMP, "region %s stopped", g.conf->region);

@@ -109,6 +109,25 @@ void mc_region_kv_fini(mc_region_kv *kv);
 /* After the loop ended. Accepts NULL. */
 void mc_region_kv_free(mc_region_kv *kv);
 
+/* ---- fleet telemetry and events (src/region/fleet.c) ------------------------------------ */
+
+typedef struct region_fleet region_fleet;
+
+/* Creates the fleet view: the cells of cf->cells, and those with an event log
+ * under data_dir/events. Returns 0. */
+int mc_region_fleet_new(region_fleet **out, const mc_region_conf *cf);
+/* The sink acknowledgements go through (NULL once the sink is freed). */
+void mc_region_fleet_attach(region_fleet *f, mc_repl_sink *sink);
+/* The sink's on_telemetry and on_events callbacks (arg is the fleet). */
+void mc_region_fleet_on_telemetry(void *arg, const char *cell, const mc_repl_telemetry *t);
+void mc_region_fleet_on_events(void *arg, const char *cell, const mc_repl_frame *f);
+/* Answers GET /v1/fleet and GET /v1/events?cell=&after=&limit= and returns 1;
+ * returns 0 for any other path (and when f is NULL). */
+int mc_region_fleet_handle(region_fleet *f, mc_http_exchange *ex);
+/* Refreshes the metrocell_fleet_* families in m. Accepts NULL. */
+void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m);
+void mc_region_fleet_free(region_fleet *f); /* accepts NULL */
+
 /* ---- fleet config: versions, watch, rollout, key rotation (src/region/fleetconf.c) ---------- */
 
 typedef struct region_fleetconf region_fleetconf;

@@ -1,185 +1,221 @@
-/* Unit tests for the region's pure control-plane decisions (src/region/rollout.c):
- * when a rollout stage counts as regressed, and the fleet-document edits of a
- * key rotation (publish pending, activate, retire) for auth and ticket keys. */
-#include <jansson.h>
+/* Unit tests for the region's fleet view (src/region/fleet.c, included to reach
+ * its state): summaries kept or refused, blind windows, and the event log's
+ * deduplication by sequence number, refusals, gaps and a new stream. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
-#include "region/region_int.h"
+#include "region/fleet.c"
 
-static mc_rollout_conf thresholds(void)
-{
-	mc_rollout_conf t;
-	memset(&t, 0, sizeof t);
-	t.min_requests = 20;
-	t.max_error_rate_increase_pct = 1.0;
-	t.max_error_rate_ratio = 2.0;
-	t.max_p95_ratio = 1.5;
-	t.p95_slack_ms = 5;
-	return t;
-}
+typedef struct fx {
+	char dir[64];
+	mc_region_conf *conf;
+	region_fleet *f;
+} fx;
 
-static mc_rollout_verdict judge(uint64_t rb, uint64_t eb, uint64_t pb_ms, uint64_t ra, uint64_t ea,
-				uint64_t pa_ms, char *why, size_t cap)
+static int setup(void **state)
 {
-	mc_rollout_conf t = thresholds();
-	mc_rollout_sample before = {rb, eb, pb_ms * 1000}, after = {ra, ea, pa_ms * 1000};
-	return mc_rollout_judge(&t, &before, &after, why, cap);
-}
-
-static void test_judge(void **state)
-{
-	(void)state;
-	char why[400];
-	/* healthy both ways */
-	assert_int_equal(judge(1000, 0, 10, 1000, 0, 11, why, sizeof why), MC_ROLLOUT_PASS);
-	assert_non_null(strstr(why, "passed"));
-	/* from 0 % to 100 %: regressed */
-	assert_int_equal(judge(1000, 0, 10, 100, 100, 3, why, sizeof why), MC_ROLLOUT_REGRESSED);
-	assert_string_equal(why, "error rate regressed: 100.00 % (100 of 100) after, 0.00 % (0 of "
-				 "1000) before; limit: more than 1.00 points and 2.00x");
-	/* a 0.5-point step is below the absolute threshold */
-	assert_int_equal(judge(1000, 0, 10, 1000, 5, 10, why, sizeof why), MC_ROLLOUT_PASS);
-	/* 10 % -> 12 %: more than 1 point but not 2x: pass */
-	assert_int_equal(judge(1000, 100, 10, 1000, 120, 10, why, sizeof why), MC_ROLLOUT_PASS);
-	/* 10 % -> 25 %: both: regressed */
-	assert_int_equal(judge(1000, 100, 10, 1000, 250, 10, why, sizeof why),
-			 MC_ROLLOUT_REGRESSED);
-	/* p95 10 ms -> 21 ms exceeds 1.5 x 10 + 5 = 20 ms */
-	assert_int_equal(judge(1000, 0, 10, 1000, 0, 21, why, sizeof why), MC_ROLLOUT_REGRESSED);
-	assert_string_equal(why,
-			    "p95 regressed: 21.000 ms after, 10.000 ms before; limit 20.000 ms "
-			    "(1.50x + 5 ms)");
-	assert_int_equal(judge(1000, 0, 10, 1000, 0, 20, why, sizeof why), MC_ROLLOUT_PASS);
-	/* too little traffic after the bake: not judged (the stage passes) */
-	assert_int_equal(judge(1000, 0, 10, 19, 19, 100, why, sizeof why), MC_ROLLOUT_NOT_JUDGED);
-	assert_non_null(strstr(why, "not judged: 19 request(s)"));
-	/* no baseline traffic: errors still judged against 0 %, p95 not */
-	assert_int_equal(judge(0, 0, 0, 100, 0, 500, why, sizeof why), MC_ROLLOUT_PASS);
-	assert_int_equal(judge(0, 0, 0, 100, 50, 1, why, sizeof why), MC_ROLLOUT_REGRESSED);
-}
-
-static json_t *parse(const char *s, size_t n)
-{
-	json_t *j = json_loadb(s, n, 0, NULL);
-	assert_non_null(j);
-	return j;
-}
-
-static const char *status_of(json_t *doc, const char *kid)
-{
-	size_t i;
-	json_t *k;
-	json_array_foreach(json_object_get(doc, "auth_keys"), i, k)
-	{
-		if (strcmp(json_string_value(json_object_get(k, "kid")), kid) == 0)
-			return json_string_value(json_object_get(k, "status"));
+	fx *x = calloc(1, sizeof *x);
+	snprintf(x->dir, sizeof x->dir, "/tmp/mc-fleet-XXXXXX");
+	if (!mkdtemp(x->dir))
+		return -1;
+	char text[512], err[MC_CONFIG_ERR_MAX];
+	snprintf(text, sizeof text,
+		 "{\"region\":\"us-west\",\"listen\":{\"http\":\"127.0.0.1:0\",\"repl\":"
+		 "\"127.0.0.1:0\"},\"data_dir\":\"%s\",\"cells\":[\"lax\",\"sfo\"],"
+		 "\"telemetry\":{\"stale_after_ms\":200,\"events_max_bytes\":65536}}",
+		 x->dir);
+	if (mc_region_conf_parse("region.json", text, strlen(text), &x->conf, err, sizeof err)) {
+		print_message("%s\n", err);
+		return -1;
 	}
-	return NULL;
+	mc_region_fleet_new(&x->f, x->conf);
+	*state = x;
+	return 0;
 }
 
-static void test_auth_rotation_edits(void **state)
+static int teardown(void **state)
 {
-	(void)state;
-	const char *doc = "{\"routes\": [], \"auth_keys\": [{\"kid\": \"old\", \"alg\": \"HS256\", "
-			  "\"key\": \"aa\", \"status\": \"active\"}]}";
-	char *d1 = NULL, *d2 = NULL, *d3 = NULL, old[80], err[256];
-	size_t l1, l2, l3;
-	assert_int_equal(mc_fleet_doc_key_publish(doc, strlen(doc), MC_KEYS_AUTH, "new", "bb", &d1,
-						  &l1, old, sizeof old, err, sizeof err),
-			 0);
-	assert_string_equal(old, "old");
-	json_t *j = parse(d1, l1);
-	assert_string_equal(status_of(j, "old"), "active");
-	assert_string_equal(status_of(j, "new"), "pending");
-	json_decref(j);
-	/* a second rotation while a key is pending is refused */
-	assert_int_equal(mc_fleet_doc_key_publish(d1, l1, MC_KEYS_AUTH, "x", "cc", &d2, &l2, old,
-						  sizeof old, err, sizeof err),
-			 MC_ECONFLICT);
-	assert_null(d2);
-	assert_int_equal(mc_fleet_doc_key_activate(d1, l1, MC_KEYS_AUTH, "new", "old", &d2, &l2,
-						   err, sizeof err),
-			 0);
-	j = parse(d2, l2);
-	assert_string_equal(status_of(j, "old"), "retiring");
-	assert_string_equal(status_of(j, "new"), "active");
-	json_decref(j);
-	assert_int_equal(
-	    mc_fleet_doc_key_remove(d2, l2, MC_KEYS_AUTH, "old", &d3, &l3, err, sizeof err), 0);
-	j = parse(d3, l3);
-	assert_int_equal(json_array_size(json_object_get(j, "auth_keys")), 1);
-	assert_string_equal(status_of(j, "new"), "active");
-	assert_non_null(json_object_get(j, "routes")); /* the rest of the document stays */
-	json_decref(j);
-	free(d3);
-	/* a key removed by a later push cannot be activated */
-	assert_int_equal(mc_fleet_doc_key_activate(doc, strlen(doc), MC_KEYS_AUTH, "new", "old",
-						   &d3, &l3, err, sizeof err),
-			 MC_ENOTFOUND);
-	assert_non_null(strstr(err, "no longer in the fleet config"));
-	free(d1);
-	free(d2);
+	fx *x = *state;
+	mc_region_fleet_free(x->f);
+	mc_region_conf_free(x->conf);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", x->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(x);
+	return 0;
 }
 
-static void test_ticket_rotation_edits(void **state)
+static double fleet_metric(region_fleet *f, const char *name, const char *labels)
 {
-	(void)state;
-	char a[161], b[161];
-	memset(a, 'a', 160);
-	memset(b, 'b', 160);
-	a[160] = b[160] = '\0';
-	char doc[400];
-	snprintf(doc, sizeof doc, "{\"routes\": [], \"tls_ticket_keys\": \"%s\"}", a);
-	char *d1 = NULL, *d2 = NULL, *d3 = NULL, old[80], err[256];
-	size_t l1, l2, l3;
-	assert_int_equal(mc_fleet_doc_key_publish(doc, strlen(doc), MC_KEYS_TICKET, "bbbb", b, &d1,
-						  &l1, old, sizeof old, err, sizeof err),
-			 0);
-	assert_string_equal(old, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
-	json_t *j = parse(d1, l1);
-	json_t *keys = json_object_get(j, "tls_ticket_keys");
-	assert_int_equal(json_array_size(keys), 2); /* appended: decrypt-only first */
-	assert_string_equal(json_string_value(json_array_get(keys, 1)), b);
-	json_decref(j);
-	char bname[33];
-	memset(bname, 'b', 32);
-	bname[32] = '\0';
-	assert_int_equal(mc_fleet_doc_key_activate(d1, l1, MC_KEYS_TICKET, bname, old, &d2, &l2,
-						   err, sizeof err),
-			 0);
-	j = parse(d2, l2);
-	keys = json_object_get(j, "tls_ticket_keys");
-	assert_string_equal(json_string_value(json_array_get(keys, 0)), b); /* now encrypts */
-	json_decref(j);
-	assert_int_equal(
-	    mc_fleet_doc_key_remove(d2, l2, MC_KEYS_TICKET, old, &d3, &l3, err, sizeof err), 0);
-	j = parse(d3, l3);
-	keys = json_object_get(j, "tls_ticket_keys");
-	assert_int_equal(json_array_size(keys), 1);
-	assert_string_equal(json_string_value(json_array_get(keys, 0)), b);
-	json_decref(j);
-	free(d1);
-	free(d2);
-	free(d3);
-	/* without a ticket-key set there is nothing to rotate next to */
-	assert_int_equal(mc_fleet_doc_key_publish("{\"routes\": []}", 14, MC_KEYS_TICKET, "x", b,
-						  &d1, &l1, old, sizeof old, err, sizeof err),
-			 MC_ENOTFOUND);
+	mc_metrics *m = mc_metrics_new();
+	mc_region_fleet_metrics(f, m);
+	double v = mc_metrics_sum(m, name, labels);
+	mc_metrics_free(m);
+	return v;
+}
+
+static void summary(mc_repl_telemetry *t, uint64_t seq)
+{
+	memset(t, 0, sizeof *t);
+	t->seq = seq;
+	t->interval_ms = 1000;
+	t->n_outcomes = 1;
+	t->outcomes[0] = (mc_repl_telem_outcome){
+	    .id = 0, .total = 10 * seq, .count = 10, .p50_us = 100, .p95_us = 200, .p99_us = 300};
+	t->regional = 5;
+	t->regional_total = 5;
+}
+
+static void test_summaries(void **state)
+{
+	fx *x = *state;
+	fleet_cell *lax = cell_find(x->f, "lax");
+	assert_non_null(lax);
+	assert_non_null(cell_find(x->f, "sfo"));
+	assert_int_equal(x->f->ncells, 2);
+	mc_repl_telemetry t;
+	summary(&t, 1);
+	mc_region_fleet_on_telemetry(x->f, "lax", &t);
+	assert_int_equal(lax->summaries, 1);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_cell_up", "cell=\"lax\"") == 1);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_cell_up", "cell=\"sfo\"") == 0);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_requests_total", "cell=\"lax\"") == 10);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_requests_per_second", "cell=\"lax\"") ==
+		    10);
+	assert_true(
+	    fleet_metric(x->f, "metrocell_fleet_regional_dependency_ratio", "cell=\"lax\"") == 0.5);
+	/* an inconsistent summary is refused and does not replace the last one */
+	summary(&t, 2);
+	t.outcomes[0].p50_us = 1000;
+	mc_region_fleet_on_telemetry(x->f, "lax", &t);
+	assert_int_equal(lax->rejected, 1);
+	assert_int_equal(lax->last.seq, 1);
+	assert_non_null(strstr(lax->last_reject, "out of order"));
+	/* a summary after more than stale_after_ms closes a blind window */
+	usleep(300 * 1000);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_cell_up", "cell=\"lax\"") == 0);
+	summary(&t, 3);
+	mc_region_fleet_on_telemetry(x->f, "lax", &t);
+	assert_int_equal(lax->windows, 1);
+	assert_true(lax->blind_total_ms >= 300);
+	assert_true(lax->last_end_ms - lax->last_start_ms >= 300);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_blind_windows_total", "cell=\"lax\"") == 1);
+	/* cells outside the table's bound are not added */
+	char name[16];
+	for (int i = 0; i < FLEET_MAX_CELLS + 10; i++) {
+		snprintf(name, sizeof name, "c%d", i);
+		cell_get(x->f, name);
+	}
+	assert_int_equal(x->f->ncells, FLEET_MAX_CELLS);
+}
+
+/* Builds an EVENTS frame of lines (seq first..) and hands it to the fleet. */
+static void deliver(fx *x, const char *cell, uint64_t stream, uint64_t first,
+		    const char *const *lines, size_t n)
+{
+	mc_buf b;
+	mc_buf_init(&b);
+	mc_repl_events_writer w;
+	mc_repl_events_begin(&w, &b, stream, first);
+	for (size_t i = 0; i < n; i++)
+		mc_repl_events_add(&w, lines[i], strlen(lines[i]));
+	mc_repl_events_end(&w);
+	mc_repl_frame f;
+	assert_int_equal(mc_repl_frame_decode((uint8_t *)b.data, b.len, MC_REPL_MAX_FRAME, &f),
+			 (int)b.len);
+	mc_region_fleet_on_events(x->f, cell, &f);
+	mc_buf_fini(&b);
+}
+
+typedef struct seen {
+	uint64_t seqs[64];
+	size_t n;
+} seen;
+
+static int collect(void *arg, uint64_t seq, const char *line, size_t len)
+{
+	(void)line;
+	(void)len;
+	seen *s = arg;
+	s->seqs[s->n++] = seq;
+	return 0;
+}
+
+static void test_events_dedup(void **state)
+{
+	fx *x = *state;
+	const char *a[] = {"{\"seq\":1,\"ts_ms\":1,\"cell\":\"lax\",\"type\":\"cell_start\"}",
+			   "{\"seq\":2,\"ts_ms\":2,\"type\":\"x\"}",
+			   "{\"seq\":3,\"ts_ms\":3,\"type\":\"y\"}"};
+	deliver(x, "lax", 77, 1, a, 3);
+	fleet_cell *lax = cell_find(x->f, "lax");
+	assert_int_equal(lax->ev_received, 3);
+	assert_int_equal(lax->handled_seq, 3);
+	/* resent after a reconnect, with one more: only seq 4 is new */
+	const char *b[] = {a[1], a[2], "{\"seq\":4,\"ts_ms\":4,\"type\":\"z\"}"};
+	deliver(x, "lax", 77, 2, b, 3);
+	assert_int_equal(lax->ev_received, 4);
+	assert_int_equal(lax->ev_duplicates, 2);
+	/* refused: seq not its place, another cell's name, no type, not JSON */
+	const char *c[] = {"{\"seq\":9,\"ts_ms\":5,\"type\":\"bad\"}",
+			   "{\"seq\":6,\"ts_ms\":5,\"cell\":\"sfo\",\"type\":\"bad\"}",
+			   "{\"seq\":7,\"ts_ms\":5}", "{\"seq\":8,\"ts_ms\":5,\"type\":\"x\",}",
+			   "{\"seq\":9,\"ts_ms\":9,\"type\":\"ok\"}"};
+	deliver(x, "lax", 77, 5, c, 5);
+	assert_int_equal(lax->ev_refused, 4);
+	assert_int_equal(lax->ev_received, 5);
+	assert_int_equal(lax->handled_seq, 9);
+	assert_int_equal(lax->ev_lost, 0); /* 5..8 were refused, not lost */
+	/* a gap: the cell dropped 10..11 */
+	const char *d[] = {"{\"seq\":12,\"ts_ms\":12,\"type\":\"after_gap\"}"};
+	deliver(x, "lax", 77, 12, d, 1);
+	assert_int_equal(lax->ev_lost, 2);
+	seen s = {0};
+	assert_int_equal(mc_evbuf_read(lax->events, 0, 64, SIZE_MAX, collect, &s), 6);
+	uint64_t want[] = {1, 2, 3, 4, 9, 12};
+	for (size_t i = 0; i < 6; i++)
+		assert_int_equal(s.seqs[i], want[i]);
+	assert_true(fleet_metric(x->f, "metrocell_fleet_events_duplicates_total", "cell=\"lax\"") ==
+		    2);
+
+	/* a new stream (the cell lost its buffer): the old log moves to lax.prev */
+	const char *e[] = {"{\"seq\":1,\"ts_ms\":20,\"cell\":\"lax\",\"type\":\"cell_start\"}"};
+	deliver(x, "lax", 78, 1, e, 1);
+	assert_int_equal(lax->handled_seq, 1);
+	mc_evbuf_stats st;
+	mc_evbuf_stats_get(lax->events, &st);
+	assert_true(st.stream == 78);
+	assert_int_equal(st.last_seq, 1);
+	char prev[128];
+	snprintf(prev, sizeof prev, "%s/events/lax.prev/meta", x->dir);
+	assert_int_equal(access(prev, R_OK), 0);
+
+	/* a region restart finds the log and keeps deduplicating */
+	mc_region_fleet_free(x->f);
+	mc_region_fleet_new(&x->f, x->conf);
+	lax = cell_find(x->f, "lax");
+	assert_non_null(lax->events);
+	assert_int_equal(lax->handled_seq, 1);
+	deliver(x, "lax", 78, 1, e, 1);
+	assert_int_equal(lax->ev_duplicates, 1);
+	assert_int_equal(lax->ev_received, 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_judge),
-	    cmocka_unit_test(test_auth_rotation_edits),
-	    cmocka_unit_test(test_ticket_rotation_edits),
+	    cmocka_unit_test_setup_teardown(test_summaries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_events_dedup, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
