@@ -357,9 +357,12 @@ def test_rollout_halts_and_rolls_back_a_regressing_canary(fleet):
     assert all(e[0] == "lax" and e[1] == 500 for e in load.errors), load.errors[:5]
     rc, out, _ = f.ctl("rollout", "status")
     assert rc == 0 and "halted" in out and "error rate regressed" in out
-    assert "regressed" in out.splitlines()[2] or "regressed" in out
+    assert re.search(r"^  stage 1 lax\s+regressed$", out, re.M), out
+    assert re.search(r"^  stage 2 sfo\+sea\s+pending$", out, re.M), out
     # a healthy version then rolls out stage by stage to every cell
-    fixed = f.doc("b", flags={"color": "green"}, rollout={"min_requests": 0})
+    # (p95 thresholds wide open: this machine's latency under load is not the subject)
+    fixed = f.doc("b", flags={"color": "green"},
+                  rollout={"min_requests": 0, "max_p95_ratio": 1000, "p95_slack_ms": 600000})
     with Load(f, pause=0.01):
         rc, out, err = f.ctl("rollout", f.write("fixed.json", fixed), "--stages", "lax,sfo+sea",
                              "--bake", "1s")
