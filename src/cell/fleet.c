@@ -239,7 +239,11 @@ static void report_send(cell_fleet *f)
 
 static void on_report_timer(uv_timer_t *t)
 {
-	report_send(t->data);
+	cell_fleet *f = t->data;
+	/* while the watch fails the region is unreachable: no connection attempt
+	 * every second (the window keeps counting until a report goes out) */
+	if (f->backoff_ms == 0)
+		report_send(f);
 }
 
 void mc_cell_fleet_observe(cell *c, int status, uint64_t latency_us)
