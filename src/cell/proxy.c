@@ -32,6 +32,8 @@ struct cell_proxy {
 /* Finished requests kept for reuse: a new one then needs no allocation and no
  * timer handle init/close. */
 #define PX_FREE_MAX 256
+/* Forwarded request headers held without an allocation. */
+#define PX_FWD_INLINE 24
 
 enum { PX_UPSTREAM, PX_FALLBACK, PX_STREAM };
 
@@ -44,8 +46,12 @@ struct proxy_req {
 	uint64_t due_ms, armed_ms; /* loop time */
 	uint8_t due_set, armed;
 	proxy_req *next_free;
+	mc_buf xff;				/* the X-Forwarded-For value sent */
+	mc_http_header fwd_inline[PX_FWD_INLINE]; /* fwd when it fits */
 
 	cell_req *r; /* NULL once answered */
+	mc_http_header *fwd; /* forwarded request headers: fwd_inline or allocated */
+	size_t nfwd;
 	cell *c;
 	cell_route *rt;
 	const mc_route_conf *rc;
@@ -193,7 +199,9 @@ static int idempotent(const char *method)
 
 static void on_px_closed(uv_handle_t *h)
 {
-	free(h->data);
+	proxy_req *px = h->data;
+	mc_buf_fini(&px->xff);
+	free(px);
 }
 
 /* Detaches px from its request (which the caller answers next) and frees it
@@ -206,6 +214,11 @@ static cell_req *px_detach(proxy_req *px)
 	px->r = NULL;
 	r->px = NULL;
 	px->due_set = 0;
+	if (px->fwd != px->fwd_inline)
+		free(px->fwd);
+	px->fwd = NULL;
+	if (px->xff.cap > 4096)
+		mc_buf_fini(&px->xff);
 	if (cp && !cp->closing && cp->nfree < PX_FREE_MAX) {
 		px->next_free = cp->free;
 		cp->free = px;
@@ -253,6 +266,7 @@ static proxy_req *px_new(cell *c)
 		memset(px, 0, sizeof *px);
 		uv_timer_init(c->loop, &px->timer);
 		px->timer.data = px;
+		mc_buf_init(&px->xff);
 	}
 	memset(&px->r, 0, sizeof *px - offsetof(proxy_req, r));
 	return px;
@@ -328,7 +342,7 @@ static int try_worker(proxy_req *px, const cell_worker *avoid, int retry, uint64
 	mc_http_call_opts o = {.connect_timeout_ms = px->rc->connect_timeout_ms,
 			       .first_byte_timeout_ms = px->rc->first_byte_timeout_ms,
 			       .idle_timeout_ms = px->rc->idle_timeout_ms};
-	int rc = mc_http_pool_call(w->http, req->method, req->target, r->fwd, r->nfwd, req->body,
+	int rc = mc_http_pool_call(w->http, req->method, req->target, px->fwd, px->nfwd, req->body,
 				   req->body_len, &o, &CALL_CBS, px, &px->call);
 	if (rc < 0) {
 		px->call = NULL;
@@ -417,18 +431,18 @@ static void start_fallback(proxy_req *px)
 	r->seg_name = "region";
 	r->seg_start_ns = now;
 	c->proxy->regional_fallback->value += 1;
-	mc_http_header *h = mc_alloc((r->nfwd + 2) * sizeof *h);
-	memcpy(h, r->fwd, r->nfwd * sizeof *h);
+	mc_http_header *h = mc_alloc((px->nfwd + 2) * sizeof *h);
+	memcpy(h, px->fwd, px->nfwd * sizeof *h);
 	const char *cn = mc_cell_cause_names[px->cause];
-	h[r->nfwd] =
+	h[px->nfwd] =
 	    (mc_http_header){"X-Metrocell-Fallback-From", 25, c->conf->cell, strlen(c->conf->cell)};
-	h[r->nfwd + 1] = (mc_http_header){"X-Metrocell-Fallback-Cause", 26, cn, strlen(cn)};
+	h[px->nfwd + 1] = (mc_http_header){"X-Metrocell-Fallback-Cause", 26, cn, strlen(cn)};
 	uint32_t bound = px->rc->fallback_timeout_ms;
 	mc_http_call_opts o = {.connect_timeout_ms = MC_MIN(px->rc->connect_timeout_ms, bound),
 			       .first_byte_timeout_ms = bound,
 			       .idle_timeout_ms = px->rc->idle_timeout_ms};
 	px_timer_arm(px, bound);
-	int rc = mc_http_pool_call(c->proxy->fallback, req->method, req->target, h, r->nfwd + 2,
+	int rc = mc_http_pool_call(c->proxy->fallback, req->method, req->target, h, px->nfwd + 2,
 				   req->body, req->body_len, &o, &CALL_CBS, px, &px->call);
 	free(h);
 	if (rc < 0) {
@@ -445,7 +459,8 @@ static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outc
 	cell_req *r = px->r;
 	px_timer_stop(px);
 	px->phase = PX_STREAM;
-	mc_http_header *h = mc_alloc((res->nheaders + 1) * sizeof *h);
+	mc_http_header stack[32];
+	mc_http_header *h = res->nheaders <= 32 ? stack : mc_alloc(res->nheaders * sizeof *h);
 	size_t n = 0;
 	for (size_t i = 0; i < res->nheaders; i++) {
 		const mc_http_header *rh = &res->headers[i];
@@ -463,7 +478,8 @@ static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outc
 		len = cl && mc_parse_u64(cl, cl_len, INT64_MAX, &v) == 0 ? (int64_t)v : -1;
 	}
 	int rc = mc_cell_stream_start(r, res->status, outcome, h, n, len);
-	free(h);
+	if (h != stack)
+		free(h);
 	if (rc < 0) { /* the client left */
 		px_drop_call(px);
 		mc_cell_stream_end(px_detach(px), 1);
@@ -624,38 +640,39 @@ void mc_cell_proxy_handle(cell_req *r)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	cell *c = r->c;
-	r->fwd = mc_alloc((req->nheaders + 4) * sizeof *r->fwd);
+	proxy_req *px = px_new(c);
+	size_t cap = req->nheaders + 4;
+	px->fwd = cap <= PX_FWD_INLINE ? px->fwd_inline : mc_alloc(cap * sizeof *px->fwd);
+	mc_http_header *fwd = px->fwd;
 	size_t n = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const mc_http_header *h = &req->headers[i];
 		if (mc_http_header_end_to_end(req->headers, req->nheaders, h) &&
 		    !set_by_cell(h->name, h->name_len))
-			r->fwd[n++] = *h;
+			fwd[n++] = *h;
 	}
 	size_t hl;
 	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
 	if (host)
-		r->fwd[n++] = (mc_http_header){"X-Forwarded-Host", 16, host, hl};
+		fwd[n++] = (mc_http_header){"X-Forwarded-Host", 16, host, hl};
 	/* The client's address is appended to the chain it brought (peer is
 	 * "ip:port"; the header wants the address alone). */
 	const char *colon = strrchr(req->peer, ':');
 	size_t iplen = colon ? (size_t)(colon - req->peer) : strlen(req->peer);
 	size_t xl;
 	const char *xff = mc_http_header_find(req->headers, req->nheaders, "x-forwarded-for", &xl);
-	mc_buf_reset(&r->xff);
+	mc_buf_reset(&px->xff);
 	if (xff) {
-		mc_buf_append(&r->xff, xff, xl);
-		mc_buf_append(&r->xff, ", ", 2);
+		mc_buf_append(&px->xff, xff, xl);
+		mc_buf_append(&px->xff, ", ", 2);
 	}
-	mc_buf_append(&r->xff, req->peer, iplen);
-	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, r->xff.data, r->xff.len};
-	r->fwd[n++] = req->secure ? (mc_http_header){"X-Forwarded-Proto", 17, "https", 5}
-				  : (mc_http_header){"X-Forwarded-Proto", 17, "http", 4};
-	r->fwd[n++] =
-	    (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
-	r->nfwd = n;
+	mc_buf_append(&px->xff, req->peer, iplen);
+	fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, px->xff.data, px->xff.len};
+	fwd[n++] = req->secure ? (mc_http_header){"X-Forwarded-Proto", 17, "https", 5}
+			       : (mc_http_header){"X-Forwarded-Proto", 17, "http", 4};
+	fwd[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
+	px->nfwd = n;
 
-	proxy_req *px = px_new(c);
 	px->r = r;
 	px->c = c;
 	px->rt = r->route;

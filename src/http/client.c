@@ -609,7 +609,7 @@ static void pconn_send(pconn *c, creq *r, int sync)
 	 * r is released after its response, and a connection still writing then is
 	 * closed, not reused. */
 	uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
-	int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+	int rc = mc_http_try_send(&c->tcp, r->wire.data, r->wire.len);
 	if (rc >= 0 && (size_t)rc < r->wire.len) {
 		b.base += rc;
 		b.len -= (size_t)rc;

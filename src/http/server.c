@@ -23,6 +23,9 @@
  * lingering close; beyond this many at once they are closed without an answer. */
 #define REJECT_LINGER_MAX 64u
 #define REJECT_LINGER_MS 1000u
+/* A response body up to this size is copied behind its head and both go with
+ * one send(); a larger one goes from the caller's memory with writev(). */
+#define SEND_JOIN_MAX 4096u
 
 typedef struct conn conn;
 
@@ -358,11 +361,21 @@ static int conn_send(conn *c, int try, const char *body, size_t len)
 	unsigned n = 0;
 	size_t hl = c->out.len, done = 0;
 	if (try && !c->tls) {
-		if (hl > 0)
+		/* A small body joins the head: one buffer goes with send(), which is
+		 * cheaper in the kernel than writev() */
+		if (hl > 0 && len > 0 && len <= SEND_JOIN_MAX && body != c->outbody.data) {
+			mc_buf_append(&c->out, body, len);
+			hl = c->out.len;
+			len = 0;
+		}
+		int w;
+		if (hl == 0 || len == 0) {
+			w = mc_http_try_send(&c->tcp, hl ? c->out.data : body, hl ? hl : len);
+		} else {
 			bufs[n++] = uv_buf_init(c->out.data, (unsigned)hl);
-		if (len > 0)
 			bufs[n++] = uv_buf_init((char *)body, (unsigned)len);
-		int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+			w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+		}
 		if (w < 0 && w != UV_EAGAIN)
 			return w;
 		if (w > 0)

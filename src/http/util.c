@@ -1,8 +1,11 @@
 /* Pieces shared by the HTTP/1.1 server and client: header lookup, reason
  * phrases, the message head accumulator filled from llhttp callbacks, and small
  * formatting helpers. */
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "http/http_int.h"
 
@@ -121,6 +124,26 @@ int mc_http_token_valid(const char *s, size_t n)
 			return 0;
 	}
 	return 1;
+}
+
+int mc_http_try_send(uv_tcp_t *t, const char *p, size_t n)
+{
+	uv_os_fd_t fd;
+	if (t->write_queue_size != 0 || uv_is_closing((uv_handle_t *)t))
+		return UV_EAGAIN;
+	if (uv_fileno((uv_handle_t *)t, &fd) < 0)
+		return UV_EBADF;
+	if (n > INT_MAX)
+		n = INT_MAX;
+	ssize_t w;
+	do
+		w = send(fd, p, n, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w >= 0)
+		return (int)w;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+		return UV_EAGAIN;
+	return -errno; /* libuv's error codes are negated errno values on Unix */
 }
 
 char *mc_http_put_u64(char *p, uint64_t v)
