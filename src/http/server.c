@@ -348,13 +348,13 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Sends c->out, then body[0..len): on plain TCP with try set, what the socket
- * takes now goes out with one writev and no write request (libuv 1.44
- * re-registers the socket with epoll after every uv_write: one more system call
- * per response). The rest is queued with one uv_write whose on_write runs
- * later; the part of body not yet written is copied into c->outbody first
- * unless body is c->outbody (body need not outlive the call). Returns 1 when
- * everything was written (no callback will run), 0 when a write is in flight,
- * or a negative code (nothing queued). */
+ * takes now goes out with one send() (a small body copied behind the head) or
+ * one writev(), and no write request (libuv 1.44 re-registers the socket with
+ * epoll after every uv_write: one more system call per response). The rest is
+ * queued with one uv_write whose on_write runs later; the part of body not yet
+ * written is copied into c->outbody first unless body is c->outbody (body need
+ * not outlive the call). Returns 1 when everything was written (no callback
+ * will run), 0 when a write is in flight, or a negative code (nothing queued). */
 static int conn_send(conn *c, int try, const char *body, size_t len)
 {
 	uv_buf_t bufs[2];

@@ -148,14 +148,29 @@ int mc_http_try_send(uv_tcp_t *t, const char *p, size_t n)
 
 char *mc_http_put_u64(char *p, uint64_t v)
 {
-	char tmp[20];
-	size_t i = sizeof tmp;
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	memcpy(p, tmp + i, sizeof tmp - i);
-	return p + (sizeof tmp - i);
+	/* a few per response: digits counted first, then written backwards in
+	 * place, two at a time (no temporary, no memcpy call) */
+	static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+				       "25262728293031323334353637383940414243444546474849"
+				       "50515253545556575859606162636465666768697071727374"
+				       "75767778798081828384858687888990919293949596979899";
+	size_t n = 1;
+	for (uint64_t t = v; t >= 10; t /= 10)
+		n++;
+	char *e = p + n;
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+		v /= 100;
+		*--e = pairs[2 * r + 1];
+		*--e = pairs[2 * r];
+	}
+	if (v >= 10) {
+		*--e = pairs[2 * v + 1];
+		*--e = pairs[2 * v];
+	} else {
+		*--e = (char)('0' + v);
+	}
+	return p + n;
 }
 
 /* Eight bytes at a time: nonzero when one byte of v is zero (exact as a yes/no
