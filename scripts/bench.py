@@ -898,8 +898,8 @@ def nginx_cache_http(ctx):
     the origin, the key of the cell's (host and target)."""
     d = ctx.path("nginx-cache")
     shutil.rmtree(d, ignore_errors=True)
-    return """  sendfile on;
-  tcp_nopush on;
+    return """  sendfile %s;
+  tcp_nopush %s;
   open_file_cache max=1000 inactive=60s;
   proxy_cache_path %s levels=1:2 keys_zone=edge:16m max_size=256m inactive=1h
                    use_temp_path=off;
@@ -908,7 +908,8 @@ def nginx_cache_http(ctx):
     keepalive 64;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
-  }""" % (d, ctx.backend.addr)
+  }""" % (os.environ.get("BENCH_NGINX_SENDFILE", "off"), os.environ.get("BENCH_NGINX_NOPUSH", "off"),
+         d, ctx.backend.addr)
 
 
 NGINX_CACHE_LOCATION = """    location /static/ {

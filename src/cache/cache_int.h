@@ -28,6 +28,9 @@ struct mc_cache_obj {
 	int status;
 	mc_cache_header *headers;
 	size_t nheaders;
+	const char *head; /* the fields that may be sent as "Name: value\r\n" lines, NUL
+			   * terminated (mc_cache_obj_head) */
+	size_t head_len;
 	const char *body;
 	size_t body_len;
 	mc_cache_times times;

@@ -101,12 +101,18 @@ static void deliver(ereq *er, mc_cache_answer *a)
 {
 	mc_cache_engine *e = er->e;
 	e->st.results[a->result]++;
-	if (a->err == 0)
-		snprintf(a->cache_status, sizeof a->cache_status, "%s; tier=%s",
-			 mc_cache_result_names[a->result], a->tier);
-	else
-		snprintf(a->cache_status, sizeof a->cache_status, "%s",
-			 mc_cache_result_names[a->result]);
+	/* "RESULT; tier=TIER" (or "RESULT" on an error), on every answer: no printf */
+	const char *rn = mc_cache_result_names[a->result];
+	size_t rl = strlen(rn), tl = a->err == 0 ? strlen(a->tier) : 0;
+	if (rl + 7 + tl >= sizeof a->cache_status)
+		tl = 0;
+	memcpy(a->cache_status, rn, rl);
+	if (tl) {
+		memcpy(a->cache_status + rl, "; tier=", 7);
+		memcpy(a->cache_status + rl + 7, a->tier, tl);
+		rl += 7 + tl;
+	}
+	a->cache_status[rl] = '\0';
 	er->cb(er->arg, a);
 	ereq_free(er);
 }
@@ -123,6 +129,8 @@ static void answer_obj(ereq *er, mc_cache_obj *o, mc_cache_result result, const 
 	a.status = o->status;
 	a.headers = o->headers;
 	a.nheaders = o->nheaders;
+	a.head = o->head;
+	a.head_len = o->head_len;
 	a.body = o->body;
 	a.body_len = o->body_len;
 	a.age_s = mc_cache_obj_age_ms(o, now_ms(e)) / 1000;
@@ -297,6 +305,8 @@ static void fetch_start(mc_cache_engine *e, ereq *er, const mc_cache_request *re
 
 	/* What goes upstream: a pass as it came; a fill or refresh as a plain GET with
 	 * our own validators in place of the client's conditionals. */
+	if (req->fwd_prepare)
+		req->fwd_prepare(req->fwd_arg);
 	mc_cache_header *up = mc_alloc((req->nfwd + 2) * sizeof *up);
 	size_t n = 0;
 	for (size_t i = 0; i < req->nfwd; i++)

@@ -574,13 +574,16 @@ void mc_cache_key_build(mc_buf *out, size_t *primary_len, const char *host, size
 {
 	mc_buf_reset(out);
 	mc_buf_reserve(out, 6 + host_len + target_len);
-	mc_buf_append(out, "GET ", 4);
-	for (size_t i = 0; i < host_len; i++) {
-		char ch = lower(host[i]);
-		mc_buf_append(out, &ch, 1);
-	}
-	mc_buf_append(out, " ", 1);
-	mc_buf_append(out, target, target_len);
+	char *p = out->data; /* written in place: this runs on every request */
+	memcpy(p, "GET ", 4);
+	p += 4;
+	for (size_t i = 0; i < host_len; i++)
+		*p++ = lower(host[i]);
+	*p++ = ' ';
+	memcpy(p, target, target_len);
+	p += target_len;
+	*p = '\0';
+	out->len = (size_t)(p - out->data);
 	*primary_len = out->len;
 	if (vary_len)
 		mc_cache_key_vary_append(out, vary, vary_len, req, nreq);

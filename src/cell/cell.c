@@ -118,6 +118,21 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 	req_free(r);
 }
 
+void mc_cell_finish_raw(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+			size_t nextra, const char *raw, size_t raw_len, const void *body,
+			size_t body_len)
+{
+	char timing[200];
+	mc_http_header stack[40], *h;
+	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
+			       MC_ARRAY_LEN(stack), &h);
+	record(r, outcome);
+	mc_http_respond_raw(r->ex, status, h, n, raw, raw_len, body, body_len);
+	if (h != stack)
+		free(h);
+	req_free(r);
+}
+
 int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
 			 size_t nextra, int64_t content_length)
 {

@@ -68,6 +68,20 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex);
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len);
 
+/* mc_http_respond() for a response whose stored header fields are already
+ * rendered: raw[0..raw_len) is a block of complete field lines ("Name: value\r\n"
+ * each) that the caller checked once when it built them (names RFC 9110 tokens
+ * other than Content-Length, Connection, Transfer-Encoding and Keep-Alive; values
+ * without CR, LF or NUL); it is sent as is, after headers[0..nheaders), which
+ * are checked as usual. body is borrowed for the call only, like raw: on a plain
+ * HTTP/1.1 connection the head and the body leave in one write straight from the
+ * caller's memory when the socket takes them at once, and only what it does not
+ * take is copied. Same answer semantics and return values as mc_http_respond
+ * (HTTP/2 and TLS connections go through it). */
+int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			size_t nheaders, const char *raw, size_t raw_len, const void *body,
+			size_t body_len);
+
 struct mc_http_conn_info;
 /* ---- streamed responses ----
  * Instead of one mc_http_respond(), a handler may stream its answer: one

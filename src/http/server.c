@@ -1589,3 +1589,138 @@ uint16_t mc_http_server_tls_port(const mc_http_server *s)
 {
 	return s && s->has_tls ? s->tls_port : 0;
 }
+
+/* ---- responses with a pre-rendered header block (mc_http_respond_raw) ------------------ */
+
+/* The fields of a raw block as headers (for the transports that need them one by
+ * one). Returns how many were added to out (room for at most cap). */
+static size_t raw_split(const char *raw, size_t len, mc_http_header *out, size_t cap)
+{
+	size_t n = 0, i = 0;
+	while (i < len && n < cap) {
+		const char *line = raw + i;
+		const char *end = memchr(line, '\r', len - i);
+		if (!end || (size_t)(end - raw) + 1 >= len || end[1] != '\n')
+			break; /* not a complete line: dropped */
+		const char *colon = memchr(line, ':', (size_t)(end - line));
+		i = (size_t)(end - raw) + 2;
+		if (!colon)
+			continue;
+		const char *v = colon + 1;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		out[n++] = (mc_http_header){line, (size_t)(colon - line), v, (size_t)(end - v)};
+	}
+	return n;
+}
+
+static int respond_split(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			 size_t nheaders, const char *raw, size_t raw_len, const void *body,
+			 size_t body_len)
+{
+	size_t cap = nheaders;
+	for (size_t i = 0; i + 1 < raw_len; i++)
+		cap += raw[i] == '\r' && raw[i + 1] == '\n';
+	mc_http_header *all = mc_alloc((cap + 1) * sizeof *all);
+	if (nheaders)
+		memcpy(all, headers, nheaders * sizeof *all);
+	size_t n = nheaders + raw_split(raw, raw_len, all + nheaders, cap - nheaders);
+	int rc = mc_http_respond(ex, status, all, n, body, body_len);
+	free(all);
+	return rc;
+}
+
+int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			size_t nheaders, const char *raw, size_t raw_len, const void *body,
+			size_t body_len)
+{
+	conn *c = ex->c;
+	if (ex->h2 || c->tls || status < 200 || status > 999)
+		return respond_split(ex, status, headers, nheaders, raw, raw_len, body, body_len);
+	MC_ASSERT(c->ex_active && !c->streaming);
+	MC_ASSERT(raw_len == 0 || (raw_len >= 2 && raw[raw_len - 1] == '\n'));
+	int rc = 0;
+	c->ex_active = 0;
+	ex->userdata = NULL;
+	ex->watch = NULL;
+	if (c->closing) {
+		rc = MC_ECLOSED;
+		goto out;
+	}
+	int bodyless = status == 204 || status == 304;
+	size_t send_len = !bodyless && !c->head_req ? body_len : 0;
+	uint64_t announced = body_len;
+	size_t cl_len;
+	const char *cl =
+	    c->head_req ? mc_http_header_find(headers, nheaders, "content-length", &cl_len) : NULL;
+	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
+		announced = body_len;
+
+	/* The head as build_head() makes it, the raw block before Content-Length. */
+	mc_buf *o = &c->out;
+	mc_buf_reset(o);
+	mc_buf_reserve(o, 64 + raw_len + nheaders * 48);
+	mc_buf_append(o, "HTTP/1.1 ", 9);
+	mc_http_buf_u64(o, (uint64_t)status);
+	mc_buf_append(o, " ", 1);
+	mc_buf_append_str(o, mc_http_reason(status));
+	mc_buf_append(o, "\r\n", 2);
+	for (size_t i = 0; i < nheaders; i++) {
+		const mc_http_header *h = &headers[i];
+		if (h->name_len == 0 || is_reserved_header(h) ||
+		    !mc_http_field_safe(h->name, h->name_len) || memchr(h->name, ':', h->name_len) ||
+		    !mc_http_field_safe(h->value, h->value_len))
+			continue;
+		mc_buf_append(o, h->name, h->name_len);
+		mc_buf_append(o, ": ", 2);
+		mc_buf_append(o, h->value, h->value_len);
+		mc_buf_append(o, "\r\n", 2);
+	}
+	if (raw_len)
+		mc_buf_append(o, raw, raw_len);
+	if (!bodyless) {
+		mc_buf_append(o, "Content-Length: ", 16);
+		mc_http_buf_u64(o, announced);
+		mc_buf_append(o, "\r\n", 2);
+	}
+	static const char CLOSE[] = "Connection: close\r\n\r\n";
+	static const char KEEP[] = "Connection: keep-alive\r\n\r\n";
+	if (c->close_after)
+		mc_buf_append(o, CLOSE, sizeof CLOSE - 1);
+	else
+		mc_buf_append(o, KEEP, sizeof KEEP - 1);
+
+	/* Straight to the socket when nothing is queued or buffered: a write that
+	 * completes here needs no write request (and libuv re-arms no watcher), and
+	 * the body is never copied. Input waiting in c->in, or a last response, take
+	 * the usual path through on_write, which parses and lingers. */
+	mc_buf_reset(&c->outbody);
+	size_t done = 0;
+	if (!c->writing && !c->close_after && c->in.len == 0) {
+		uv_buf_t b[2] = {uv_buf_init(o->data, (unsigned)o->len),
+				 uv_buf_init((char *)(uintptr_t)body, (unsigned)send_len)};
+		int w = uv_try_write((uv_stream_t *)&c->tcp, b, send_len ? 2 : 1);
+		if (w > 0)
+			done = (size_t)w;
+		if (done == o->len + send_len) {
+			inflight_end(c);
+			timer_arm(c, c->srv->opts.idle_timeout_ms);
+			conn_update_read(c);
+			goto out;
+		}
+	}
+	/* The rest, copied, through the usual write. */
+	if (done >= o->len) {
+		size_t skip = done - o->len;
+		mc_buf_reset(o);
+		mc_buf_append(&c->outbody, (const char *)body + skip, send_len - skip);
+	} else {
+		mc_buf_consume(o, done);
+		if (send_len)
+			mc_buf_append(&c->outbody, body, send_len);
+	}
+	rc = conn_write(c);
+out:
+	conn_unref(c);
+	return rc;
+}
