@@ -57,6 +57,7 @@ LIBS_http := http obs net common llhttp
 LIBS_http_h2 := http obs net common llhttp
 LIBS_config_proxy := config common
 LIBS_http_stream := http obs net common llhttp
+LIBS_http_raw := http obs net common llhttp
 LIBS_cache := cache obs common
 LIBS_repl := repl state net common
 LIBS_region := region repl http cache obs state config net common llhttp
