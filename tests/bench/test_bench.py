@@ -99,7 +99,8 @@ def test_quick_run_writes_results(tmp_path):
     if not os.access(binary, os.X_OK):
         pytest.fail("no release binary at %s (run make)" % binary)
     env = dict(os.environ, BENCH_BIN=binary)
-    for k in ("BENCH_ONLY", "BENCH_REPEAT", "BENCH_SECONDS", "BENCH_PERF"):
+    for k in ("BENCH_ONLY", "BENCH_REPEAT", "BENCH_SECONDS", "BENCH_PERF",
+              "BENCH_CACHE_BODY_BYTES"):
         env.pop(k, None)
     p = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", str(tmp_path)], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
