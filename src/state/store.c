@@ -45,7 +45,8 @@
 enum req_kind { REQ_WRITE = 1, REQ_TRIM, REQ_APPLY, REQ_SWEEP };
 
 /* One queued request. Its bytes (key, value, entry data) are owned by it and freed
- * after its callback ran. */
+ * after its callback ran; a write's key and value live in the same allocation, after
+ * the struct. */
 struct req {
 	struct req *next;
 	enum req_kind kind;
@@ -225,8 +226,6 @@ static int home_cmp(const char *a, const char *b)
 
 static void req_free(struct req *r)
 {
-	free(r->key);
-	free(r->value);
 	free(r->entries);
 	free(r->bytes);
 	free(r->notes);
@@ -1371,7 +1370,9 @@ static int write_req(const mc_write *w, struct req **out)
 		return MC_EINVAL;
 	if (w->kind == MC_W_COPY && w->home && strlen(w->home) > MC_STATE_MAX_HOME)
 		return MC_EINVAL;
-	r = mc_calloc(1, sizeof *r);
+	/* One allocation per write: the struct, then the key and the value. */
+	r = mc_alloc(sizeof *r + w->klen + vlen);
+	memset(r, 0, sizeof *r);
 	r->kind = REQ_WRITE;
 	r->wkind = w->kind;
 	r->flags = w->flags;
@@ -1384,11 +1385,11 @@ static int write_req(const mc_write *w, struct req **out)
 	r->csynced_ms = w->synced_ms;
 	if (w->kind == MC_W_COPY && w->home)
 		memcpy(r->chome, w->home, strlen(w->home));
-	r->key = mc_alloc(w->klen);
+	r->key = (char *)(r + 1);
 	memcpy(r->key, w->key, w->klen);
 	r->klen = w->klen;
 	if (vlen) {
-		r->value = mc_alloc(vlen);
+		r->value = r->key + w->klen;
 		memcpy(r->value, w->value, vlen);
 		r->vlen = vlen;
 	}
