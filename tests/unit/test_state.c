@@ -826,15 +826,11 @@ static void test_trim_survives_failed_batch(void **state)
 	assert_true(ls.entries > 0);
 	uint64_t last = ls.last_seq;
 
-	struct req *w = mc_calloc(1, sizeof *w), *t = mc_calloc(1, sizeof *t);
-	w->kind = REQ_WRITE;
-	w->wkind = MC_W_PUT;
-	w->flags = MC_W_LOG;
-	w->key = mc_strdup("one-more");
-	w->klen = strlen(w->key);
-	w->value = mc_alloc(VLEN);
-	memset(w->value, 'z', VLEN);
-	w->vlen = VLEN;
+	struct req *w, *t = mc_calloc(1, sizeof *t);
+	mc_write mw = {
+	    .kind = MC_W_PUT, .flags = MC_W_LOG, .key = "one-more", .klen = 8, .value = v, .vlen = VLEN};
+	memset(v, 'z', VLEN);
+	assert_int_equal(write_req(&mw, &w), 0);
 	w->next = t;
 	t->kind = REQ_TRIM;
 	t->upto = last;
