@@ -827,8 +827,12 @@ static void test_trim_survives_failed_batch(void **state)
 	uint64_t last = ls.last_seq;
 
 	struct req *w, *t = mc_calloc(1, sizeof *t);
-	mc_write mw = {
-	    .kind = MC_W_PUT, .flags = MC_W_LOG, .key = "one-more", .klen = 8, .value = v, .vlen = VLEN};
+	mc_write mw = {.kind = MC_W_PUT,
+		       .flags = MC_W_LOG,
+		       .key = "one-more",
+		       .klen = 8,
+		       .value = v,
+		       .vlen = VLEN};
 	memset(v, 'z', VLEN);
 	assert_int_equal(write_req(&mw, &w), 0);
 	w->next = t;
