@@ -6,6 +6,7 @@
 #include "bench/bench.h"
 #include "cell/cell.h"
 #include "common/common.h"
+#include "ctl/ctl.h"
 #include "region/region.h"
 #include "testbed/testbed.h"
 
@@ -25,6 +26,14 @@ static const subcommand subcommands[] = {
 	 "usage: metrocell cell -c cell.json\n"
 	 "  -c, --config FILE   bootstrap config (docs/config.md)\n"
 	 "Prints \"cell NAME ready ...\" on stdout once listening; SIGTERM/SIGINT stop it.\n"},
+	{"ctl", mc_ctl_main, "operator CLI against the region: status, push, rollout, rotate-key",
+	 "usage: metrocell ctl status [--region HOST:PORT] [--json]\n"
+	 "       metrocell ctl push FILE [--region HOST:PORT] [--wait [--timeout S]]\n"
+	 "       metrocell ctl rollout FILE --stages lax,sfo+sea [--bake 10s]\n"
+	 "       metrocell ctl rollout status|abort\n"
+	 "       metrocell ctl rotate-key --kind auth|ticket [--overlap 1h]\n"
+	 "       metrocell ctl rotate-key status\n"
+	 "The region defaults to $METROCELL_REGION, else 127.0.0.1:7080 (docs/operations.md).\n"},
 	{"link", mc_testbed_link_main, "TCP relay emulating a WAN link (delay, jitter, cut/restore)",
 	 "usage: metrocell link --listen HOST:PORT --to HOST:PORT --delay MS [--jitter MS]\n"
 	 "                      [--admin HOST:PORT] [--bandwidth-kbps N] [--name NAME]\n"

@@ -15,12 +15,19 @@
 #define COMP "cache"
 #define PURGE_PATH "/v1/cache/purge"
 
+/* An engine per cache route name, kept for the life of the process: a config
+ * swap reuses it (its collapsed fills and background refreshes continue). */
+typedef struct named_engine {
+	char *route;
+	mc_cache_engine *engine;
+} named_engine;
+
 struct cell_cache {
 	cell *c;
 	mc_cache *store;
 	mc_http_pool *shield;	   /* keep-alive pool to region.http */
-	mc_cache_engine **engines; /* by route index; NULL for other kinds */
-	size_t nroutes;
+	named_engine *engines;
+	size_t nroutes; /* engines held */
 	uint64_t purge_frames; /* PURGE frames received from the region */
 };
 
@@ -148,8 +155,7 @@ void mc_cell_cache_handle(cell_req *r)
 {
 	cell_cache *cc = r->c->cache;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
-	size_t idx = (size_t)(r->route - r->c->routes);
-	MC_ASSERT(cc && idx < cc->nroutes && cc->engines[idx]);
+	MC_ASSERT(cc && r->route->engine);
 	creq *q = mc_calloc(1, sizeof *q);
 	q->r = r;
 	mc_buf_init(&q->xff);
@@ -195,19 +201,15 @@ void mc_cell_cache_handle(cell_req *r)
 				  .body_len = req->body_len};
 	r->seg_name = "region";
 	r->seg_start_ns = mc_now_ns();
-	mc_cache_engine_handle(cc->engines[idx], &q->q, on_answer, q);
+	mc_cache_engine_handle(r->route->engine, &q->q, on_answer, q);
 }
 
 /* ---- lifecycle, metrics, purge --------------------------------------------------------------- */
 
-int mc_cell_cache_init(cell *c)
+/* Creates the store and the shield pool (the first cache route needs them). */
+static int cache_create(cell *c, char *err, size_t errcap)
 {
 	const mc_cell_conf *cf = c->conf;
-	size_t ncache = 0;
-	for (size_t i = 0; i < cf->nroutes; i++)
-		ncache += cf->routes[i].kind == MC_ROUTE_CACHE;
-	if (ncache == 0)
-		return 0;
 	cell_cache *cc = mc_calloc(1, sizeof *cc);
 	c->cache = cc;
 	cc->c = c;
@@ -220,7 +222,7 @@ int mc_cell_cache_init(cell *c)
 	o.max_waiters = cf->cache.max_waiters;
 	int rc = mc_cache_new(&cc->store, &o);
 	if (rc < 0) {
-		fprintf(stderr, "metrocell cell: cannot create the cache: %s\n", mc_strerror(rc));
+		snprintf(err, errcap, "cannot create the cache: %s", mc_strerror(rc));
 		return rc;
 	}
 	mc_http_pool_opts po;
@@ -230,22 +232,49 @@ int mc_cell_cache_init(cell *c)
 	po.max_conns = cf->cache.max_conns;
 	po.max_idle = cf->cache.max_conns;
 	po.max_response_bytes = MC_MAX(po.max_response_bytes, o.max_object_bytes + (64u << 10));
+	if (!cf->region_http) {
+		snprintf(err, errcap, "a cache route needs region.http (the region's shield)");
+		return MC_ECONFIG;
+	}
 	rc = mc_http_pool_new(&cc->shield, c->loop, cf->region_http, &po);
 	if (rc < 0) {
-		fprintf(stderr, "metrocell cell: region.http %s: %s\n", cf->region_http,
-			mc_strerror(rc));
+		snprintf(err, errcap, "region.http %s: %s", cf->region_http, mc_strerror(rc));
 		return rc;
 	}
-	cc->nroutes = cf->nroutes;
-	cc->engines = mc_calloc(cf->nroutes, sizeof *cc->engines);
+	MC_INFO(COMP, "cell %s: edge cache of %llu bytes in %u shard(s), shield at %s", cf->cell,
+		(unsigned long long)o.max_bytes, mc_cache_options(cc->store)->shards,
+		cf->region_http);
+	return 0;
+}
+
+int mc_cell_cache_init(cell *c)
+{
+	(void)c; /* the cache is created with its first route (mc_cell_cache_route_init) */
+	return 0;
+}
+
+int mc_cell_cache_route_init(cell *c, cell_route *rt, char *err, size_t errcap)
+{
+	int rc;
+	if (!c->cache && (rc = cache_create(c, err, errcap)) < 0)
+		return rc;
+	cell_cache *cc = c->cache;
+	for (size_t i = 0; i < cc->nroutes; i++) {
+		if (strcmp(cc->engines[i].route, rt->conf->name) == 0) {
+			rt->engine = cc->engines[i].engine;
+			return 0;
+		}
+	}
 	mc_cache_engine_opts eo = {.tier = "cell", .fetch = shield_fetch, .fetch_ctx = cc};
-	for (size_t i = 0; i < cf->nroutes; i++)
-		if (cf->routes[i].kind == MC_ROUTE_CACHE &&
-		    (rc = mc_cache_engine_new(&cc->engines[i], cc->store, &eo)) < 0)
-			return rc;
-	MC_INFO(COMP, "cell %s: %zu cache route(s), %llu bytes in %u shard(s), shield at %s",
-		cf->cell, ncache, (unsigned long long)o.max_bytes,
-		mc_cache_options(cc->store)->shards, cf->region_http);
+	mc_cache_engine *e = NULL;
+	if ((rc = mc_cache_engine_new(&e, cc->store, &eo)) < 0) {
+		snprintf(err, errcap, "route %s: cannot create its cache engine: %s",
+			 rt->conf->name, mc_strerror(rc));
+		return rc;
+	}
+	cc->engines = mc_realloc(cc->engines, (cc->nroutes + 1) * sizeof *cc->engines);
+	cc->engines[cc->nroutes++] = (named_engine){mc_strdup(rt->conf->name), e};
+	rt->engine = e;
 	return 0;
 }
 
@@ -257,8 +286,10 @@ void mc_cell_cache_fini(cell *c)
 	/* Freeing the pool completes its requests (MC_ECANCELED), so the engines have
 	 * nothing in flight when they go. */
 	mc_http_pool_free(cc->shield);
-	for (size_t i = 0; i < cc->nroutes; i++)
-		mc_cache_engine_free(cc->engines[i]);
+	for (size_t i = 0; i < cc->nroutes; i++) {
+		mc_cache_engine_free(cc->engines[i].engine);
+		free(cc->engines[i].route);
+	}
 	free(cc->engines);
 	mc_cache_free(cc->store);
 	free(cc);
@@ -282,14 +313,12 @@ void mc_cell_cache_metrics(cell *c)
 	    ->value = (double)cc->purge_frames;
 	size_t base = l.len;
 	for (size_t i = 0; i < cc->nroutes; i++) {
-		if (!cc->engines[i])
-			continue;
 		l.len = base;
 		l.data[base] = '\0';
 		mc_buf_append_str(&l, ",route=\"");
-		mc_metrics_label_escape(&l, c->conf->routes[i].name);
+		mc_metrics_label_escape(&l, cc->engines[i].route);
 		mc_buf_append_str(&l, "\"");
-		mc_cache_engine_metrics(cc->engines[i], c->metrics, l.data);
+		mc_cache_engine_metrics(cc->engines[i].engine, c->metrics, l.data);
 	}
 	mc_buf_fini(&l);
 }
@@ -305,6 +334,11 @@ void mc_cell_cache_on_purge(void *arg, bool prefix, const char *host, size_t hos
 	MC_INFO(COMP, "cell %s: region purge %s %.*s%s%.*s: %zu object(s)", c->conf->cell,
 		prefix ? "prefix" : "key", (int)host_len, host, host_len ? " " : "",
 		(int)pattern_len, pattern, n);
+	char h[256], pat[1001];
+	snprintf(h, sizeof h, "%.*s", (int)MC_MIN(host_len, sizeof h - 1), host_len ? host : "");
+	snprintf(pat, sizeof pat, "%.*s", (int)MC_MIN(pattern_len, sizeof pat - 1), pattern);
+	mc_cell_event(c, "cache_purge", "s:source", "region", "s:mode", prefix ? "prefix" : "exact",
+		      "s:host", host_len ? h : NULL, "s:pattern", pat, "u:purged", (uint64_t)n, NULL);
 }
 
 int mc_cell_cache_admin(cell *c, mc_http_exchange *ex)
@@ -328,6 +362,12 @@ int mc_cell_cache_admin(cell *c, mc_http_exchange *ex)
 	size_t n = c->cache ? mc_cache_purge(c->cache->store, sp->host, sp->host_len, sp->pattern,
 					     sp->pattern_len, sp->prefix)
 			    : 0;
+	char h[256];
+	snprintf(h, sizeof h, "%.*s", (int)MC_MIN(sp->host_len, sizeof h - 1),
+		 sp->host_len ? sp->host : "");
+	mc_cell_event(c, "cache_purge", "s:source", "admin", "s:mode", sp->prefix ? "prefix" : "exact",
+		      "s:host", sp->host_len ? h : NULL, "s:pattern", sp->pattern, "u:purged",
+		      (uint64_t)n, NULL);
 	char body[64];
 	int bl = snprintf(body, sizeof body, "{\"purged\":%zu}\n", n);
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};

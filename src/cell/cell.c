@@ -46,6 +46,7 @@ static void series_for(cell *c, cell_route *rt, cell_outcome o, mc_series **coun
 
 static void req_free(cell_req *r)
 {
+	mc_cell_snapshot_unref(r->snap);
 	mc_buf_fini(&r->key);
 	mc_buf_fini(&r->xff);
 	free(r->fwd);
@@ -94,7 +95,7 @@ static size_t std_headers(cell_req *r, cell_outcome outcome, const mc_http_heade
 }
 
 /* Counts the request and its duration so far by route and outcome. */
-static void record(cell_req *r, cell_outcome outcome)
+static void record(cell_req *r, cell_outcome outcome, int status)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	uint64_t total = mc_now_ns() - req->start_ns;
@@ -102,6 +103,8 @@ static void record(cell_req *r, cell_outcome outcome)
 	series_for(r->c, r->route, outcome, &count, &lat);
 	count->value += 1;
 	mc_hist_record(lat->hist, total / 1000);
+	mc_cell_fleet_observe(r->c, status, total / 1000);
+	mc_cell_telemetry_record(r->c, outcome, total / 1000);
 }
 
 void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
@@ -111,7 +114,7 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 	mc_http_header stack[40], *h;
 	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
 			       MC_ARRAY_LEN(stack), &h);
-	record(r, outcome);
+	record(r, outcome, status);
 	mc_http_respond(r->ex, status, h, n, body, body_len);
 	if (h != stack)
 		free(h);
@@ -125,7 +128,7 @@ int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc
 	mc_http_header stack[40], *h;
 	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
 			       MC_ARRAY_LEN(stack), &h);
-	record(r, outcome);
+	record(r, outcome, status);
 	int rc = mc_http_exchange_start_response(r->ex, status, h, n, content_length);
 	if (h != stack)
 		free(h);
@@ -152,32 +155,21 @@ void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const c
 	mc_buf_fini(&body);
 }
 
-static cell_route *route_match(cell *c, const char *path, size_t len)
-{
-	cell_route *best = NULL;
-	for (size_t i = 0; i < c->nroutes; i++) {
-		cell_route *rt = &c->routes[i];
-		if (rt->prefix_len <= len && memcmp(path, rt->conf->prefix, rt->prefix_len) == 0 &&
-		    (!best || rt->prefix_len > best->prefix_len))
-			best = rt;
-	}
-	return best;
-}
-
 static void on_request(void *ctx, mc_http_exchange *ex)
 {
 	cell *c = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
 	cell_req *r = mc_calloc(1, sizeof *r);
 	r->c = c;
+	r->snap = mc_cell_snapshot_ref(c->snap);
 	r->ex = ex;
 	mc_buf_init(&r->key);
 	mc_buf_init(&r->xff);
-	if ((r->route = mc_cell_kv_mget_route(c, req->path, req->path_len)) != NULL) {
+	if ((r->route = mc_cell_kv_mget_route(r->snap, req->path, req->path_len)) != NULL) {
 		mc_cell_kv_mget(r);
 		return;
 	}
-	r->route = route_match(c, req->path, req->path_len);
+	r->route = mc_cell_route_match(r->snap, req->path, req->path_len);
 	mc_cell_edge_account(c, r->route, req);
 	if (!r->route) {
 		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "no_route",
@@ -271,6 +263,8 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 	set_gauge(c, "metrocell_uptime_seconds", "Seconds since the cell started.",
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
 	mc_cell_cache_metrics(c);
+	mc_cell_fleet_metrics(c);
+	mc_cell_telemetry_metrics(c);
 	mc_cell_kv_metrics(c);
 }
 
@@ -290,7 +284,7 @@ static void admin_status(cell *c, mc_http_exchange *ex)
 		      "\"backlog_bytes\":%llu,"
 		      "\"oldest_unacked_ms\":%llu,\"lag_p50_ms\":%.3f,\"lag_p95_ms\":%.3f,"
 		      "\"lag_p99_ms\":%.3f,\"lag_max_ms\":%.3f,\"lag_count\":%llu,"
-		      "\"reconnects\":%llu,\"sent_entries\":%llu}}\n",
+		      "\"reconnects\":%llu,\"sent_entries\":%llu}",
 		      (double)(mc_now_ns() - c->start_ns) / 1e9, rs->connected ? "true" : "false",
 		      (unsigned long long)ls.last_seq, (unsigned long long)rs->acked_seq,
 		      (unsigned long long)(ls.last_seq > rs->acked_seq ? ls.last_seq - rs->acked_seq : 0),
@@ -300,6 +294,8 @@ static void admin_status(cell *c, mc_http_exchange *ex)
 		      ms(mc_hist_quantile(&rs->lag_us, 0.99)), ms(rs->lag_us.max),
 		      (unsigned long long)rs->lag_us.count, (unsigned long long)rs->reconnects,
 		      (unsigned long long)rs->sent_entries);
+	mc_cell_fleet_status(c, &b);
+	mc_buf_append_str(&b, "}\n");
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
 	mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
 	mc_buf_fini(&b);
@@ -310,7 +306,7 @@ static void on_admin(void *ctx, mc_http_exchange *ex)
 {
 	cell *c = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
-	if (mc_cell_cache_admin(c, ex))
+	if (mc_cell_cache_admin(c, ex) || mc_cell_telemetry_admin(c, ex))
 		return;
 	if (strcmp(req->method, "GET") != 0) {
 		mc_http_header allow = {"Allow", 5, "GET", 3};
@@ -341,6 +337,8 @@ static void stop(cell *c)
 		return;
 	c->stopping = 1;
 	MC_INFO(COMP, "cell %s stopping", c->conf->cell);
+	mc_cell_fleet_stop(c);
+	mc_cell_telemetry_stop(c);
 	mc_http_server_free(c->http);
 	c->http = NULL;
 	mc_http_server_free(c->admin);
@@ -361,20 +359,6 @@ static void stop(cell *c)
 static void on_stop(void *arg)
 {
 	stop(arg);
-}
-
-static int setup_routes(cell *c)
-{
-	c->nroutes = c->conf->nroutes;
-	c->routes = mc_calloc(c->nroutes, sizeof *c->routes);
-	for (size_t i = 0; i < c->nroutes; i++) {
-		cell_route *rt = &c->routes[i];
-		rt->conf = &c->conf->routes[i];
-		rt->prefix_len = strlen(rt->conf->prefix);
-		if (rt->conf->kind == MC_ROUTE_PROXY)
-			rt->pool = &c->pools[rt->conf->pool];
-	}
-	return 0;
 }
 
 /* Requests the HTTP server refuses itself (malformed, too large, too slow) never
@@ -415,7 +399,7 @@ static size_t route_body_limit(void *ctx, const char *method, const char *path, 
 {
 	cell *c = ctx;
 	(void)method;
-	cell_route *rt = route_match(c, path, len);
+	cell_route *rt = mc_cell_route_match(c->snap, path, len);
 	return rt ? rt->conf->max_body_bytes : c->conf->limits.max_body_bytes;
 }
 
@@ -437,6 +421,7 @@ static int start(cell *c)
 	so.max_batch = cf->state.max_batch;
 	so.linger_us = cf->state.commit_linger_us;
 	so.home = cf->cell;
+	mc_cell_fleet_load(c);
 	mc_cell_kv_new(c);
 	mc_cell_kv_store_opts(c, &so);
 	int rc = mc_store_open(&c->store, c->loop, &so);
@@ -449,8 +434,9 @@ static int start(cell *c)
 		return rc;
 	if ((rc = mc_cell_cache_init(c)) < 0)
 		return rc;
-	setup_routes(c);
 	mc_cell_edge_init(c);
+	if ((rc = mc_cell_fleet_boot(c)) < 0)
+		return rc;
 
 	mc_http_server_opts ho;
 	server_opts(&cf->limits, &ho);
@@ -487,6 +473,11 @@ static int start(cell *c)
 	ro.dead_after_ms = cf->repl.dead_after_ms;
 	mc_cell_kv_shipper_opts(c, &ro);
 	ro.on_purge = mc_cell_cache_on_purge;
+	ro.on_link = mc_cell_telemetry_on_link;
+	ro.on_obs_ack = mc_cell_telemetry_on_obs_ack;
+	ro.cb_arg = c;
+	if ((rc = mc_cell_telemetry_start(c)) < 0)
+		return rc;
 	rc = mc_repl_shipper_new(&c->shipper, c->loop, c->store, cf->cell, cf->region_repl, &ro);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot start replication to %s: %s\n",
@@ -496,6 +487,7 @@ static int start(cell *c)
 	mc_cell_kv_start(c);
 	mc_http_graceful_start(&c->graceful, c->loop, c->http, cf->limits.drain_timeout_ms,
 			       "cell", on_stop, c);
+	mc_cell_fleet_start(c);
 	char hh[64], ah[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);
@@ -539,8 +531,8 @@ int mc_cell_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_cell_telemetry_fini(&c);
 	mc_cell_edge_fini(&c);
-	free(c.routes);
 	mc_cell_kv_free(&c);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);

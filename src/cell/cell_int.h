@@ -39,10 +39,24 @@ typedef struct cell_pool {
 	size_t outstanding; /* requests in flight or queued on any worker */
 	uint64_t picks;     /* pick sequence: least recently picked wins a tie */
 	uint64_t rng;       /* xorshift state for the two random choices */
+	/* Config snapshots share a pool whose definition did not change, so its
+	 * connections and health verdicts survive a swap (snapshot.c). */
+	int refs;
+	int closed;       /* mc_cell_pool_fini ran */
+	mc_pool_conf own; /* conf points here: a copy owned by the pool */
 } cell_pool;
 
 typedef struct cell_edge cell_edge;   /* quotas, flags, locality (src/cell/edge.h) */
 typedef struct cell_quota cell_quota; /* token buckets of one quota (quota.c) */
+
+/* A proxy route's upstream metrics (proxy.c). */
+typedef struct cell_route_proxy {
+	mc_series *ttfb;    /* metrocell_upstream_ttfb_seconds{route} */
+	mc_series *retries; /* metrocell_upstream_retries_total{route} */
+	mc_series *aborts;  /* metrocell_upstream_stream_aborts_total{route} */
+} cell_route_proxy;
+
+struct mc_cache_engine;
 
 typedef struct cell_route {
 	const mc_route_conf *conf;
@@ -52,9 +66,41 @@ typedef struct cell_route {
 	int served;        /* a request reached it since start (first_request cold start) */
 	mc_series *count[OUTCOME_COUNT];
 	mc_series *latency[OUTCOME_COUNT];
+	cell_route_proxy px;            /* proxy routes */
+	struct mc_cache_engine *engine; /* cache routes: the cell's engine of that name */
 } cell_route;
 
 struct cell_kv;
+
+/* The routing state built from one config version: immutable once installed,
+ * reference counted. The cell holds a reference on the current one and every
+ * request on the one it started with, so a swap never changes a request's
+ * routes, pools or quotas midway; a retired snapshot is freed (its pools drained
+ * and closed unless the next one shares them) when its last request ends.
+ * src/cell/snapshot.c; docs/operations.md "Fleet config". */
+typedef struct cell_snapshot {
+	cell *c;
+	int refs;
+	struct cell_snapshot *next; /* c->snaps: every snapshot not freed yet */
+	uint64_t version;           /* fleet version; 0 for the bootstrap routes */
+	char sha256[65];            /* of the fleet document ("" for the bootstrap) */
+	uint64_t accepted_ms;       /* wall ms the region accepted it (0: unknown) */
+	uint64_t applied_ms;        /* wall ms this cell installed it */
+	const char *source;         /* "bootstrap", "lkg" or "region" */
+	mc_fleet_conf *fleet;       /* NULL for the bootstrap routes */
+	const mc_cell_conf *conf;   /* pools, routes, flags: fleet->dyn or the bootstrap */
+	cell_pool **pools;          /* by pool index of conf */
+	size_t npools;
+	cell_route *routes;
+	size_t nroutes;
+	cell_quota **quotas; /* distinct quotas of the routes */
+	size_t nquotas;
+	mc_buf flags_all;    /* body of GET {flags prefix}: every flag */
+	uv_timer_t reap;     /* frees the snapshot outside any callback */
+	int reaping;
+} cell_snapshot;
+
+typedef struct cell_fleet cell_fleet; /* the watcher of the region's fleet config (fleet.c) */
 
 typedef struct cell_cache cell_cache; /* src/cell/cache_route.c */
 
@@ -79,10 +125,9 @@ struct cell {
 	mc_http_server *http;
 	mc_http_server *admin;
 	mc_repl_shipper *shipper;
-	cell_pool *pools;
-	size_t npools;
-	cell_route *routes;
-	size_t nroutes;
+	cell_snapshot *snap;  /* the routes new requests get */
+	cell_snapshot *snaps; /* every snapshot not freed yet (snap included) */
+	cell_fleet *fleet;    /* NULL without region.http */
 	mc_metrics *metrics;
 	cell_cache *cache; /* cache routes' store, shield pool and engines; NULL without */
 	uint64_t start_ns;
@@ -92,12 +137,15 @@ struct cell {
 	int stopping;
 	cell_tls tls;
 	struct cell_proxy *proxy; /* proxy routes' state: fallback link, metrics (proxy.c) */
+	struct cell_telemetry *telem; /* summaries, event buffer, blind time (telemetry.c) */
+	uint64_t config_version;      /* applied fleet config version, 0 until one is applied */
 	struct cell_kv *kv; /* hot-state KV API (src/cell/kv*.c) */
 };
 
 /* Per-request state carried through asynchronous handlers. */
 typedef struct cell_req {
 	cell *c;
+	cell_snapshot *snap; /* the request's routes: one reference held until it ends */
 	mc_http_exchange *ex;
 	cell_route *route;
 	uint64_t seg_start_ns;   /* start of the state/upstream segment */
@@ -145,11 +193,77 @@ void mc_cell_kv_fini(cell *c);
 void mc_cell_kv_free(cell *c);
 /* The KV route whose multi-get endpoint path is ("/v1/kv/" serves
  * "POST /v1/kv:mget"), or NULL. */
-cell_route *mc_cell_kv_mget_route(cell *c, const char *path, size_t len);
+cell_route *mc_cell_kv_mget_route(struct cell_snapshot *s, const char *path, size_t len);
 void mc_cell_kv_mget(cell_req *r);
 
+/* The proxy routes' cell-wide state (the region's fallback pool, metrics);
+ * fini also closes the pools of every snapshot (requests in flight fail with
+ * MC_ECANCELED) at stop. */
 int mc_cell_pools_init(cell *c);
 void mc_cell_pools_fini(cell *c);
+/* Creates the upstream metrics of proxy route rt. */
+void mc_cell_proxy_route_init(cell *c, cell_route *rt);
+
+/* ---- config snapshots (src/cell/snapshot.c) ---------------------------------------------- */
+
+/* Builds a snapshot from fleet (taken over, freed on failure too; NULL: the
+ * bootstrap routes of c->conf), sharing the pools and quotas of the current
+ * snapshot that did not change. Returns 0 and *out (one reference, not yet
+ * installed), or a negative code with a message in err. */
+int mc_cell_snapshot_new(cell *c, mc_fleet_conf *fleet, cell_snapshot **out, char *err,
+			 size_t errcap);
+/* Makes s the current snapshot (taking over the caller's reference); the
+ * previous one is released and drains. */
+void mc_cell_snapshot_install(cell *c, cell_snapshot *s);
+cell_snapshot *mc_cell_snapshot_ref(cell_snapshot *s);
+/* Drops a reference; the last one frees the snapshot from the loop (never from
+ * inside the caller's stack). Accepts NULL. */
+void mc_cell_snapshot_unref(cell_snapshot *s);
+/* At stop: releases the current snapshot and closes the pools of every
+ * snapshot, so requests in flight end. */
+void mc_cell_snapshots_close(cell *c);
+/* Longest-prefix route of s for path, or NULL. */
+cell_route *mc_cell_route_match(cell_snapshot *s, const char *path, size_t len);
+
+/* ---- fleet config watcher (src/cell/fleet.c) ----------------------------------------------- */
+
+/* First thing at start (before the store opens): reads data_dir/config/lkg.json
+ * when its checksum and validation pass, and takes its state_classes (the
+ * store's classes change at a start only). Returns 0. */
+int mc_cell_fleet_load(cell *c);
+/* Before the listeners start: installs the first snapshot (the last-known-good
+ * document, else the bootstrap routes). Returns 0 or a negative code after
+ * printing why. */
+int mc_cell_fleet_boot(cell *c);
+/* Starts watching the region (needs region.http; nothing without). */
+void mc_cell_fleet_start(cell *c);
+void mc_cell_fleet_stop(cell *c);
+/* Counts one answered request for the rollout summary sent to the region. */
+void mc_cell_fleet_observe(cell *c, int status, uint64_t latency_us);
+/* Adds "config":{...} (version, sha256, source, age, keys) to a /v1/status body
+ * and sets metrocell_config_version / _age_seconds. */
+void mc_cell_fleet_status(cell *c, mc_buf *b);
+void mc_cell_fleet_metrics(cell *c);
+
+/* ---- last-known-good file (src/cell/lkg.c) ------------------------------------------------- */
+
+typedef struct mc_lkg_meta {
+	uint64_t version;
+	char sha256[65];
+	uint64_t accepted_ms;
+} mc_lkg_meta;
+
+/* Writes doc as dir/lkg.json (temporary file, fsync, rename, fsync of dir) and
+ * its checksum file dir/lkg.json.sha256 listing the new and the previous
+ * document, so a crash between the two renames leaves a pair that checks.
+ * Creates dir. Returns 0 or -errno. */
+int mc_lkg_write(const char *dir, const char *doc, size_t len, const mc_lkg_meta *meta);
+/* Reads dir/lkg.json (at most MC_FLEET_MAX_BYTES) and returns it in *doc
+ * (caller frees) with its meta when its SHA-256 matches an entry of the
+ * checksum file. Returns 0, MC_ENOTFOUND (no file), MC_ECRC (no entry matches),
+ * MC_ETOOBIG, or -errno; why in err. */
+int mc_lkg_read(const char *dir, char **doc, size_t *len, mc_lkg_meta *meta, char *err,
+		size_t errcap);
 
 /* ---- edge features (edge.c, quota.c, flags.c, locality.c) ---- */
 
@@ -178,6 +292,10 @@ void mc_cell_cold_start(cell *c, const char *kind);
  * Returns 0 or a negative code after printing why to stderr. */
 int mc_cell_tls_start(cell *c);
 void mc_cell_tls_stop(cell *c);
+/* Replaces the ticket keys of the context new TLS connections get (open
+ * connections keep theirs); keys->n == 0 keeps the current keys. Returns 0, or
+ * a negative code with why in err (the old context stays). No-op without TLS. */
+int mc_cell_tls_set_ticket_keys(cell *c, const mc_ticket_keys_conf *keys, char *err, size_t cap);
 /* mc_http_server_opts.on_conn of the data-plane server: connection metrics. */
 void mc_cell_tls_on_conn(void *ctx, const mc_http_conn_info *info);
 /* ---- worker pools (src/cell/pool.c) ---------------------------------------------------- */
@@ -265,6 +383,10 @@ void mc_cell_policy_fallback_failed(cell_req *r, cell_cause cause, const char *d
 void mc_cell_cache_handle(cell_req *r);
 int mc_cell_cache_init(cell *c);
 void mc_cell_cache_fini(cell *c);
+/* Sets rt->engine to the cell's engine for that route name (an engine outlives
+ * snapshots: background refreshes may be in flight), creating the cache store
+ * and the shield pool on first use. Returns 0 or a negative code (err). */
+int mc_cell_cache_route_init(cell *c, cell_route *rt, char *err, size_t errcap);
 /* Refreshes the metrocell_cache_* families in c->metrics. */
 void mc_cell_cache_metrics(cell *c);
 /* Answers POST /v1/cache/purge on the admin listener; returns 1 when the request
@@ -273,5 +395,37 @@ int mc_cell_cache_admin(cell *c, mc_http_exchange *ex);
 /* The shipper's on_purge callback (arg is the cell). */
 void mc_cell_cache_on_purge(void *arg, bool prefix, const char *host, size_t host_len,
 			    const char *pattern, size_t pattern_len);
+
+/* ---- fleet telemetry and the event buffer (src/cell/telemetry.c) ------------------------ */
+
+typedef struct cell_telemetry cell_telemetry;
+
+/* Opens the event buffer under data_dir/events, emits cell_start and starts the
+ * summary timer. Returns 0 or a negative code after printing why. */
+int mc_cell_telemetry_start(cell *c);
+/* Emits cell_stop and closes the timers (the buffer stays open). Idempotent. */
+void mc_cell_telemetry_stop(cell *c);
+/* After the loop has run the close callbacks: closes the buffer and frees. */
+void mc_cell_telemetry_fini(cell *c);
+/* Counts one answered request and its duration for the current interval. */
+void mc_cell_telemetry_record(cell *c, int outcome, uint64_t us);
+/* The shipper's on_link and on_obs_ack callbacks (arg is the cell). */
+void mc_cell_telemetry_on_link(void *arg, int up);
+void mc_cell_telemetry_on_obs_ack(void *arg, uint8_t kind, uint64_t stream, uint64_t seq);
+/* Refreshes the metrocell_blind_*, metrocell_events_* and metrocell_telemetry_*
+ * families. */
+void mc_cell_telemetry_metrics(cell *c);
+/* Answers GET /v1/events (the buffer) and POST /v1/events (an annotation) on the
+ * admin listener; returns 1 when the request was that path, 0 otherwise. */
+int mc_cell_telemetry_admin(cell *c, mc_http_exchange *ex);
+/* Writes an event into the cell's buffer: members as (spec, value) pairs ended by
+ * NULL, see mc_evbuf_emit ("s:name" const char *, "u:name" uint64_t, "i:name"
+ * int64_t, "f:name" double, "b:name" int). Accepts NULL or a cell without a buffer. */
+void mc_cell_event(cell *c, const char *type, ...);
+/* The applied fleet config version reported in telemetry (0: none yet). */
+uint64_t mc_cell_config_version(const cell *c);
+/* Hook for the fleet config: records version as applied and emits config_applied
+ * (sha256 may be NULL). */
+void mc_cell_config_applied(cell *c, uint64_t version, const char *sha256);
 
 #endif

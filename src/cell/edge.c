@@ -55,27 +55,6 @@ void mc_cell_cold_start(cell *c, const char *kind)
 		->value += 1;
 }
 
-/* One cell_quota per distinct quota name; routes naming it share it (the config
- * made sure they define it identically). */
-static void quotas_init(cell *c, cell_edge *e)
-{
-	e->quotas = mc_calloc(c->nroutes ? c->nroutes : 1, sizeof *e->quotas);
-	for (size_t i = 0; i < c->nroutes; i++) {
-		const mc_quota_conf *qc = c->routes[i].conf->quota;
-		if (!qc)
-			continue;
-		cell_quota *q = NULL;
-		for (size_t k = 0; k < e->nquotas && !q; k++)
-			if (strcmp(mc_cell_quota_conf(e->quotas[k])->name, qc->name) == 0)
-				q = e->quotas[k];
-		if (!q) {
-			q = mc_cell_quota_new(c, qc);
-			e->quotas[e->nquotas++] = q;
-		}
-		c->routes[i].quota = q;
-	}
-}
-
 void mc_cell_edge_init(cell *c)
 {
 	cell_edge *e = mc_calloc(1, sizeof *e);
@@ -86,9 +65,6 @@ void mc_cell_edge_init(cell *c)
 	for (size_t i = 0; i < MC_ARRAY_LEN(COLD_KINDS); i++)
 		mc_cell_series(c, COLD_NAME, COLD_HELP, MC_METRIC_COUNTER, "kind", COLD_KINDS[i],
 			       NULL, NULL);
-	quotas_init(c, e);
-	mc_buf_init(&e->flags_all);
-	mc_cell_flags_render(c->conf, &e->flags_all);
 	e->loc = mc_cell_locality_new(c);
 }
 
@@ -97,15 +73,9 @@ void mc_cell_edge_fini(cell *c)
 	cell_edge *e = c->edge;
 	if (!e)
 		return;
-	for (size_t i = 0; i < e->nquotas; i++)
-		mc_cell_quota_free(e->quotas[i]);
-	free(e->quotas);
-	mc_buf_fini(&e->flags_all);
 	mc_cell_locality_free(e->loc);
 	free(e);
 	c->edge = NULL;
-	for (size_t i = 0; i < c->nroutes; i++)
-		c->routes[i].quota = NULL;
 }
 
 void mc_cell_edge_account(cell *c, cell_route *rt, const mc_http_request *req)

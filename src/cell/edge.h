@@ -7,10 +7,8 @@
 
 typedef struct cell_locality cell_locality;
 
+/* Quotas and the flags document belong to the config snapshot (snapshot.c). */
 struct cell_edge {
-	cell_quota **quotas; /* one per distinct quota name */
-	size_t nquotas;
-	mc_buf flags_all;    /* body of GET {flags prefix}: every flag */
 	cell_locality *loc;
 };
 
@@ -32,6 +30,10 @@ typedef struct quota_verdict {
 /* Token buckets for one quota, at most conf->max_keys of them; counters under
  * metrics (allowed, limited, evictions, buckets) when c is not NULL. */
 cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf);
+/* Quotas are shared by snapshots whose routes define them identically (their
+ * buckets survive a config swap): ref takes one more reference, free drops one
+ * and frees at the last. The quota keeps its own copy of conf. */
+cell_quota *mc_cell_quota_ref(cell_quota *q);
 void mc_cell_quota_free(cell_quota *q); /* accepts NULL */
 const mc_quota_conf *mc_cell_quota_conf(const cell_quota *q);
 /* Takes one token from key's bucket at time now_ns (monotonic). */

@@ -31,7 +31,6 @@ static const mc_flag_conf *flag_find(const mc_cell_conf *conf, const char *name,
 
 void mc_cell_flags_handle(cell_req *r)
 {
-	cell *c = r->c;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
 		mc_http_header h[] = {{"Allow", 5, "GET, HEAD", 9},
@@ -52,15 +51,15 @@ void mc_cell_flags_handle(cell_req *r)
 	}
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
 	if (n == 0) {
-		mc_cell_finish(r, 200, OUTCOME_LOCAL, &ct, 1, c->edge->flags_all.data,
-			       c->edge->flags_all.len);
+		mc_cell_finish(r, 200, OUTCOME_LOCAL, &ct, 1, r->snap->flags_all.data,
+			       r->snap->flags_all.len);
 		return;
 	}
-	const mc_flag_conf *f = flag_find(c->conf, rest, n);
+	const mc_flag_conf *f = flag_find(r->snap->conf, rest, n);
 	if (!f) {
 		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "unknown_flag",
 				     "no flag named \"%.*s\" (%zu flags are configured)",
-				     (int)MC_MIN(n, (size_t)64), rest, c->conf->nflags);
+				     (int)MC_MIN(n, (size_t)64), rest, r->snap->conf->nflags);
 		return;
 	}
 	mc_buf body;

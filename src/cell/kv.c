@@ -810,12 +810,12 @@ void mc_cell_kv_handle(cell_req *r)
 
 /* ---- multi-get route ------------------------------------------------------------------------ */
 
-cell_route *mc_cell_kv_mget_route(cell *c, const char *path, size_t len)
+cell_route *mc_cell_kv_mget_route(cell_snapshot *s, const char *path, size_t len)
 {
 	if (len < 7 || memcmp(path + len - 5, ":mget", 5) != 0)
 		return NULL;
-	for (size_t i = 0; i < c->nroutes; i++) {
-		cell_route *rt = &c->routes[i];
+	for (size_t i = 0; i < s->nroutes; i++) {
+		cell_route *rt = &s->routes[i];
 		size_t pl = rt->prefix_len;
 		if (rt->conf->kind != MC_ROUTE_KV || pl < 2 || rt->conf->prefix[pl - 1] != '/')
 			continue;

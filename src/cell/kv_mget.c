@@ -45,18 +45,6 @@ static void mget_free(struct mget *mg)
 	free(mg);
 }
 
-static void append_value(mc_buf *b, const char *v, size_t n)
-{
-	if (mc_utf8_valid(v, n)) {
-		mc_buf_append_str(b, ",\"value\":");
-		mc_buf_append_json(b, v, n);
-	} else {
-		mc_buf_append_str(b, ",\"value_base64\":\"");
-		mc_base64_encode(b, v, n);
-		mc_buf_append_str(b, "\"");
-	}
-}
-
 static void finish(kv_req *kr)
 {
 	struct mget *mg = kr->mg;
@@ -79,7 +67,7 @@ static void finish(kv_req *kr)
 			mc_buf_append_json(&b, it->rec.home, strlen(it->rec.home));
 		}
 		if (it->status == 200) {
-			append_value(&b, it->val.data ? it->val.data : "", it->val.len);
+			mc_buf_append_json_value(&b, it->val.data ? it->val.data : "", it->val.len);
 			if (it->rec.expires_ms)
 				mc_buf_printf(&b, ",\"expires_ms\":%llu",
 					      (unsigned long long)it->rec.expires_ms);

@@ -121,6 +121,8 @@ static void uneject(cell_worker *w, uint64_t now_ms)
 	if (w->m_ejected)
 		w->m_ejected->value = 0;
 	MC_INFO(COMP_POOL, "pool %s: worker %s back from ejection", w->pool->conf->name, w->addr);
+	mc_cell_event(w->pool->c, "worker_returned", "s:pool", w->pool->conf->name, "s:worker",
+		      w->addr, NULL);
 }
 
 static void on_eject_timer(uv_timer_t *t)
@@ -152,6 +154,9 @@ static void eject(cell_worker *w, uint64_t now_ms, const char *why)
 		uv_timer_start(&w->eject_timer, on_eject_timer, ms, 0);
 	MC_WARN(COMP_POOL, "pool %s: worker %s ejected for %llu ms (%s; ejection %u)",
 		w->pool->conf->name, w->addr, (unsigned long long)ms, why, w->times_ejected);
+	mc_cell_event(w->pool->c, "worker_ejected", "s:pool", w->pool->conf->name, "s:worker",
+		      w->addr, "u:ejection_ms", ms, "s:reason", why, "u:ejections",
+		      (uint64_t)w->times_ejected, NULL);
 }
 
 int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms)
@@ -265,6 +270,8 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 			w->healthy = 1;
 			MC_INFO(COMP_POOL, "pool %s: worker %s healthy (%u probes passed)",
 				w->pool->conf->name, w->addr, w->probe_ok);
+			mc_cell_event(w->pool->c, "worker_healthy", "s:pool", w->pool->conf->name,
+				      "s:worker", w->addr, NULL);
 		}
 	} else {
 		w->probe_ok = 0;
@@ -281,6 +288,9 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 				    COMP_POOL,
 				    "pool %s: worker %s unhealthy (%u probes failed: status %d)",
 				    w->pool->conf->name, w->addr, w->probe_fail, res->status);
+			mc_cell_event(w->pool->c, "worker_unhealthy", "s:pool", w->pool->conf->name,
+				      "s:worker", w->addr, "s:error", err ? mc_strerror(err) : NULL,
+				      "i:status", (int64_t)(err ? 0 : res->status), NULL);
 		}
 	}
 	w->m_healthy->value = w->healthy;

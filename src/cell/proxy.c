@@ -16,16 +16,10 @@
 /* Stop reading a worker while this much of its answer waits for the client. */
 #define STREAM_HIGH_WATER (256u * 1024u)
 
-typedef struct proxy_route {
-	mc_series *ttfb;    /* metrocell_upstream_ttfb_seconds{route} */
-	mc_series *retries; /* metrocell_upstream_retries_total{route} */
-	mc_series *aborts;  /* metrocell_upstream_stream_aborts_total{route} */
-} proxy_route;
+typedef cell_route_proxy proxy_route;
 
 struct cell_proxy {
 	mc_http_pool *fallback; /* to region.http; NULL without it */
-	proxy_route *routes;	/* by route index */
-	size_t nroutes;
 	mc_series *regional_fallback;
 };
 
@@ -66,36 +60,27 @@ static mc_series *route_series(cell *c, const mc_route_conf *rc, const char *nam
 	return s;
 }
 
+void mc_cell_proxy_route_init(cell *c, cell_route *rt)
+{
+	const mc_route_conf *rc = rt->conf;
+	proxy_route *pr = &rt->px;
+	pr->ttfb = route_series(c, rc, "metrocell_upstream_ttfb_seconds",
+				"Time from sending a request to a worker to the first "
+				"byte of its answer, by route.",
+				MC_METRIC_HIST);
+	pr->retries = route_series(c, rc, "metrocell_upstream_retries_total",
+				   "Idempotent requests retried on another worker.",
+				   MC_METRIC_COUNTER);
+	pr->aborts = route_series(c, rc, "metrocell_upstream_stream_aborts_total",
+				  "Answers cut short because the upstream failed after "
+				  "the response had started.",
+				  MC_METRIC_COUNTER);
+}
+
 int mc_cell_pools_init(cell *c)
 {
-	c->npools = c->conf->npools;
-	c->pools = mc_calloc(c->npools ? c->npools : 1, sizeof *c->pools);
-	for (size_t i = 0; i < c->npools; i++) {
-		int rc = mc_cell_pool_init(c, &c->pools[i], &c->conf->pools[i]);
-		if (rc < 0)
-			return rc;
-	}
 	struct cell_proxy *px = mc_calloc(1, sizeof *px);
 	c->proxy = px;
-	px->nroutes = c->conf->nroutes;
-	px->routes = mc_calloc(px->nroutes ? px->nroutes : 1, sizeof *px->routes);
-	for (size_t i = 0; i < px->nroutes; i++) {
-		const mc_route_conf *rc = &c->conf->routes[i];
-		if (rc->kind != MC_ROUTE_PROXY)
-			continue;
-		proxy_route *pr = &px->routes[i];
-		pr->ttfb = route_series(c, rc, "metrocell_upstream_ttfb_seconds",
-					"Time from sending a request to a worker to the first "
-					"byte of its answer, by route.",
-					MC_METRIC_HIST);
-		pr->retries = route_series(c, rc, "metrocell_upstream_retries_total",
-					   "Idempotent requests retried on another worker.",
-					   MC_METRIC_COUNTER);
-		pr->aborts = route_series(c, rc, "metrocell_upstream_stream_aborts_total",
-					  "Answers cut short because the upstream failed after "
-					  "the response had started.",
-					  MC_METRIC_COUNTER);
-	}
 	if (c->conf->region_http) {
 		mc_http_pool_opts o;
 		mc_http_pool_opts_default(&o);
@@ -121,14 +106,9 @@ int mc_cell_pools_init(cell *c)
 
 void mc_cell_pools_fini(cell *c)
 {
-	for (size_t i = 0; i < c->npools; i++)
-		mc_cell_pool_fini(&c->pools[i]);
-	free(c->pools);
-	c->pools = NULL;
-	c->npools = 0;
+	mc_cell_snapshots_close(c);
 	if (c->proxy) {
 		mc_http_pool_free(c->proxy->fallback);
-		free(c->proxy->routes);
 		free(c->proxy);
 		c->proxy = NULL;
 	}
@@ -585,7 +565,7 @@ void mc_cell_proxy_handle(cell_req *r)
 	px->c = c;
 	px->rt = r->route;
 	px->rc = r->route->conf;
-	px->pr = &c->proxy->routes[r->route - c->routes];
+	px->pr = &r->route->px;
 	px->head = strcmp(req->method, "HEAD") == 0;
 	px->phase = PX_UPSTREAM;
 	r->px = px;

@@ -35,7 +35,9 @@ typedef struct bucket {
 } bucket;
 
 struct cell_quota {
-	const mc_quota_conf *conf;
+	const mc_quota_conf *conf; /* &own */
+	mc_quota_conf own;         /* a copy: the quota outlives the snapshot it came from */
+	int refs;                  /* snapshots sharing it (identical definitions) */
 	bucket **table;
 	size_t tcap; /* power of two */
 	size_t n;
@@ -121,7 +123,12 @@ static void gauge_set(cell_quota *q)
 cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf)
 {
 	cell_quota *q = mc_calloc(1, sizeof *q);
-	q->conf = conf;
+	q->own = *conf;
+	q->own.name = mc_strdup(conf->name);
+	q->own.header = conf->header ? mc_strdup(conf->header) : NULL;
+	q->conf = &q->own;
+	q->refs = 1;
+	conf = q->conf;
 	q->lru.lnext = q->lru.lprev = &q->lru;
 	table_grow(q);
 	if (c) {
@@ -150,10 +157,18 @@ cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf)
 	return q;
 }
 
+cell_quota *mc_cell_quota_ref(cell_quota *q)
+{
+	q->refs++;
+	return q;
+}
+
 void mc_cell_quota_free(cell_quota *q)
 {
-	if (!q)
+	if (!q || --q->refs > 0)
 		return;
+	free(q->own.name);
+	free(q->own.header);
 	qlink *l = q->lru.lnext;
 	while (l != &q->lru) {
 		qlink *next = l->lnext;

@@ -105,6 +105,7 @@ static void on_hup(uv_signal_t *h, int signum)
 		c->tls.reloads[1]->value += 1;
 		MC_ERROR(COMP, "SIGHUP: TLS reload failed, keeping the previous certificate: %s",
 			 err);
+		mc_cell_event(c, "tls_reload", "b:ok", 0, "s:error", err, NULL);
 		return;
 	}
 	mc_http_server_tls_ctx_set(c->http, n);
@@ -116,6 +117,8 @@ static void on_hup(uv_signal_t *h, int signum)
 		"SIGHUP: TLS certificate reloaded from %s (%s); open connections keep the "
 		"previous one",
 		c->conf->tls.cert, desc);
+	mc_cell_event(c, "tls_reload", "b:ok", 1, "s:cert", c->conf->tls.cert, "s:certificate", desc,
+		      NULL);
 }
 
 int mc_cell_tls_start(cell *c)
@@ -184,4 +187,48 @@ void mc_cell_tls_stop(cell *c)
 	mc_tls_ctx_unref(t->ctx);
 	t->ctx = NULL;
 	explicit_bzero(t->keys, sizeof t->keys);
+}
+
+int mc_cell_tls_set_ticket_keys(cell *c, const mc_ticket_keys_conf *keys, char *err, size_t cap)
+{
+	cell_tls *t = &c->tls;
+	if (!c->conf->tls.enabled || !t->ctx || keys->n == 0)
+		return 0;
+	if (t->nkeys == keys->n) {
+		size_t same = 0;
+		for (size_t i = 0; i < keys->n; i++)
+			same +=
+			    memcmp(t->keys[i].name, keys->keys[i].name, MC_TICKET_NAME_LEN) == 0 &&
+			    memcmp(t->keys[i].aes_key, keys->keys[i].aes_key,
+				   MC_TICKET_SECRET_LEN) == 0 &&
+			    memcmp(t->keys[i].hmac_key, keys->keys[i].hmac_key,
+				   MC_TICKET_SECRET_LEN) == 0;
+		if (same == keys->n)
+			return 0;
+	}
+	mc_tls_ticket_key saved[MC_TLS_TICKET_KEYS_MAX];
+	size_t nsaved = t->nkeys;
+	memcpy(saved, t->keys, sizeof saved);
+	for (size_t i = 0; i < keys->n; i++) {
+		memcpy(t->keys[i].name, keys->keys[i].name, sizeof t->keys[i].name);
+		memcpy(t->keys[i].aes_key, keys->keys[i].aes_key, sizeof t->keys[i].aes_key);
+		memcpy(t->keys[i].hmac_key, keys->keys[i].hmac_key, sizeof t->keys[i].hmac_key);
+	}
+	t->nkeys = keys->n;
+	mc_tls_ctx *n = NULL;
+	int rc = build_ctx(c, &n, err, cap);
+	if (rc < 0) {
+		memcpy(t->keys, saved, sizeof saved);
+		t->nkeys = nsaved;
+	} else {
+		mc_http_server_tls_ctx_set(c->http, n);
+		mc_tls_ctx_unref(t->ctx);
+		t->ctx = n;
+		MC_INFO(COMP,
+			"cell %s: %zu session-ticket key(s) from the fleet config; open "
+			"connections keep the previous context",
+			c->conf->cell, t->nkeys);
+	}
+	explicit_bzero(saved, sizeof saved);
+	return rc;
 }

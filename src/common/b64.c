@@ -104,3 +104,15 @@ int mc_utf8_valid(const void *p, size_t n)
 	}
 	return 1;
 }
+
+void mc_buf_append_json_value(mc_buf *b, const char *v, size_t n)
+{
+	if (mc_utf8_valid(v, n)) {
+		mc_buf_append_str(b, ",\"value\":");
+		mc_buf_append_json(b, v, n);
+	} else {
+		mc_buf_append_str(b, ",\"value_base64\":\"");
+		mc_base64_encode(b, v, n);
+		mc_buf_append_str(b, "\"");
+	}
+}

@@ -199,5 +199,18 @@ void mc_base64_encode(mc_buf *out, const void *p, size_t n);
 int mc_base64_decode(mc_buf *out, const char *s, size_t n);
 /* 1 when p[0..n) is well-formed UTF-8 (no overlongs, surrogates or NUL bytes). */
 int mc_utf8_valid(const void *p, size_t n);
+/* Appends a value as a JSON member after others: `,"value":"..."` when it is valid
+ * UTF-8, else `,"value_base64":"..."` (the KV API's multi-get answers). */
+void mc_buf_append_json_value(mc_buf *b, const char *v, size_t n);
+
+/* ---- small files (src/common/file.c) ---------------------------------------------- */
+/* Replaces dir/name with p[0..n) crash-safely: writes dir/name.tmp, fsyncs it,
+ * renames it over dir/name and, with sync_dir, fsyncs dir. Returns 0 or -errno. */
+int mc_file_write_atomic(const char *dir, const char *name, const void *p, size_t n, int sync_dir);
+/* fsync of a directory (after renames in it). Returns 0 or -errno. */
+int mc_file_sync_dir(const char *dir);
+/* Reads the whole file at path, at most max bytes, into *out (NUL terminated,
+ * caller frees). Returns 0, MC_ENOTFOUND, MC_ETOOBIG or -errno. */
+int mc_file_read(const char *path, size_t max, char **out, size_t *len);
 
 #endif

@@ -42,6 +42,7 @@ typedef struct vctx {
 	size_t depth;
 	char *err;
 	size_t errcap;
+	size_t max_bytes; /* documents larger than this are refused before parsing */
 } vctx;
 
 /* A rendered value for "got ..." in messages. */
@@ -1035,8 +1036,8 @@ static bool blank(const char *t, size_t len)
 static int load_doc(vctx *v, json_t **root)
 {
 	*root = NULL;
-	if (v->len > MC_CONFIG_MAX_BYTES) {
-		set_err(v, "%s: document is larger than %u bytes", v->label, MC_CONFIG_MAX_BYTES);
+	if (v->len > v->max_bytes) {
+		set_err(v, "%s: document is larger than %zu bytes", v->label, v->max_bytes);
 		return MC_ECONFIG;
 	}
 	if (!v->text || blank(v->text, v->len)) {
@@ -1083,6 +1084,7 @@ static void vctx_init(vctx *v, const char *label, const char *text, size_t len, 
 	v->len = text ? len : 0;
 	v->err = err;
 	v->errcap = errcap;
+	v->max_bytes = MC_CONFIG_MAX_BYTES;
 	if (err && errcap)
 		err[0] = '\0';
 }
@@ -1361,7 +1363,7 @@ static int reject_cell_only(vctx *v, json_t *root)
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
 					"state", "limits", "replication", "pools",  "routes",
 					"flags", "locality", "tls",
-					"cache", "state_classes"};
+					"cache", "state_classes", "telemetry"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
@@ -2127,6 +2129,39 @@ out:
 	return rc;
 }
 
+static const char *const TELEMETRY_CELL_KEYS[] = {"interval_ms", "stale_after_ms",
+						   "events_max_bytes"};
+
+/* "telemetry" of a cell (with interval_ms) or of the region (without). */
+static int parse_telemetry(vctx *v, json_t *root, mc_telemetry_conf *t, bool cell)
+{
+	t->interval_ms = 1000;
+	t->stale_after_ms = 3000;
+	t->events_max_bytes = cell ? 4194304 : 16777216;
+	json_t *o = json_object_get(root, "telemetry");
+	if (!o)
+		return 0;
+	int rc;
+	push_key(v, "telemetry");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, TELEMETRY_CELL_KEYS + (cell ? 0 : 1),
+			 MC_ARRAY_LEN(TELEMETRY_CELL_KEYS) - (cell ? 0 : 1), NULL));
+	if (cell)
+		CHECK(opt_u32(v, o, "interval_ms", 100, 60000, &t->interval_ms));
+	CHECK(opt_u32(v, o, "stale_after_ms", 200, 600000, &t->stale_after_ms));
+	CHECK(opt_u64(v, o, "events_max_bytes", 65536, 1099511627776ull, &t->events_max_bytes));
+	if (cell && t->stale_after_ms <= t->interval_ms) {
+		push_key(v, json_object_get(o, "stale_after_ms") ? "stale_after_ms" : "interval_ms");
+		rc = fail(v,
+			  "stale_after_ms (%" PRIu32 ") must be more than interval_ms (%" PRIu32 ")",
+			  t->stale_after_ms, t->interval_ms);
+		pop(v);
+	}
+out:
+	pop(v);
+	return rc;
+}
+
 static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 {
 	int rc;
@@ -2146,6 +2181,7 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(parse_tls(v, root, c));
 	CHECK(parse_cell_cache(v, root, c));
 	CHECK(parse_cell_classes(v, root, c));
+	CHECK(parse_telemetry(v, root, &c->telemetry, true));
 out:
 	return rc;
 }
@@ -2228,7 +2264,7 @@ void mc_cell_conf_free(mc_cell_conf *c)
 
 static const char *const REGION_KEYS[] = {"region", "listen", "data_dir",    "cells",	"log",
 					  "state",  "limits", "replication", "fallback",
-					  "shield"};
+					  "shield", "telemetry"};
 static const char *const REGION_REQUIRED[] = {"region", "listen", "data_dir", NULL};
 
 typedef struct name_at {
@@ -2347,6 +2383,7 @@ static int region_build(vctx *v, json_t *root, mc_region_conf *c)
 	CHECK(parse_region_fallback(v, root, c));
 	CHECK(parse_shield(v, root, c));
 	CHECK(reject_cell_only(v, root));
+	CHECK(parse_telemetry(v, root, &c->telemetry, false));
 out:
 	return rc;
 }
@@ -2403,4 +2440,570 @@ void mc_region_conf_free(mc_region_conf *c)
 	pool_conf_free(c->fallback);
 	free(c->shield_origin);
 	free(c);
+}
+
+/* ---- fleet config ------------------------------------------------------------------------ */
+
+const char *const mc_key_status_names[3] = {"pending", "active", "retiring"};
+
+static const char *const FLEET_KEYS[] = {"version", "pools",	 "routes",
+					 "flags",   "auth_keys", "tls_ticket_keys",
+					 "cells",   "rollout",	 "state_classes"};
+static const char *const FLEET_REQUIRED[] = {"routes", NULL};
+static const char *const FLEET_CELL_KEYS[] = {"pools", "flags"};
+static const char *const AUTH_KEY_KEYS[] = {"kid", "alg", "key", "status"};
+static const char *const AUTH_KEY_REQUIRED[] = {"kid", "alg", "key", "status", NULL};
+static const char *const ROLLOUT_KEYS[] = {"stages",
+					   "bake_ms",
+					   "apply_timeout_ms",
+					   "min_requests",
+					   "max_error_rate_increase_pct",
+					   "max_error_rate_ratio",
+					   "max_p95_ratio",
+					   "p95_slack_ms"};
+static const char *const HMAC_ALGS[] = {"HS256", "HS384", "HS512"};
+static const size_t HMAC_MIN_BYTES[] = {32, 48, 64};
+static const char *const PEM_ALGS[] = {"ES256", "ES384", "ES512", "RS256", "RS384",
+				       "RS512", "PS256", "PS384", "PS512", "EdDSA"};
+#define HMAC_MAX_BYTES 1024
+#define PEM_MAX_BYTES 16384
+#define PEM_BEGIN "-----BEGIN PUBLIC KEY-----"
+#define PEM_END "-----END PUBLIC KEY-----"
+
+static int opt_number(vctx *v, json_t *obj, const char *key, double min, double max, double *out)
+{
+	json_t *j = json_object_get(obj, key);
+	if (!j)
+		return 0;
+	int rc = 0;
+	push_key(v, key);
+	if (!json_is_number(j) || json_number_value(j) < min || json_number_value(j) > max)
+		rc = fail(v, "expected a number in %g..%g, got %s", min, max, show(j).s);
+	else
+		*out = json_number_value(j);
+	pop(v);
+	return rc;
+}
+
+/* A PEM "PUBLIC KEY" block: the armour lines around base64 text. */
+static bool pem_public_ok(const char *s, size_t n)
+{
+	size_t bl = strlen(PEM_BEGIN), el = strlen(PEM_END);
+	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+		n--;
+	if (n < bl + el + 4 || n > PEM_MAX_BYTES || strncmp(s, PEM_BEGIN, bl) != 0 ||
+	    strncmp(s + n - el, PEM_END, el) != 0)
+		return false;
+	size_t b64 = 0;
+	for (size_t i = bl; i < n - el; i++) {
+		char c = s[i];
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '+' || c == '/' || c == '=')
+			b64++;
+		else if (c != '\n' && c != '\r')
+			return false;
+	}
+	return b64 >= 16 && b64 % 4 == 0;
+}
+
+static int find_name(const char *const *list, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], s) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int parse_auth_key(vctx *v, json_t *o, mc_auth_key_conf *keys, size_t idx)
+{
+	mc_auth_key_conf *k = &keys[idx];
+	int rc, st = 0;
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, AUTH_KEY_KEYS, MC_ARRAY_LEN(AUTH_KEY_KEYS), AUTH_KEY_REQUIRED));
+	json_t *kid = json_object_get(o, "kid");
+	push_key(v, "kid");
+	if (!json_is_string(kid) ||
+	    !flag_name_ok(json_string_value(kid), json_string_length(kid)) ||
+	    strlen(json_string_value(kid)) != json_string_length(kid))
+		rc =
+		    fail(v, "expected a key id matching [A-Za-z0-9_.-]{1,64}, got %s", show(kid).s);
+	for (size_t i = 0; rc == 0 && i < idx; i++)
+		if (strcmp(keys[i].kid, json_string_value(kid)) == 0)
+			rc = fail(v, "duplicate kid %s (also auth_keys[%zu])", show(kid).s, i);
+	pop(v);
+	if (rc)
+		goto out;
+	k->kid = mc_strdup(json_string_value(kid));
+	json_t *alg = json_object_get(o, "alg");
+	const char *as = json_is_string(alg) ? json_string_value(alg) : "";
+	int hmac = find_name(HMAC_ALGS, MC_ARRAY_LEN(HMAC_ALGS), as);
+	int pem = find_name(PEM_ALGS, MC_ARRAY_LEN(PEM_ALGS), as);
+	if (hmac < 0 && pem < 0) {
+		push_key(v, "alg");
+		rc = fail(v,
+			  "expected one of \"HS256\", \"HS384\", \"HS512\", \"ES256\", \"ES384\", "
+			  "\"ES512\", \"RS256\", \"RS384\", \"RS512\", \"PS256\", \"PS384\", "
+			  "\"PS512\", \"EdDSA\", got %s",
+			  show(alg).s);
+		pop(v);
+		goto out;
+	}
+	k->alg = mc_strdup(as);
+	json_t *key = json_object_get(o, "key");
+	push_key(v, "key");
+	if (hmac >= 0) {
+		/* a secret: its value never reaches a message */
+		size_t n = json_is_string(key) ? json_string_length(key) : 0;
+		bool hex = json_is_string(key) && n % 2 == 0;
+		for (size_t i = 0; hex && i < n; i++)
+			hex = mc_hexval(json_string_value(key)[i]) >= 0;
+		size_t min = HMAC_MIN_BYTES[hmac];
+		if (!hex || n / 2 < min || n / 2 > HMAC_MAX_BYTES)
+			rc = fail(v,
+				  "expected a %s secret of %zu..%d bytes as hex digits (%zu..%d "
+				  "digits), got %s",
+				  as, min, HMAC_MAX_BYTES, 2 * min, 2 * HMAC_MAX_BYTES,
+				  hex_shape(key).s);
+	} else if (!json_is_string(key) ||
+		   !pem_public_ok(json_string_value(key), json_string_length(key))) {
+		rc = fail(v,
+			  "expected a PEM public key (\"" PEM_BEGIN "\\n...\\n" PEM_END
+			  "\") for %s, got %s",
+			  as, show(key).s);
+	}
+	pop(v);
+	if (rc)
+		goto out;
+	k->key = mc_strdup(json_string_value(key));
+	CHECK(
+	    opt_enum(v, o, "status", mc_key_status_names, MC_ARRAY_LEN(mc_key_status_names), &st));
+	k->status = (mc_key_status)st;
+out:
+	return rc;
+}
+
+static int parse_auth_keys(vctx *v, json_t *root, mc_fleet_conf *f)
+{
+	json_t *a = json_object_get(root, "auth_keys");
+	if (!a)
+		return 0;
+	int rc = 0;
+	push_key(v, "auth_keys");
+	size_t n = json_is_array(a) ? json_array_size(a) : 0;
+	if (!json_is_array(a)) {
+		rc =
+		    fail(v, "expected an array of keys {kid, alg, key, status}, got %s", show(a).s);
+		goto out;
+	}
+	if (n > MC_AUTH_KEYS_MAX) {
+		rc = fail(v, "expected at most %d keys, got %zu", MC_AUTH_KEYS_MAX, n);
+		goto out;
+	}
+	f->auth_keys = mc_calloc(n ? n : 1, sizeof *f->auth_keys);
+	size_t active = 0;
+	for (size_t i = 0; i < n; i++) {
+		push_index(v, i);
+		rc = parse_auth_key(v, json_array_get(a, i), f->auth_keys, i);
+		pop(v);
+		f->nauth_keys = i + 1; /* what was set is freed either way */
+		if (rc)
+			goto out;
+		active += f->auth_keys[i].status == MC_KEY_ACTIVE;
+	}
+	if (active > 1)
+		rc = fail(v,
+			  "expected at most one key with status \"active\" (the signing key), "
+			  "got %zu",
+			  active);
+out:
+	pop(v);
+	return rc;
+}
+
+static void stages_free(mc_rollout_stage *s, size_t n)
+{
+	for (size_t i = 0; s && i < n; i++) {
+		for (size_t k = 0; k < s[i].ncells; k++)
+			free(s[i].cells[k]);
+		free(s[i].cells);
+	}
+	free(s);
+}
+
+void mc_rollout_stages_free(mc_rollout_stage *s, size_t n)
+{
+	stages_free(s, n);
+}
+
+/* Splits one stage "a+b" into st. Returns NULL, or what is wrong (static text
+ * naming the bad part goes to bad). */
+static const char *stage_split(const char *s, size_t n, mc_rollout_stage *st, char *bad,
+			       size_t badcap)
+{
+	st->cells = NULL;
+	st->ncells = 0;
+	if (n == 0)
+		return "empty stage";
+	size_t parts = 1;
+	for (size_t i = 0; i < n; i++)
+		parts += s[i] == '+';
+	st->cells = mc_calloc(parts, sizeof *st->cells);
+	for (size_t at = 0; at <= n;) {
+		size_t e = at;
+		while (e < n && s[e] != '+')
+			e++;
+		if (!name_ok(s + at, e - at, false)) {
+			snprintf(bad, badcap, "%.*s", (int)MC_MIN(e - at, (size_t)40), s + at);
+			return "expected cell names matching [a-z0-9-]{1,31} joined by '+'";
+		}
+		for (size_t k = 0; k < st->ncells; k++) {
+			if (strlen(st->cells[k]) == e - at &&
+			    memcmp(st->cells[k], s + at, e - at) == 0) {
+				snprintf(bad, badcap, "%.*s", (int)(e - at), s + at);
+				return "cell named twice";
+			}
+		}
+		st->cells[st->ncells++] = mc_strndup(s + at, e - at);
+		at = e + 1;
+	}
+	return NULL;
+}
+
+/* The cell of stages[0..n) equal to name: 1 when found. */
+static bool stages_have(const mc_rollout_stage *s, size_t n, const char *name, size_t *where)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < s[i].ncells; k++)
+			if (strcmp(s[i].cells[k], name) == 0) {
+				*where = i;
+				return true;
+			}
+	return false;
+}
+
+int mc_rollout_stages_parse(const char *spec, mc_rollout_stage **out, size_t *n, char *err,
+			    size_t errcap)
+{
+	*out = NULL;
+	*n = 0;
+	size_t len = spec ? strlen(spec) : 0, cap = 1;
+	for (size_t i = 0; i < len; i++)
+		cap += spec[i] == ',';
+	if (len == 0 || cap > MC_FLEET_CELLS_MAX) {
+		snprintf(err, errcap, "expected 1..%d stages like \"lax,sfo+sea\", got \"%s\"",
+			 MC_FLEET_CELLS_MAX, spec ? spec : "");
+		return MC_EINVAL;
+	}
+	mc_rollout_stage *st = mc_calloc(cap, sizeof *st);
+	size_t ns = 0;
+	for (size_t at = 0; at <= len;) {
+		size_t e = at;
+		while (e < len && spec[e] != ',')
+			e++;
+		char bad[64] = "";
+		const char *why = stage_split(spec + at, e - at, &st[ns], bad, sizeof bad);
+		ns++;
+		for (size_t k = 0; !why && k < st[ns - 1].ncells; k++) {
+			size_t w;
+			if (stages_have(st, ns - 1, st[ns - 1].cells[k], &w)) {
+				snprintf(bad, sizeof bad, "%s", st[ns - 1].cells[k]);
+				why = "cell in two stages";
+			}
+		}
+		if (why) {
+			snprintf(err, errcap, "stage %zu \"%.*s\": %s%s%s%s", ns,
+				 (int)MC_MIN(e - at, (size_t)100), spec + at, why,
+				 bad[0] ? " (\"" : "", bad, bad[0] ? "\")" : "");
+			stages_free(st, ns);
+			return MC_EINVAL;
+		}
+		at = e + 1;
+	}
+	*out = st;
+	*n = ns;
+	return 0;
+}
+
+static int parse_rollout(vctx *v, json_t *root, mc_fleet_conf *f)
+{
+	mc_rollout_conf *r = &f->rollout;
+	r->bake_ms = 10000;
+	r->apply_timeout_ms = 60000;
+	r->min_requests = 20;
+	r->max_error_rate_increase_pct = 1.0;
+	r->max_error_rate_ratio = 2.0;
+	r->max_p95_ratio = 1.5;
+	r->p95_slack_ms = 5;
+	json_t *o = json_object_get(root, "rollout");
+	if (!o)
+		return 0;
+	int rc;
+	push_key(v, "rollout");
+	CHECK(check_object(v, o));
+	CHECK(check_keys(v, o, ROLLOUT_KEYS, MC_ARRAY_LEN(ROLLOUT_KEYS), NULL));
+	CHECK(opt_u32(v, o, "bake_ms", 0, 86400000, &r->bake_ms));
+	CHECK(opt_u32(v, o, "apply_timeout_ms", 1000, 3600000, &r->apply_timeout_ms));
+	CHECK(opt_u32(v, o, "min_requests", 0, 100000000, &r->min_requests));
+	CHECK(opt_number(v, o, "max_error_rate_increase_pct", 0, 100,
+			 &r->max_error_rate_increase_pct));
+	CHECK(opt_number(v, o, "max_error_rate_ratio", 1, 1000, &r->max_error_rate_ratio));
+	CHECK(opt_number(v, o, "max_p95_ratio", 1, 1000, &r->max_p95_ratio));
+	CHECK(opt_u32(v, o, "p95_slack_ms", 0, 600000, &r->p95_slack_ms));
+	json_t *a = json_object_get(o, "stages");
+	if (!a)
+		goto out;
+	push_key(v, "stages");
+	size_t n = json_is_array(a) ? json_array_size(a) : 0;
+	if (!json_is_array(a) || n > MC_FLEET_CELLS_MAX) {
+		rc = fail(v,
+			  "expected an array of at most %d stages like \"lax\" or \"sfo+sea\", "
+			  "got %s",
+			  MC_FLEET_CELLS_MAX, show(a).s);
+		pop(v);
+		goto out;
+	}
+	r->stages = mc_calloc(n ? n : 1, sizeof *r->stages);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		json_t *e = json_array_get(a, i);
+		char bad[64] = "";
+		push_index(v, i);
+		const char *why =
+		    json_is_string(e) && strlen(json_string_value(e)) == json_string_length(e)
+			? stage_split(json_string_value(e), json_string_length(e), &r->stages[i],
+				      bad, sizeof bad)
+			: "expected a string";
+		r->nstages = i + 1;
+		size_t w;
+		for (size_t k = 0; !why && k < r->stages[i].ncells; k++) {
+			const char *cn = r->stages[i].cells[k];
+			if (stages_have(r->stages, i, cn, &w)) {
+				rc = fail(v, "cell \"%s\" is already in stages[%zu]", cn, w);
+				break;
+			}
+			if (f->ncells > 0 &&
+			    find_name((const char *const *)f->cells, f->ncells, cn) < 0) {
+				rc = fail(v, "unknown cell \"%s\" (not a key of cells)", cn);
+				break;
+			}
+		}
+		if (why && rc == 0)
+			rc = fail(v, "%s%s%s%s, got %s", why, bad[0] ? " (\"" : "", bad,
+				  bad[0] ? "\")" : "", show(e).s);
+		pop(v);
+	}
+	pop(v);
+out:
+	pop(v);
+	return rc;
+}
+
+/* Frees the members of one pool config (not the struct). */
+static void pool_conf_clear(mc_pool_conf *p)
+{
+	free(p->name);
+	for (size_t k = 0; k < p->nworkers; k++)
+		free(p->workers[k]);
+	free(p->workers);
+	free(p->health.path);
+	memset(p, 0, sizeof *p);
+}
+
+/* "cells": names and per-cell overrides. Pool overrides must name pools of the
+ * document; those of the validating cell (boot) replace the pools in dyn now,
+ * its flag overrides are kept in *own_flags for after the document's flags. */
+static int parse_fleet_cells(vctx *v, json_t *root, mc_fleet_conf *f, const mc_cell_conf *boot,
+			     mc_cell_conf *own_flags)
+{
+	json_t *o = json_object_get(root, "cells");
+	if (!o)
+		return 0;
+	int rc;
+	mc_cell_conf *tmp = NULL;
+	push_key(v, "cells");
+	CHECK(check_object(v, o));
+	size_t n = json_object_size(o);
+	if (n > MC_FLEET_CELLS_MAX) {
+		rc = fail(v, "expected at most %d cells, got %zu", MC_FLEET_CELLS_MAX, n);
+		goto out;
+	}
+	f->cells = mc_calloc(n ? n : 1, sizeof *f->cells);
+	const char *name;
+	json_t *co;
+	json_object_foreach(o, name, co)
+	{
+		if (!name_ok(name, strlen(name), false))
+			CHECK(fail_key(v, name, "invalid cell name %s (expected [a-z0-9-]{1,31})",
+				       show_str(name).s));
+		f->cells[f->ncells++] = mc_strdup(name);
+		push_key(v, name);
+		rc = check_object(v, co);
+		if (rc == 0)
+			rc =
+			    check_keys(v, co, FLEET_CELL_KEYS, MC_ARRAY_LEN(FLEET_CELL_KEYS), NULL);
+		tmp = mc_calloc(1, sizeof *tmp);
+		if (rc == 0)
+			rc = parse_pools(v, co, tmp);
+		for (size_t i = 0; rc == 0 && i < tmp->npools; i++) {
+			size_t k;
+			for (k = 0; k < f->dyn->npools; k++)
+				if (strcmp(f->dyn->pools[k].name, tmp->pools[i].name) == 0)
+					break;
+			if (k == f->dyn->npools) {
+				char list[200];
+				pool_list(f->dyn, list, sizeof list);
+				push_key(v, "pools");
+				rc = fail_key(v, tmp->pools[i].name,
+					      "unknown pool %s (a cell overrides pools of the "
+					      "document; %s)",
+					      show_str(tmp->pools[i].name).s, list);
+				pop(v);
+			} else if (boot && strcmp(boot->cell, name) == 0) {
+				pool_conf_clear(&f->dyn->pools[k]);
+				f->dyn->pools[k] = tmp->pools[i];
+				memset(&tmp->pools[i], 0, sizeof tmp->pools[i]);
+			}
+		}
+		if (rc == 0)
+			rc = parse_flags(v, co, tmp);
+		if (rc == 0 && boot && strcmp(boot->cell, name) == 0) {
+			own_flags->flags = tmp->flags;
+			own_flags->nflags = tmp->nflags;
+			tmp->flags = NULL;
+			tmp->nflags = 0;
+		}
+		pop(v);
+		mc_cell_conf_free(tmp);
+		tmp = NULL;
+		if (rc)
+			goto out;
+	}
+out:
+	pop(v);
+	return rc;
+}
+
+/* The validating cell's flag overrides replace or extend the document's. */
+static void merge_flags(mc_cell_conf *dyn, mc_cell_conf *own)
+{
+	if (own->nflags == 0)
+		return;
+	dyn->flags = mc_realloc(dyn->flags, (dyn->nflags + own->nflags) * sizeof *dyn->flags);
+	for (size_t i = 0; i < own->nflags; i++) {
+		mc_flag_conf *of = &own->flags[i];
+		size_t k;
+		for (k = 0; k < dyn->nflags; k++)
+			if (strcmp(dyn->flags[k].name, of->name) == 0)
+				break;
+		if (k < dyn->nflags) {
+			free(dyn->flags[k].name);
+			free(dyn->flags[k].json);
+		} else {
+			dyn->nflags++;
+		}
+		dyn->flags[k] = *of;
+		memset(of, 0, sizeof *of);
+	}
+	own->nflags = 0;
+}
+
+static int fleet_build(vctx *v, json_t *root, const mc_cell_conf *boot, mc_fleet_conf *f)
+{
+	int rc;
+	mc_cell_conf *own = mc_calloc(1, sizeof *own);
+	mc_cell_conf *d = f->dyn;
+	json_t *empty = json_object();
+	CHECK(check_keys(v, root, FLEET_KEYS, MC_ARRAY_LEN(FLEET_KEYS), FLEET_REQUIRED));
+	json_t *ver = json_object_get(root, "version");
+	if (ver) {
+		push_key(v, "version");
+		if (!json_is_integer(ver) || json_integer_value(ver) < 0)
+			rc = fail(v,
+				  "expected a non-negative integer (the region numbers "
+				  "versions; this one is informational), got %s",
+				  show(ver).s);
+		else
+			f->version = json_integer_value(ver);
+		pop(v);
+		if (rc)
+			goto out;
+	}
+	d->cell = mc_strdup(boot ? boot->cell : "fleet");
+	if (boot)
+		d->limits = boot->limits;
+	else
+		CHECK(parse_limits(v, empty, &d->limits));
+	d->region_http = boot ? (boot->region_http ? mc_strdup(boot->region_http) : NULL)
+			      : mc_strdup("(region)");
+	CHECK(parse_pools(v, root, d));
+	CHECK(parse_fleet_cells(v, root, f, boot, own));
+	CHECK(parse_routes(v, root, d));
+	CHECK(parse_flags(v, root, d));
+	merge_flags(d, own);
+	CHECK(parse_cell_cache(v, empty, d));
+	if (json_object_get(root, "state_classes")) {
+		CHECK(parse_cell_classes(v, root, d));
+		f->has_classes = 1;
+	}
+	CHECK(parse_auth_keys(v, root, f));
+	json_t *tk = json_object_get(root, "tls_ticket_keys");
+	if (tk) {
+		push_key(v, "tls_ticket_keys");
+		rc = parse_ticket_keys(v, tk, &f->ticket_keys);
+		pop(v);
+		if (rc)
+			goto out;
+		f->has_ticket_keys = 1;
+	}
+	CHECK(parse_rollout(v, root, f));
+out:
+	json_decref(empty);
+	mc_cell_conf_free(own);
+	return rc;
+}
+
+int mc_fleet_conf_parse(const char *label, const char *text, size_t len, const mc_cell_conf *boot,
+			mc_fleet_conf **out, char *err, size_t errcap)
+{
+	vctx v;
+	json_t *root = NULL;
+	mc_fleet_conf *f = NULL;
+	vctx_init(&v, label ? label : "fleet.json", text, len, err, errcap);
+	v.max_bytes = MC_FLEET_MAX_BYTES;
+	*out = NULL;
+	int rc = load_doc(&v, &root);
+	if (rc)
+		goto out;
+	f = mc_calloc(1, sizeof *f);
+	f->version = -1;
+	f->dyn = mc_calloc(1, sizeof *f->dyn);
+	f->dyn->path = mc_strdup(v.label);
+	rc = fleet_build(&v, root, boot, f);
+out:
+	json_decref(root);
+	if (rc)
+		mc_fleet_conf_free(f);
+	else
+		*out = f;
+	return rc;
+}
+
+void mc_fleet_conf_free(mc_fleet_conf *f)
+{
+	if (!f)
+		return;
+	mc_cell_conf_free(f->dyn);
+	for (size_t i = 0; i < f->nauth_keys; i++) {
+		free(f->auth_keys[i].kid);
+		free(f->auth_keys[i].alg);
+		if (f->auth_keys[i].key)
+			explicit_bzero(f->auth_keys[i].key, strlen(f->auth_keys[i].key));
+		free(f->auth_keys[i].key);
+	}
+	free(f->auth_keys);
+	explicit_bzero(&f->ticket_keys, sizeof f->ticket_keys);
+	for (size_t i = 0; i < f->ncells; i++)
+		free(f->cells[i]);
+	free(f->cells);
+	stages_free(f->rollout.stages, f->rollout.nstages);
+	free(f);
 }

@@ -255,6 +255,16 @@ typedef struct mc_tls_conf {
 	mc_h2_conf h2;
 } mc_tls_conf;
 
+/* Fleet telemetry and the event buffer (docs/config.md "telemetry"). */
+typedef struct mc_telemetry_conf {
+	uint32_t interval_ms;      /* cell: summary period, default 1000, 100..60000 */
+	uint32_t stale_after_ms;   /* no view for longer is blind (cell) / stale (region);
+				    * default 3000, 200..600000, > interval_ms on a cell */
+	uint64_t events_max_bytes; /* cap of the event files: the cell's buffer (default
+				    * 4194304), the region's copy per cell (default 16777216);
+				    * 65536..1099511627776 */
+} mc_telemetry_conf;
+
 typedef struct mc_cell_conf {
 	char *path;         /* the file it came from */
 	char *cell;         /* [a-z0-9-]{1,31} */
@@ -276,6 +286,7 @@ typedef struct mc_cell_conf {
 	mc_locality_conf locality;
 	mc_tls_conf tls;
 	mc_cache_conf cache; /* for "cache" routes (defaults when the key is absent) */
+	mc_telemetry_conf telemetry;
 	mc_class_rules_conf classes; /* "state_classes" */
 } mc_cell_conf;
 
@@ -295,6 +306,7 @@ typedef struct mc_region_conf {
 				 * (name "fallback"; health and outlier unused) */
 	char *shield_origin;  /* "shield.origin" host:port; NULL: no shield cache */
 	mc_cache_conf shield; /* the shield's cache (when shield_origin is set) */
+	mc_telemetry_conf telemetry; /* interval_ms unused */
 } mc_region_conf;
 
 /* Reads and validates a cell config file. Returns 0 and *out (free with
@@ -310,5 +322,86 @@ int mc_region_conf_load(const char *path, mc_region_conf **out, char *err, size_
 int mc_region_conf_parse(const char *label, const char *text, size_t len, mc_region_conf **out,
 			 char *err, size_t errcap);
 void mc_region_conf_free(mc_region_conf *c);
+
+
+/* ---- fleet config (docs/config.md "Fleet config") ------------------------------------------
+ * The region's versioned document: routes, pools, flags, state-class rules, the
+ * auth key set, TLS ticket keys, cells and rollout defaults. One validator (mc_fleet_conf_parse)
+ * serves `ctl push`, the region and the cells; it runs the same section parsers
+ * as the bootstrap file, so a route or pool means the same thing in both. */
+
+#define MC_FLEET_MAX_BYTES (4u << 20) /* a larger fleet document is refused before parsing */
+#define MC_AUTH_KEYS_MAX 32
+#define MC_FLEET_CELLS_MAX 256
+
+/* pending: published (verifiers accept it), not yet used to sign; active: the
+ * one key new tokens are signed with; retiring: still accepted, no longer used. */
+typedef enum { MC_KEY_PENDING = 0, MC_KEY_ACTIVE = 1, MC_KEY_RETIRING = 2 } mc_key_status;
+
+extern const char *const mc_key_status_names[3];
+
+/* One key of the JWT key set (auth_keys[i]). Nothing verifies tokens yet: the
+ * set is validated and distributed so edge auth finds it in place. */
+typedef struct mc_auth_key_conf {
+	char *kid;  /* [A-Za-z0-9_.-]{1,64}, unique */
+	char *alg;  /* HS256 HS384 HS512 (key: hex secret) or ES256 ES384 ES512 RS256
+		     * RS384 RS512 PS256 PS384 PS512 EdDSA (key: PEM public key) */
+	char *key;  /* as given; a secret for HS* (never logged) */
+	mc_key_status status;
+} mc_auth_key_conf;
+
+/* One rollout stage: the cells that take a new version together. */
+typedef struct mc_rollout_stage {
+	char **cells;
+	size_t ncells;
+} mc_rollout_stage;
+
+/* Rollout defaults ("rollout"): stages and the regression thresholds. */
+typedef struct mc_rollout_conf {
+	mc_rollout_stage *stages; /* may be empty */
+	size_t nstages;
+	uint32_t bake_ms;          /* default 10000, 0..86400000 */
+	uint32_t apply_timeout_ms; /* a stage's cells must apply within (default 60000,
+				    * 1000..3600000) or the rollout halts */
+	uint32_t min_requests;     /* fewer requests after a stage: not judged (default 20) */
+	double max_error_rate_increase_pct; /* default 1.0 percentage point, 0..100 */
+	double max_error_rate_ratio;        /* default 2.0, >= 1 */
+	double max_p95_ratio;               /* default 1.5, >= 1 */
+	uint32_t p95_slack_ms;              /* default 5, 0..600000 */
+} mc_rollout_conf;
+
+typedef struct mc_fleet_conf {
+	/* The dynamic parts in the shape of a cell config: pools, routes (quotas
+	 * inside), flags; the rest of it is zero. For a cell (boot given) its
+	 * per-cell overrides are applied. Free with the fleet conf. */
+	mc_cell_conf *dyn;
+	mc_auth_key_conf *auth_keys;
+	size_t nauth_keys;
+	int has_classes;     /* state_classes present (in dyn->classes); a cell applies
+			      * them at its next start (the store opens with them) */
+	int has_ticket_keys; /* tls_ticket_keys present */
+	mc_ticket_keys_conf ticket_keys;
+	char **cells; /* the keys of "cells", document order */
+	size_t ncells;
+	mc_rollout_conf rollout;
+	int64_t version; /* the document's own "version" (informational), -1 when absent */
+} mc_fleet_conf;
+
+/* Validates a fleet document in full (at most MC_FLEET_MAX_BYTES; a larger one
+ * is refused before parsing). boot is the cell's bootstrap config when a cell
+ * validates (its limits and region.http apply, and cells.<boot->cell> overrides
+ * are merged into dyn), or NULL (ctl, region: region.http is taken as set).
+ * Pure: no I/O. Returns 0 and *out (free with mc_fleet_conf_free), or
+ * MC_ECONFIG with "label:line:col: json.path: message" in err. */
+int mc_fleet_conf_parse(const char *label, const char *text, size_t len, const mc_cell_conf *boot,
+			mc_fleet_conf **out, char *err, size_t errcap);
+void mc_fleet_conf_free(mc_fleet_conf *f);
+
+/* Parses a command-line stage list "lax,sfo+sea" (',' separates stages, '+'
+ * joins the cells of one stage). Returns 0 and out (free with
+ * mc_rollout_stages_free), or MC_EINVAL with a message in err. */
+int mc_rollout_stages_parse(const char *spec, mc_rollout_stage **out, size_t *n, char *err,
+			    size_t errcap);
+void mc_rollout_stages_free(mc_rollout_stage *s, size_t n);
 
 #endif

@@ -882,7 +882,8 @@ static void stream_write(conn *c)
 	mc_buf_reset(&c->sq);
 	uv_buf_t b = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
 	c->wreq.data = c;
-	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+	/* through the TLS stream on the TLS listener, like every other write */
+	if (conn_io_write(c, &c->wreq, &b, 1, on_write) < 0) {
 		conn_lost(c);
 		return;
 	}

@@ -86,6 +86,24 @@ mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
 	return s;
 }
 
+double mc_metrics_sum(const mc_metrics *m, const char *name, const char *label_sub)
+{
+	double sum = 0;
+	for (size_t i = 0; i < m->nfams; i++) {
+		const family *f = &m->fams[i];
+		if (strcmp(f->name, name) != 0)
+			continue;
+		for (size_t j = 0; j < f->nseries; j++) {
+			const mc_series *s = f->series[j];
+			if (label_sub && !strstr(s->labels, label_sub))
+				continue;
+			sum += f->type == MC_METRIC_HIST ? (double)s->hist->count : s->value;
+		}
+		break;
+	}
+	return sum;
+}
+
 void mc_metrics_label_escape(mc_buf *out, const char *value)
 {
 	for (const char *p = value; *p; p++) {

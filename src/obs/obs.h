@@ -34,6 +34,11 @@ void mc_metrics_free(mc_metrics *m); /* accepts NULL */
 mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
 			     mc_metric_type type, const char *labels);
 
+/* Sum of the values of family name's series whose label string contains
+ * label_sub (NULL: every series); 0 when the family does not exist. For
+ * histograms, the sum of their counts. */
+double mc_metrics_sum(const mc_metrics *m, const char *name, const char *label_sub);
+
 /* Appends a Prometheus-escaped copy of a label value to out. */
 void mc_metrics_label_escape(mc_buf *out, const char *value);
 

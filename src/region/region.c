@@ -31,7 +31,9 @@ typedef struct region {
 	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
 	int stopping;
 	mc_region_fallback *fallback; /* src/region/fallback.c */
+	region_fleet *fleet;          /* src/region/fleet.c */
 	mc_region_kv *kv; /* the KV API (region_kv.c) */
+	region_fleetconf *fleetconf; /* the fleet config's control plane (fleetconf.c) */
 } region;
 
 static void cell_labels(mc_buf *b, const char *cell)
@@ -76,7 +78,9 @@ static mc_repl_cell_stats *refresh(region *g, size_t *n)
 			  MC_METRIC_COUNTER, "")
 		->value = (double)ss.skipped;
 	mc_region_shield_metrics(g->shield, g->metrics);
+	mc_region_fleet_metrics(g->fleet, g->metrics);
 	mc_region_kv_metrics(g->kv);
+	mc_region_fleetconf_metrics(g->fleetconf);
 	mc_buf_fini(&l);
 	return st;
 }
@@ -104,7 +108,9 @@ static void status(region *g, mc_http_exchange *ex)
 			      (double)mc_hist_quantile(&st[i].lag_us, 0.5) / 1000.0,
 			      (double)mc_hist_quantile(&st[i].lag_us, 0.99) / 1000.0);
 	}
-	mc_buf_append_str(&b, "]}\n");
+	mc_buf_append_str(&b, "]");
+	mc_region_fleetconf_status(g->fleetconf, &b);
+	mc_buf_append_str(&b, "}\n");
 	mc_http_header ct = {"Content-Type", 12, "application/json", 16};
 	mc_http_respond(ex, 200, &ct, 1, b.data, b.len);
 	mc_buf_fini(&b);
@@ -115,8 +121,10 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 {
 	region *g = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
+	if (mc_region_fleetconf_handle(g->fleetconf, ex))
+		return;
 	if (mc_region_fallback_handle(g->fallback, ex) || mc_region_shield_handle(g->shield, ex) ||
-	    mc_region_cache_admin(g->shield, g->sink, ex))
+	    mc_region_cache_admin(g->shield, g->sink, ex) || mc_region_fleet_handle(g->fleet, ex))
 		return;
 	if (mc_region_kv_owns(req->path, req->path_len)) {
 		mc_region_kv_handle(g->kv, ex);
@@ -135,8 +143,8 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 		status(g, ex);
 	} else {
 		mc_http_respond_error(ex, 404, NULL, 0, "not_found",
-				      "endpoints: /v1/kv/{key}, /v1/kv:mget, /v1/status, /metrics, "
-				      "/healthz");
+				      "endpoints: /v1/kv/{key}, /v1/kv:mget, /v1/status, /v1/fleet, "
+				      "/v1/events, /metrics, /healthz");
 	}
 }
 
@@ -146,6 +154,8 @@ static void stop(region *g)
 		return;
 	g->stopping = 1;
 	MC_INFO(COMP, "region %s stopping", g->conf->region);
+	mc_region_fleetconf_free(g->fleetconf); /* answers the long polls first */
+	g->fleetconf = NULL;
 	mc_http_server_free(g->http);
 	g->http = NULL;
 	mc_region_fallback_free(g->fallback);
@@ -153,6 +163,8 @@ static void stop(region *g)
 	mc_region_kv_fini(g->kv);
 	mc_repl_sink_free(g->sink);
 	g->sink = NULL;
+	if (g->fleet)
+		mc_region_fleet_attach(g->fleet, NULL);
 	mc_region_shield_free(g->shield);
 	g->shield = NULL;
 	mc_store_close(g->store);
@@ -163,6 +175,14 @@ static void stop(region *g)
 static void on_stop(void *arg)
 {
 	stop(arg);
+}
+
+/* Control-plane documents may be larger than limits.max_body_bytes. */
+static size_t body_limit(void *ctx, const char *method, const char *path, size_t len)
+{
+	region *g = ctx;
+	size_t n = mc_region_fleetconf_body_limit(method, path, len);
+	return n ? n : g->conf->limits.max_body_bytes;
 }
 
 static int start(region *g)
@@ -193,17 +213,25 @@ static int start(region *g)
 	ko.allow_cells = (const char *const *)cf->cells;
 	ko.n_allow_cells = cf->ncells;
 	mc_region_kv_sink_opts(g->kv, &ko);
+	mc_region_fleet_new(&g->fleet, cf);
+	ko.on_telemetry = mc_region_fleet_on_telemetry;
+	ko.on_events = mc_region_fleet_on_events;
+	ko.obs_arg = g->fleet;
 	rc = mc_repl_sink_new(&g->sink, g->loop, g->store, cf->listen_repl, &ko);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell region: cannot listen on %s (listen.repl): %s\n",
 			cf->listen_repl, mc_strerror(rc));
 		return rc;
 	}
+	mc_region_fleet_attach(g->fleet, g->sink);
 	if ((rc = mc_region_fallback_new(&g->fallback, g->loop, cf, g->metrics)) < 0)
 		return rc;
 	if ((rc = mc_region_shield_new(&g->shield, g->loop, cf)) < 0)
 		return rc;
 	mc_region_kv_start(g->kv, g->store, g->sink);
+	rc = mc_region_fleetconf_new(&g->fleetconf, g->loop, cf, g->metrics, &g->graceful.draining);
+	if (rc < 0)
+		return rc;
 	mc_http_server_opts ho;
 	mc_http_server_opts_default(&ho);
 	ho.max_header_bytes = cf->limits.max_header_bytes;
@@ -216,6 +244,7 @@ static int start(region *g)
 	ho.body_timeout_ms = cf->limits.body_timeout_ms;
 	ho.body_min_rate = cf->limits.body_min_rate;
 	ho.max_inflight = cf->limits.max_inflight;
+	ho.body_limit = body_limit;
 	rc = mc_http_server_new(&g->http, g->loop, cf->listen_http, &ho, on_request, g);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell region: cannot listen on %s (listen.http): %s\n",
@@ -265,6 +294,7 @@ int mc_region_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_region_fleet_free(g.fleet);
 	mc_region_kv_free(g.kv);
 	mc_metrics_free(g.metrics);
 	MC_INFO(COMP, "region %s stopped", g.conf->region);

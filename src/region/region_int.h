@@ -109,4 +109,86 @@ void mc_region_kv_fini(mc_region_kv *kv);
 /* After the loop ended. Accepts NULL. */
 void mc_region_kv_free(mc_region_kv *kv);
 
+/* ---- fleet telemetry and events (src/region/fleet.c) ------------------------------------ */
+
+typedef struct region_fleet region_fleet;
+
+/* Creates the fleet view: the cells of cf->cells, and those with an event log
+ * under data_dir/events. Returns 0. */
+int mc_region_fleet_new(region_fleet **out, const mc_region_conf *cf);
+/* The sink acknowledgements go through (NULL once the sink is freed). */
+void mc_region_fleet_attach(region_fleet *f, mc_repl_sink *sink);
+/* The sink's on_telemetry and on_events callbacks (arg is the fleet). */
+void mc_region_fleet_on_telemetry(void *arg, const char *cell, const mc_repl_telemetry *t);
+void mc_region_fleet_on_events(void *arg, const char *cell, const mc_repl_frame *f);
+/* Answers GET /v1/fleet and GET /v1/events?cell=&after=&limit= and returns 1;
+ * returns 0 for any other path (and when f is NULL). */
+int mc_region_fleet_handle(region_fleet *f, mc_http_exchange *ex);
+/* Refreshes the metrocell_fleet_* families in m. Accepts NULL. */
+void mc_region_fleet_metrics(region_fleet *f, mc_metrics *m);
+void mc_region_fleet_free(region_fleet *f); /* accepts NULL */
+
+/* ---- fleet config: versions, watch, rollout, key rotation (src/region/fleetconf.c) ---------- */
+
+typedef struct region_fleetconf region_fleetconf;
+
+/* Loads the accepted versions and the rollout and rotation state from
+ * cf->data_dir/config and starts the control-plane timer. *draining is read to
+ * answer long polls at once when the region starts draining. Returns 0 or a
+ * negative code after printing why. */
+int mc_region_fleetconf_new(region_fleetconf **out, uv_loop_t *loop, const mc_region_conf *cf,
+			mc_metrics *metrics, const int *draining);
+/* Answers the long polls waiting and frees once the loop has run. Accepts NULL. */
+void mc_region_fleetconf_free(region_fleetconf *f);
+/* Serves ex when its path is one of the control-plane endpoints (/v1/config...,
+ * /v1/rollout..., /v1/keys/...) and returns 1; returns 0 otherwise. */
+int mc_region_fleetconf_handle(region_fleetconf *f, mc_http_exchange *ex);
+/* The body limit of a control-plane request (MC_FLEET_MAX_BYTES for documents),
+ * or 0 when the path is not one. */
+size_t mc_region_fleetconf_body_limit(const char *method, const char *path, size_t len);
+/* Appends ,"fleet_config":{...} (versions, per-cell applied version, rollout)
+ * to a /v1/status body and refreshes the fleet metrics. */
+void mc_region_fleetconf_status(region_fleetconf *f, mc_buf *b);
+void mc_region_fleetconf_metrics(region_fleetconf *f);
+
+/* ---- pure decisions (src/region/rollout.c) ------------------------------------------------ */
+
+/* What a stage's cells answered in a window: requests, 5xx, p95 latency. */
+typedef struct mc_rollout_sample {
+	uint64_t requests;
+	uint64_t errors;
+	uint64_t p95_us;
+} mc_rollout_sample;
+
+typedef enum {
+	MC_ROLLOUT_PASS = 0,
+	MC_ROLLOUT_REGRESSED = 1,
+	MC_ROLLOUT_NOT_JUDGED = 2 /* too few requests after the bake: the stage passes */
+} mc_rollout_verdict;
+
+/* Compares a stage after its bake with before, with t's thresholds: the error
+ * rate regressed when it rose by more than max_error_rate_increase_pct points
+ * and by more than max_error_rate_ratio times; p95 regressed when it exceeds
+ * before * max_p95_ratio + p95_slack_ms (judged only when before has
+ * min_requests). Writes one line on the verdict into why. */
+mc_rollout_verdict mc_rollout_judge(const mc_rollout_conf *t, const mc_rollout_sample *before,
+				    const mc_rollout_sample *after, char *why, size_t cap);
+
+enum { MC_KEYS_AUTH = 0, MC_KEYS_TICKET = 1 };
+
+/* Key rotation as edits of a fleet document (re-serialized, indented):
+ * publish adds a key (auth: {kid: id, alg: HS256, key: material, status:
+ * pending}; ticket: material, 160 hex digits, appended so cells decrypt with
+ * it before anyone encrypts with it) and names the key in use in old_id;
+ * activate makes id the signing key (auth: active, the previous active one
+ * retiring; ticket: moved first); remove drops old_id. Each returns 0 and *out
+ * (caller frees), or a negative code with why in err. */
+int mc_fleet_doc_key_publish(const char *doc, size_t len, int kind, const char *id,
+			     const char *material, char **out, size_t *outlen, char *old_id,
+			     size_t old_cap, char *err, size_t cap);
+int mc_fleet_doc_key_activate(const char *doc, size_t len, int kind, const char *id,
+			      const char *old_id, char **out, size_t *outlen, char *err, size_t cap);
+int mc_fleet_doc_key_remove(const char *doc, size_t len, int kind, const char *old_id, char **out,
+			    size_t *outlen, char *err, size_t cap);
+
 #endif

@@ -200,18 +200,6 @@ static void kv_read(mc_region_kv *kv, mc_http_exchange *ex, const mc_buf *key)
 	mc_buf_fini(&val);
 }
 
-static void append_value(mc_buf *b, const char *v, size_t n)
-{
-	if (mc_utf8_valid(v, n)) {
-		mc_buf_append_str(b, ",\"value\":");
-		mc_buf_append_json(b, v, n);
-	} else {
-		mc_buf_append_str(b, ",\"value_base64\":\"");
-		mc_base64_encode(b, v, n);
-		mc_buf_append_str(b, "\"");
-	}
-}
-
 static void kv_mget(mc_region_kv *kv, mc_http_exchange *ex)
 {
 	const mc_http_request *req = mc_http_exchange_request(ex);
@@ -263,7 +251,7 @@ static void kv_mget(mc_region_kv *kv, mc_http_exchange *ex)
 			mc_buf_append_json(&b, rec.home, strlen(rec.home));
 		}
 		if (rc == 0) {
-			append_value(&b, val.data ? val.data : "", val.len);
+			mc_buf_append_json_value(&b, val.data ? val.data : "", val.len);
 			if (rec.expires_ms)
 				mc_buf_printf(&b, ",\"expires_ms\":%llu",
 					      (unsigned long long)rec.expires_ms);

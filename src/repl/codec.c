@@ -51,6 +51,118 @@ static int parse_entry(const uint8_t *data, size_t len, size_t pos, mc_log_entry
 	return (int)(ENTRY_HDR + klen + vlen);
 }
 
+/* ---- observability frames (docs/protocol.md section 3) ---------------------------------- */
+
+_Static_assert(MC_REPL_TELEM_FIXED == 4 + 4 + 8 + 8 + 4 + 8 + 8 + 16 + 24 + 8 + 8 + 8 + 8 + 8 + 16 + 16,
+	       "the fixed TELEMETRY fields");
+
+static int decode_telemetry(const uint8_t *p, size_t n, mc_repl_telemetry *t)
+{
+	if (n < MC_REPL_TELEM_FIXED || p[0] != MC_REPL_TELEM_VERSION || p[3] != 0)
+		return MC_EPROTO;
+	uint8_t no = p[2];
+	if (p[1] > MC_REPL_HEALTH_DRAINING || no > MC_REPL_TELEM_OUTCOMES ||
+	    n != MC_REPL_TELEM_FIXED + (size_t)no * MC_REPL_TELEM_OUTCOME)
+		return MC_EPROTO;
+	t->health = p[1];
+	t->n_outcomes = no;
+	t->health_flags = mc_get_u32(p + 4);
+	const uint8_t *q = p + 8;
+#define U64(f)                                                                                     \
+	do {                                                                                       \
+		t->f = mc_get_u64(q);                                                              \
+		q += 8;                                                                            \
+	} while (0)
+#define U32(f)                                                                                     \
+	do {                                                                                       \
+		t->f = mc_get_u32(q);                                                              \
+		q += 4;                                                                            \
+	} while (0)
+	U64(seq);
+	U64(wall_ms);
+	U32(interval_ms);
+	U64(uptime_ms);
+	U64(config_version);
+	U64(regional);
+	U64(regional_total);
+	U64(cache_hit);
+	U64(cache_stale);
+	U64(cache_miss);
+	U64(locality_violations_total);
+	U64(cold_starts_total);
+	U64(repl_lag_entries);
+	U64(repl_oldest_unacked_ms);
+	U32(repl_ack_p50_us);
+	U32(repl_ack_p99_us);
+	U64(events_pending);
+	U64(events_dropped_total);
+	U64(blind_last_window_ms);
+	U64(blind_total_ms);
+#undef U64
+#undef U32
+	for (size_t i = 0; i < no; i++, q += MC_REPL_TELEM_OUTCOME) {
+		mc_repl_telem_outcome *o = &t->outcomes[i];
+		o->id = q[0];
+		if (o->id >= MC_REPL_TELEM_OUTCOMES || (i > 0 && o->id <= t->outcomes[i - 1].id))
+			return MC_EPROTO;
+		o->total = mc_get_u64(q + 1);
+		o->count = mc_get_u32(q + 9);
+		o->p50_us = mc_get_u32(q + 13);
+		o->p95_us = mc_get_u32(q + 17);
+		o->p99_us = mc_get_u32(q + 21);
+	}
+	return 0;
+}
+
+/* One event: u16 len | len bytes of a one-line JSON object. Returns its size on
+ * the wire or MC_EPROTO. */
+static int parse_event(const uint8_t *data, size_t len, size_t pos, const char **line,
+		       size_t *llen)
+{
+	if (len - pos < 2)
+		return MC_EPROTO;
+	size_t l = mc_get_u16(data + pos);
+	if (l < 2 || l > MC_REPL_EVENT_MAX || l > len - pos - 2)
+		return MC_EPROTO;
+	const uint8_t *e = data + pos + 2;
+	if (e[0] != '{' || e[l - 1] != '}')
+		return MC_EPROTO;
+	for (size_t i = 0; i < l; i++)
+		if (e[i] < 0x20 || e[i] == 0x7f)
+			return MC_EPROTO;
+	*line = (const char *)e;
+	*llen = l;
+	return (int)(2 + l);
+}
+
+static int decode_events(const uint8_t *p, size_t n, mc_repl_frame *out)
+{
+	if (n < 18)
+		return MC_EPROTO;
+	uint64_t stream = mc_get_u64(p), first = mc_get_u64(p + 8);
+	uint32_t cnt = mc_get_u16(p + 16);
+	if (cnt == 0 || cnt > MC_REPL_EVENTS_MAX_N || first == 0 || first > UINT64_MAX - cnt)
+		return MC_EPROTO;
+	const uint8_t *data = p + 18;
+	size_t dlen = n - 18, pos = 0;
+	for (uint32_t i = 0; i < cnt; i++) {
+		const char *line;
+		size_t ll;
+		int r = parse_event(data, dlen, pos, &line, &ll);
+		if (r < 0)
+			return r;
+		pos += (size_t)r;
+	}
+	if (pos != dlen)
+		return MC_EPROTO;
+	out->u.events.stream = stream;
+	out->u.events.first_seq = first;
+	out->u.events.n = cnt;
+	out->u.events.data = data;
+	out->u.events.data_len = dlen;
+	return 0;
+}
+
 static int decode_payload(uint8_t type, const uint8_t *p, size_t n, mc_repl_frame *out)
 {
 	switch (type) {
@@ -139,6 +251,17 @@ static int decode_payload(uint8_t type, const uint8_t *p, size_t n, mc_repl_fram
 		out->u.purge.pattern_len = pl;
 		return 0;
 	}
+	case MC_FRAME_TELEMETRY:
+		return decode_telemetry(p, n, &out->u.telemetry);
+	case MC_FRAME_EVENTS:
+		return decode_events(p, n, out);
+	case MC_FRAME_OBS_ACK:
+		if (n != 17 || (p[0] != MC_REPL_OBS_ACK_TELEMETRY && p[0] != MC_REPL_OBS_ACK_EVENTS))
+			return MC_EPROTO;
+		out->u.obs_ack.kind = p[0];
+		out->u.obs_ack.stream = mc_get_u64(p + 1);
+		out->u.obs_ack.seq = mc_get_u64(p + 9);
+		return 0;
 	default:
 		return MC_EPROTO;
 	}
@@ -312,6 +435,132 @@ int mc_repl_entries_next(const mc_repl_frame *f, size_t *pos, uint32_t *index, m
 		return r;
 	e->seq = f->u.entries.first_seq + i;
 	*index = i;
+	*pos += (size_t)r;
+	return 1;
+}
+
+/* ---- observability encoders -------------------------------------------------------------- */
+
+static void append_u32(mc_buf *out, uint32_t v)
+{
+	uint8_t b[4];
+	mc_put_u32(b, v);
+	mc_buf_append(out, b, sizeof(b));
+}
+
+void mc_repl_encode_telemetry(mc_buf *out, const mc_repl_telemetry *t)
+{
+	MC_ASSERT(t->n_outcomes <= MC_REPL_TELEM_OUTCOMES && t->health <= MC_REPL_HEALTH_DRAINING);
+	size_t start = frame_begin(out, MC_FRAME_TELEMETRY);
+	uint8_t h[4] = {MC_REPL_TELEM_VERSION, t->health, t->n_outcomes, 0};
+	mc_buf_append(out, h, sizeof(h));
+	append_u32(out, t->health_flags);
+	append_u64(out, t->seq);
+	append_u64(out, t->wall_ms);
+	append_u32(out, t->interval_ms);
+	append_u64(out, t->uptime_ms);
+	append_u64(out, t->config_version);
+	append_u64(out, t->regional);
+	append_u64(out, t->regional_total);
+	append_u64(out, t->cache_hit);
+	append_u64(out, t->cache_stale);
+	append_u64(out, t->cache_miss);
+	append_u64(out, t->locality_violations_total);
+	append_u64(out, t->cold_starts_total);
+	append_u64(out, t->repl_lag_entries);
+	append_u64(out, t->repl_oldest_unacked_ms);
+	append_u32(out, t->repl_ack_p50_us);
+	append_u32(out, t->repl_ack_p99_us);
+	append_u64(out, t->events_pending);
+	append_u64(out, t->events_dropped_total);
+	append_u64(out, t->blind_last_window_ms);
+	append_u64(out, t->blind_total_ms);
+	for (size_t i = 0; i < t->n_outcomes; i++) {
+		const mc_repl_telem_outcome *o = &t->outcomes[i];
+		MC_ASSERT(o->id < MC_REPL_TELEM_OUTCOMES && (i == 0 || o->id > t->outcomes[i - 1].id));
+		mc_buf_append(out, &o->id, 1);
+		append_u64(out, o->total);
+		append_u32(out, o->count);
+		append_u32(out, o->p50_us);
+		append_u32(out, o->p95_us);
+		append_u32(out, o->p99_us);
+	}
+	frame_end(out, start);
+}
+
+int mc_repl_telemetry_check(const mc_repl_telemetry *t, const char **why)
+{
+	*why = NULL;
+	if (t->interval_ms == 0 || t->interval_ms > 3600000)
+		*why = "interval_ms outside 1..3600000";
+	else if (t->seq == 0)
+		*why = "seq 0";
+	else if (t->regional > t->regional_total)
+		*why = "regional above regional_total";
+	else if (t->repl_ack_p50_us > t->repl_ack_p99_us)
+		*why = "replication ack p50 above p99";
+	for (size_t i = 0; !*why && i < t->n_outcomes; i++) {
+		const mc_repl_telem_outcome *o = &t->outcomes[i];
+		if (o->count > o->total)
+			*why = "an outcome's interval count above its total";
+		else if (o->p50_us > o->p95_us || o->p95_us > o->p99_us)
+			*why = "an outcome's quantiles out of order";
+		else if (o->count == 0 && o->p99_us != 0)
+			*why = "an outcome's quantiles without requests";
+	}
+	return *why ? MC_EINVAL : 0;
+}
+
+void mc_repl_encode_obs_ack(mc_buf *out, uint8_t kind, uint64_t stream, uint64_t seq)
+{
+	MC_ASSERT(kind == MC_REPL_OBS_ACK_TELEMETRY || kind == MC_REPL_OBS_ACK_EVENTS);
+	size_t start = frame_begin(out, MC_FRAME_OBS_ACK);
+	mc_buf_append(out, &kind, 1);
+	append_u64(out, stream);
+	append_u64(out, seq);
+	frame_end(out, start);
+}
+
+void mc_repl_events_begin(mc_repl_events_writer *w, mc_buf *out, uint64_t stream,
+			  uint64_t first_seq)
+{
+	MC_ASSERT(first_seq >= 1);
+	w->out = out;
+	w->n = 0;
+	w->start = frame_begin(out, MC_FRAME_EVENTS);
+	append_u64(out, stream);
+	append_u64(out, first_seq);
+	uint8_t zero[2] = {0, 0};
+	mc_buf_append(out, zero, sizeof(zero)); /* n, patched by end */
+}
+
+void mc_repl_events_add(mc_repl_events_writer *w, const char *line, size_t len)
+{
+	MC_ASSERT(len >= 2 && len <= MC_REPL_EVENT_MAX && w->n < MC_REPL_EVENTS_MAX_N);
+	MC_ASSERT(line[0] == '{' && line[len - 1] == '}');
+	uint8_t b[2];
+	mc_put_u16(b, (uint16_t)len);
+	mc_buf_append(w->out, b, sizeof(b));
+	mc_buf_append(w->out, line, len);
+	w->n++;
+}
+
+void mc_repl_events_end(mc_repl_events_writer *w)
+{
+	MC_ASSERT(w->n >= 1);
+	mc_put_u16((uint8_t *)w->out->data + w->start + MC_REPL_HDR + 16, (uint16_t)w->n);
+	frame_end(w->out, w->start);
+}
+
+int mc_repl_events_next(const mc_repl_frame *f, size_t *pos, const char **line, size_t *len)
+{
+	if (f->type != MC_FRAME_EVENTS)
+		return MC_EPROTO;
+	if (*pos == f->u.events.data_len)
+		return 0;
+	int r = parse_event(f->u.events.data, f->u.events.data_len, *pos, line, len);
+	if (r < 0)
+		return r;
 	*pos += (size_t)r;
 	return 1;
 }

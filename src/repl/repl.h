@@ -28,7 +28,62 @@ typedef enum {
 	MC_FRAME_FENCE = 5,
 	MC_FRAME_INVALIDATE = 6,
 	MC_FRAME_PURGE = 7,
+	/* Observability (docs/protocol.md sections 3 and 6; 8..15 are left free). */
+	MC_FRAME_TELEMETRY = 16,
+	MC_FRAME_EVENTS = 17,
+	MC_FRAME_OBS_ACK = 18,
 } mc_frame_type;
+
+/* ---- observability frames -------------------------------------------------------------- */
+
+#define MC_REPL_TELEM_VERSION 1
+#define MC_REPL_TELEM_OUTCOMES 7 /* outcome ids 0..6: local, cache_hit, cache_stale,
+				  * cache_miss, fallback, regional, refused */
+#define MC_REPL_TELEM_FIXED 156  /* payload bytes before the outcome records */
+#define MC_REPL_TELEM_OUTCOME 25 /* bytes of one outcome record */
+
+enum { MC_REPL_HEALTH_OK = 0, MC_REPL_HEALTH_DEGRADED = 1, MC_REPL_HEALTH_DRAINING = 2 };
+/* health_flags bits (others are reserved, carried and ignored). */
+#define MC_REPL_HEALTH_POOL_DOWN 1u /* a worker pool has no eligible worker */
+
+/* One outcome's requests: since the cell started (total) and over the interval
+ * (count and its latency quantiles in microseconds; 0 when count is 0). */
+typedef struct mc_repl_telem_outcome {
+	uint8_t id;
+	uint64_t total;
+	uint32_t count;
+	uint32_t p50_us, p95_us, p99_us;
+} mc_repl_telem_outcome;
+
+/* TELEMETRY: a cell's summary of one interval (docs/protocol.md section 3). */
+typedef struct mc_repl_telemetry {
+	uint8_t health; /* MC_REPL_HEALTH_* */
+	uint32_t health_flags;
+	uint64_t seq;         /* 1, 2, ... per cell process; the region echoes it in OBS_ACK */
+	uint64_t wall_ms;     /* the cell's clock at the end of the interval */
+	uint32_t interval_ms; /* length of the interval */
+	uint64_t uptime_ms;
+	uint64_t config_version;           /* applied fleet config (0: none) */
+	uint64_t regional, regional_total; /* requests with a regional cause: interval, total */
+	uint64_t cache_hit, cache_stale, cache_miss; /* cache route results, interval */
+	uint64_t locality_violations_total;
+	uint64_t cold_starts_total;
+	uint64_t repl_lag_entries;       /* unacknowledged write-log entries now */
+	uint64_t repl_oldest_unacked_ms; /* age of the oldest of them (0: none) */
+	uint32_t repl_ack_p50_us, repl_ack_p99_us; /* commit-to-ACK over the interval */
+	uint64_t events_pending, events_dropped_total;
+	uint64_t blind_last_window_ms, blind_total_ms; /* the cell's own record */
+	uint8_t n_outcomes;
+	mc_repl_telem_outcome outcomes[MC_REPL_TELEM_OUTCOMES]; /* ids strictly increasing */
+} mc_repl_telemetry;
+
+/* EVENTS bounds: events per frame and bytes of one event (a JSON object on one
+ * line, without the newline). */
+#define MC_REPL_EVENTS_MAX_N 1024
+#define MC_REPL_EVENT_MAX 4096
+
+/* OBS_ACK kinds. */
+enum { MC_REPL_OBS_ACK_TELEMETRY = 1, MC_REPL_OBS_ACK_EVENTS = 2 };
 
 /* PURGE: host + pattern bytes at most (the frame stays under the cell's 1 KiB bound
  * for region-to-cell frames). */
@@ -69,6 +124,19 @@ typedef struct mc_repl_frame {
 			const char *pattern;
 			size_t pattern_len;
 		} purge;
+		mc_repl_telemetry telemetry;
+		struct {
+			uint64_t stream;    /* the cell's event stream id */
+			uint64_t first_seq; /* seq of the first event; event i has first_seq + i */
+			uint32_t n;
+			const uint8_t *data; /* the n length-prefixed events, in the input */
+			size_t data_len;
+		} events;
+		struct {
+			uint8_t kind; /* MC_REPL_OBS_ACK_* */
+			uint64_t stream;
+			uint64_t seq;
+		} obs_ack;
 	} u;
 } mc_repl_frame;
 
@@ -89,6 +157,33 @@ void mc_repl_encode_invalidate(mc_buf *out, uint64_t version, const char *key, s
 /* PURGE: pattern_len >= 1 and host_len + pattern_len <= MC_REPL_PURGE_MAX. */
 void mc_repl_encode_purge(mc_buf *out, bool prefix, const char *host, size_t host_len,
 			  const char *pattern, size_t pattern_len);
+
+/* TELEMETRY: t must pass the decoder's rules (n_outcomes <= MC_REPL_TELEM_OUTCOMES,
+ * ids strictly increasing and < MC_REPL_TELEM_OUTCOMES, health <= 2). */
+void mc_repl_encode_telemetry(mc_buf *out, const mc_repl_telemetry *t);
+/* Checks what the decoder cannot: the numbers agree with each other (interval
+ * 1..3600000 ms, count <= total, p50 <= p95 <= p99, no quantile without a count,
+ * regional <= regional_total, ack p50 <= p99). Returns 0, or MC_EINVAL with *why a
+ * static description. */
+int mc_repl_telemetry_check(const mc_repl_telemetry *t, const char **why);
+/* OBS_ACK{kind, stream, seq}. */
+void mc_repl_encode_obs_ack(mc_buf *out, uint8_t kind, uint64_t stream, uint64_t seq);
+
+/* EVENTS is built like ENTRIES: begin, add each event (2..MC_REPL_EVENT_MAX bytes,
+ * a JSON object: '{' ... '}' without control bytes; at most MC_REPL_EVENTS_MAX_N),
+ * end. first_seq >= 1. */
+typedef struct mc_repl_events_writer {
+	mc_buf *out;
+	size_t start;
+	uint32_t n;
+} mc_repl_events_writer;
+void mc_repl_events_begin(mc_repl_events_writer *w, mc_buf *out, uint64_t stream,
+			  uint64_t first_seq);
+void mc_repl_events_add(mc_repl_events_writer *w, const char *line, size_t len);
+void mc_repl_events_end(mc_repl_events_writer *w);
+/* Iterates the events of a decoded EVENTS frame: *pos starts at 0. Returns 1 with
+ * *line, *len (pointing into the frame), 0 at the end, MC_EPROTO if malformed. */
+int mc_repl_events_next(const mc_repl_frame *f, size_t *pos, const char **line, size_t *len);
 
 /* ENTRIES is built incrementally: begin, add each entry (seq must be
  * first_seq + index), end (patches count, length and CRC). */
@@ -133,6 +228,11 @@ typedef struct mc_repl_shipper_opts {
 	 * to seq (an ACK, or the answer to HELLO); seq only grows. */
 	void (*on_acked)(void *arg, uint64_t seq);
 	void *cb_arg;
+	/* Optional, run on the loop with cb_arg (observability, docs/protocol.md
+	 * section 6): the link became usable (up 1: the region answered HELLO) or a
+	 * usable link was lost (up 0); and the region sent OBS_ACK. */
+	void (*on_link)(void *arg, int up);
+	void (*on_obs_ack)(void *arg, uint8_t kind, uint64_t stream, uint64_t seq);
 } mc_repl_shipper_opts;
 
 void mc_repl_shipper_opts_default(mc_repl_shipper_opts *o);
@@ -166,6 +266,12 @@ int mc_repl_shipper_new(mc_repl_shipper **out, uv_loop_t *loop, mc_store *store,
 			const char *cell, const char *region_addr,
 			const mc_repl_shipper_opts *opts);
 void mc_repl_shipper_stats_get(mc_repl_shipper *sh, mc_repl_shipper_stats *out);
+/* Queues an encoded frame (TELEMETRY, EVENTS) on the live connection, taking its
+ * bytes (frame is left empty). Returns 0; MC_EUNAVAIL when no connection has
+ * completed the handshake; MC_EFULL when the socket already holds more than
+ * twice the shipping bound (the region is not reading: the caller retries
+ * later). In both error cases frame is left as it was. */
+int mc_repl_shipper_send(mc_repl_shipper *sh, mc_buf *frame);
 /* The cheap subset of the stats for per-request checks: the highest acknowledged
  * seq, the age of the oldest unacknowledged entry in ms (0 when none) and
  * up_since_ms. Any pointer may be NULL. */
@@ -183,6 +289,12 @@ typedef struct mc_repl_sink_opts {
 	 * cell is answered by closing the connection. Copied by mc_repl_sink_new(). */
 	const char *const *allow_cells;
 	size_t n_allow_cells;
+	/* Optional, run on the loop with obs_arg: a cell's TELEMETRY (decoded, not
+	 * yet checked with mc_repl_telemetry_check) and EVENTS frames. The frame's
+	 * pointers are valid during the call only. Answer with mc_repl_sink_obs_ack. */
+	void (*on_telemetry)(void *arg, const char *cell, const mc_repl_telemetry *t);
+	void (*on_events)(void *arg, const char *cell, const mc_repl_frame *f);
+	void *obs_arg;
 	/* Optional, on the loop: cell's HELLO was accepted (ACK sent), so frames to it
 	 * (mc_repl_sink_invalidate_cell) now reach it. */
 	void (*on_cell_ready)(void *arg, const char *cell);
@@ -229,6 +341,10 @@ int mc_repl_sink_invalidate(mc_repl_sink *sk, const char *key, size_t klen, uint
  * (lengths outside the PURGE bounds). */
 int mc_repl_sink_purge(mc_repl_sink *sk, bool prefix, const char *host, size_t host_len,
 		       const char *pattern, size_t pattern_len);
+/* Sends OBS_ACK{kind, stream, seq} to cell's live connection. Returns 1 when queued,
+ * 0 when the cell is not connected, MC_EINVAL. */
+int mc_repl_sink_obs_ack(mc_repl_sink *sk, const char *cell, uint8_t kind, uint64_t stream,
+			 uint64_t seq);
 /* Sends INVALIDATE{version, key} to cell alone. Returns 1 when it was queued on the
  * cell's live connection, 0 when the cell is not connected, MC_EINVAL. */
 int mc_repl_sink_invalidate_cell(mc_repl_sink *sk, const char *cell, const char *key, size_t klen,

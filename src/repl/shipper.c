@@ -139,10 +139,13 @@ static void conn_fail(struct conn *c, int err, const char *why)
 				mc_strerror(err));
 			sh->outage_logged = 1;
 		}
+		int was_up = c->state == C_STREAMING;
 		sh->conn = NULL;
 		sh->st.connected = 0;
 		sh->st.up_since_ms = 0;
 		ring_clear(sh);
+		if (was_up && !sh->freeing && sh->o.on_link)
+			sh->o.on_link(sh->o.cb_arg, 0);
 		uv_timer_stop(&sh->retry);
 		if (!sh->freeing && !sh->fenced) {
 			uint32_t delay = sh->backoff_ms;
@@ -316,6 +319,8 @@ static int on_hello_ack(struct conn *c, uint64_t seq)
 	MC_INFO(MC_REPL_COMP, "cell %s: connected to region, resuming after seq %llu (log ends at %llu)",
 		sh->cell, (unsigned long long)from, (unsigned long long)ls.last_seq);
 	pump(sh);
+	if (sh->o.on_link && sh->conn == c && !c->closing)
+		sh->o.on_link(sh->o.cb_arg, 1);
 	return 0;
 }
 
@@ -375,6 +380,13 @@ static int on_frame(struct conn *c, const mc_repl_frame *f)
 			sh->o.on_purge(sh->o.cb_arg, f->u.purge.prefix, f->u.purge.host,
 				       f->u.purge.host_len, f->u.purge.pattern,
 				       f->u.purge.pattern_len);
+		return 0;
+	case MC_FRAME_OBS_ACK:
+		if (c->state != C_STREAMING)
+			return MC_EPROTO;
+		if (sh->o.on_obs_ack)
+			sh->o.on_obs_ack(sh->o.cb_arg, f->u.obs_ack.kind, f->u.obs_ack.stream,
+					 f->u.obs_ack.seq);
 		return 0;
 	default:
 		return MC_EPROTO;
@@ -626,6 +638,17 @@ void mc_repl_shipper_stats_get(mc_repl_shipper *sh, mc_repl_shipper_stats *out)
 	uint64_t w = mc_hlc_wall_ms(version), now = mc_wall_ms();
 	if (version && now > w)
 		out->oldest_unacked_ms = now - w;
+}
+
+int mc_repl_shipper_send(mc_repl_shipper *sh, mc_buf *frame)
+{
+	struct conn *c = sh->conn;
+	if (!c || c->closing || c->state != C_STREAMING || sh->freeing)
+		return MC_EUNAVAIL;
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 8 * (size_t)sh->o.batch_max_bytes)
+		return MC_EFULL;
+	send_frame(c, frame, NULL);
+	return 0;
 }
 
 void mc_repl_shipper_free(mc_repl_shipper *sh)

@@ -424,6 +424,20 @@ static int on_entries(struct sconn *c, const mc_repl_frame *f, size_t frame_len)
 	return 0;
 }
 
+/* TELEMETRY and EVENTS go to the region's callbacks (after HELLO only). */
+static int on_obs(struct sconn *c, const mc_repl_frame *f)
+{
+	mc_repl_sink *sk = c->sk;
+	if (!c->cell)
+		return MC_EPROTO;
+	c->cell->st.last_frame_wall_ms = mc_wall_ms();
+	if (f->type == MC_FRAME_TELEMETRY && sk->o.on_telemetry)
+		sk->o.on_telemetry(sk->o.obs_arg, c->cell->st.cell, &f->u.telemetry);
+	else if (f->type == MC_FRAME_EVENTS && sk->o.on_events)
+		sk->o.on_events(sk->o.obs_arg, c->cell->st.cell, f);
+	return 0;
+}
+
 /* Decodes and handles buffered frames until one needs the store (or none is left). */
 static void process(struct sconn *c)
 {
@@ -452,6 +466,11 @@ static void process(struct sconn *c)
 			else
 				c->cell->st.last_frame_wall_ms = mc_wall_ms();
 			mc_hlc_observe(&c->sk->hlc, f.u.heartbeat_hlc);
+			c->rb.pos += (size_t)r;
+			break;
+		case MC_FRAME_TELEMETRY:
+		case MC_FRAME_EVENTS:
+			rc = on_obs(c, &f);
 			c->rb.pos += (size_t)r;
 			break;
 		default: /* ACK, FENCE, INVALIDATE flow region -> cell only */
@@ -729,6 +748,22 @@ int mc_repl_sink_purge(mc_repl_sink *sk, bool prefix, const char *host, size_t h
 	}
 	mc_buf_fini(&f);
 	return sent;
+}
+
+int mc_repl_sink_obs_ack(mc_repl_sink *sk, const char *cell, uint8_t kind, uint64_t stream,
+			 uint64_t seq)
+{
+	if (!cell || (kind != MC_REPL_OBS_ACK_TELEMETRY && kind != MC_REPL_OBS_ACK_EVENTS))
+		return MC_EINVAL;
+	struct cellrec *r = cell_find(sk, cell);
+	if (!r || !r->conn || r->conn->closing)
+		return 0;
+	mc_buf f;
+	mc_buf_init(&f);
+	mc_repl_encode_obs_ack(&f, kind, stream, seq);
+	send_frame(r->conn, &f);
+	mc_buf_fini(&f);
+	return 1;
 }
 
 int mc_repl_sink_invalidate_cell(mc_repl_sink *sk, const char *cell, const char *key, size_t klen,

@@ -43,6 +43,24 @@ static void check_entries(const mc_repl_frame *f, mc_buf *re)
 	mc_repl_entries_end(&w);
 }
 
+static void check_events(const mc_repl_frame *f, mc_buf *re)
+{
+	mc_repl_events_writer w;
+	mc_repl_events_begin(&w, re, f->u.events.stream, f->u.events.first_seq);
+	size_t pos = 0, len;
+	const char *line;
+	uint32_t count = 0;
+	int r;
+	while ((r = mc_repl_events_next(f, &pos, &line, &len)) == 1) {
+		CHECK(len >= 2 && len <= MC_REPL_EVENT_MAX && line[0] == '{' && line[len - 1] == '}');
+		mc_repl_events_add(&w, line, len);
+		count++;
+	}
+	CHECK(r == 0);
+	CHECK(count == f->u.events.n);
+	mc_repl_events_end(&w);
+}
+
 static void run_stream(const uint8_t *data, size_t size)
 {
 	mc_buf re;
@@ -88,6 +106,16 @@ static void run_stream(const uint8_t *data, size_t size)
 			mc_repl_encode_purge(&re, f.u.purge.prefix, f.u.purge.host,
 					     f.u.purge.host_len, f.u.purge.pattern,
 					     f.u.purge.pattern_len);
+			break;
+		case MC_FRAME_TELEMETRY:
+			mc_repl_encode_telemetry(&re, &f.u.telemetry);
+			break;
+		case MC_FRAME_EVENTS:
+			check_events(&f, &re);
+			break;
+		case MC_FRAME_OBS_ACK:
+			mc_repl_encode_obs_ack(&re, f.u.obs_ack.kind, f.u.obs_ack.stream,
+					       f.u.obs_ack.seq);
 			break;
 		default:
 			abort(); /* decode accepted an unknown type */

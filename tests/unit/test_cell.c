@@ -27,23 +27,23 @@ static void test_route_match_longest_prefix(void **state)
 		routes[i].conf = &rc[i];
 		routes[i].prefix_len = strlen(rc[i].prefix);
 	}
-	cell c;
+	cell_snapshot c; /* routes live in the config snapshot */
 	memset(&c, 0, sizeof c);
 	c.routes = routes;
 	c.nroutes = 3;
 	const char *p = "/v1/kv/abc";
-	assert_ptr_equal(route_match(&c, p, strlen(p)), &routes[1]);
+	assert_ptr_equal(mc_cell_route_match(&c, p, strlen(p)), &routes[1]);
 	p = "/v1/kv";
-	assert_ptr_equal(route_match(&c, p, strlen(p)), &routes[2]);
+	assert_ptr_equal(mc_cell_route_match(&c, p, strlen(p)), &routes[2]);
 	p = "/other";
-	assert_ptr_equal(route_match(&c, p, strlen(p)), &routes[0]);
+	assert_ptr_equal(mc_cell_route_match(&c, p, strlen(p)), &routes[0]);
 	c.nroutes = 2; /* without "/v1/" */
 	p = "/v1/x";
-	assert_ptr_equal(route_match(&c, p, strlen(p)), &routes[0]);
+	assert_ptr_equal(mc_cell_route_match(&c, p, strlen(p)), &routes[0]);
 	routes[0].prefix_len = 5;
 	rc[0].prefix = "/app/";
 	p = "/ap";
-	assert_null(route_match(&c, p, strlen(p)));
+	assert_null(mc_cell_route_match(&c, p, strlen(p)));
 }
 
 /* A pool of n workers on loop with the given outlier settings (no probes). */
@@ -353,7 +353,7 @@ static void test_kv_mget_route_and_targets(void **state)
 		routes[i].conf = &rc[i];
 		routes[i].prefix_len = strlen(rc[i].prefix);
 	}
-	cell c;
+	cell_snapshot c; /* routes live in the config snapshot */
 	memset(&c, 0, sizeof c);
 	c.routes = routes;
 	c.nroutes = 2;
