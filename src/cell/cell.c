@@ -434,6 +434,7 @@ static int start(cell *c)
 	so.map_size = (size_t)cf->state.map_size_mb << 20;
 	so.durable = cf->state.durable;
 	so.max_batch = cf->state.max_batch;
+	so.linger_us = cf->state.commit_linger_us;
 	so.home = cf->cell;
 	mc_cell_fleet_load(c);
 	mc_cell_kv_new(c);
