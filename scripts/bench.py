@@ -532,6 +532,41 @@ def http_probe(method="GET", path="/", body=None):
     return probe
 
 
+def cache_probe(path, header, value):
+    """Probe for cache scenarios: GETs path twice (the first may be the fill) and
+    checks that the second answer is a hit (header starts with value, e.g.
+    X-Cache-Status: HIT); returns the hit's bytes."""
+
+    def probe(ctx, srv):
+        req = ("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, srv.addr)).encode()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            for _ in range(2):
+                s.sendall(req)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise BenchError("%s closed the connection" % srv.name)
+                    data += chunk
+                head = data.split(b"\r\n\r\n", 1)[0]
+                m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
+                want = len(head) + 4 + (int(m.group(1)) if m else 0)
+                while len(data) < want:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise BenchError("%s closed the connection" % srv.name)
+                    data += chunk
+        status = int(head.split(b" ", 2)[1])
+        m = re.search(rb"\r\n" + header.encode() + rb":\s*([^\r]*)", head, re.I)
+        got = m.group(1).decode(errors="replace") if m else None
+        if status != 200 or not got or not got.lower().startswith(value.lower()):
+            raise BenchError("%s: GET %s is no cache hit (status %d, %s: %s)" %
+                             (srv.name, path, status, header, got))
+        return want
+
+    return probe
+
+
 def redis_probe(ctx, srv):
     """Bytes of the reply to one SET of a BODY_BYTES value ("+OK\\r\\n")."""
     val = b"v" * BODY_BYTES
@@ -580,6 +615,33 @@ def start_sample_worker(ctx, name="backend", cpu=None, body_bytes=BODY_BYTES):
                                   "--body-bytes", str(body_bytes)], port, cpu or ctx.s.load_cpu)
 
 
+CACHE_BODY_BYTES = int(os.environ.get("BENCH_CACHE_BODY_BYTES") or 1024)
+CACHE_PATH = "/static/obj.bin"
+# Fresh for the whole benchmark: every measured request is a hit.
+CACHE_CONTROL = "public, max-age=86400"
+
+
+def start_origin(ctx, name="origin", cpu=None):
+    """The origin of the cache scenarios: `metrocell sample-origin` answering every
+    path with a CACHE_BODY_BYTES JSON body, an ETag and Cache-Control CACHE_CONTROL.
+    Only warm-up misses reach it; it runs on the load core."""
+    port = free_port()
+    return ctx.procs.start(name, [ctx.s.bin, "sample-origin", "--listen", "127.0.0.1:%d" % port,
+                                  "--body-bytes", str(CACHE_BODY_BYTES),
+                                  "--cache-control", CACHE_CONTROL], port,
+                           cpu or ctx.s.load_cpu)
+
+
+def origin_requests(ctx):
+    """Requests the scenario's origin has answered (its /_origin/stats)."""
+    with socket.create_connection(("127.0.0.1", ctx.backend.port), timeout=10) as s:
+        s.sendall(b"GET /_origin/stats HTTP/1.1\r\nHost: origin\r\n\r\n")
+        status, _, body = _recv_http_response(s)
+    if status != 200:
+        raise BenchError("origin stats answered %d" % status)
+    return int(json.loads(body)["requests"])
+
+
 def _deep_merge(base, extra):
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
@@ -589,10 +651,11 @@ def _deep_merge(base, extra):
     return base
 
 
-def start_cell(routes=None, pools=None, setup=None):
+def start_cell(routes=None, pools=None, setup=None, conf=None):
     """Starter for a cell. routes/pools: functions of ctx giving the cell's routes and
     pools; the default is a `proxy` route to the backend plus a `kv` route. setup(ctx,
-    srv) runs once the cell listens (e.g. to store the value kv_get reads)."""
+    srv) runs once the cell listens (e.g. to store the value kv_get reads). conf(ctx)
+    gives extra keys merged into the generated config (before BENCH_CELL_CONF)."""
 
     def start(ctx, name):
         port, admin, repl = free_port(), free_port(), free_port()
@@ -603,7 +666,7 @@ def start_cell(routes=None, pools=None, setup=None):
         r = routes(ctx) if routes else ([{"name": "kv", "prefix": "/v1/kv/", "kind": "kv"}] +
                                         ([{"name": "proxy", "prefix": "/", "kind": "proxy",
                                            "pool": "backend"}] if ctx.backend else []))
-        conf = {
+        doc = {
             "cell": "bench",
             "listen": {"http": "127.0.0.1:%d" % port, "admin": "127.0.0.1:%d" % admin},
             "data_dir": data_dir,
@@ -615,8 +678,10 @@ def start_cell(routes=None, pools=None, setup=None):
             "pools": p,
             "routes": r,
         }
-        _deep_merge(conf, ctx.s.cell_conf_extra)
-        path = ctx.write("%s.json" % name, json.dumps(conf, indent=2) + "\n")
+        if conf:
+            _deep_merge(doc, conf(ctx))
+        _deep_merge(doc, ctx.s.cell_conf_extra)
+        path = ctx.write("%s.json" % name, json.dumps(doc, indent=2) + "\n")
         srv = ctx.procs.start(name, [ctx.s.bin, "cell", "-c", path], port, ctx.s.server_cpu)
         if setup:
             setup(ctx, srv)
@@ -795,10 +860,13 @@ class Scenario:
     """name: the results' scenario name. what: one line for the table and the docs.
     backend: starter of a backend shared by every side (or None); region: starter of a
     region for the cell (start_region(), or None). goal: the ratio the issues ask for
-    (req/s per CPU-second, Metrocell/peer), for the report only."""
+    (req/s per CPU-second, Metrocell/peer), for the report only. backend_alone: measure
+    the backend alone first (proxy scenarios). backend_requests(ctx): the requests the
+    backend has answered, read before and after the measured runs (a cache scenario's
+    origin: 0 during the runs means every measured request was a hit)."""
 
     def __init__(self, name, what, metrocell, peers, backend=None, goal=None,
-                 p99_goal=None, region=None):
+                 p99_goal=None, region=None, backend_alone=True, backend_requests=None):
         self.name = name
         self.what = what
         self.metrocell = metrocell
@@ -807,6 +875,8 @@ class Scenario:
         self.region = region
         self.goal = goal or {}
         self.p99_goal = p99_goal or {}
+        self.backend_alone = backend_alone
+        self.backend_requests = backend_requests
 
 
 KV_GET_KEY = "bench-100"
@@ -820,6 +890,73 @@ def put_kv_get_value(ctx, srv):
         status, _, _ = _recv_http_response(s)
     if status != 200:
         raise BenchError("storing the kv_get value answered %d" % status)
+
+
+def nginx_cache_http(ctx):
+    """nginx proxy_cache of the origin: the cache directory in build/bench (hits are
+    served from the page cache; open_file_cache keeps the file open), keep-alive to
+    the origin, the key of the cell's (host and target)."""
+    d = ctx.path("nginx-cache")
+    shutil.rmtree(d, ignore_errors=True)
+    return """  sendfile %s;
+  tcp_nopush %s;
+  open_file_cache max=1000 inactive=60s;
+  proxy_cache_path %s levels=1:2 keys_zone=edge:16m max_size=256m inactive=1h
+                   use_temp_path=off;
+  upstream origin {
+    server %s;
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+  }""" % (os.environ.get("BENCH_NGINX_SENDFILE", "off"), os.environ.get("BENCH_NGINX_NOPUSH", "off"),
+         d, ctx.backend.addr)
+
+
+NGINX_CACHE_LOCATION = """    location /static/ {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache edge;
+      proxy_cache_key $host$request_uri;
+      proxy_cache_lock on;
+      proxy_cache_revalidate on;
+      add_header X-Cache-Status $upstream_cache_status;
+    }"""
+
+
+def varnish_cache_vcl(ctx):
+    """Varnish in front of the origin: malloc storage (start_varnish), grace off so a
+    hit is a fresh hit, X-Cache: HIT on hits."""
+    host, port = ctx.backend.addr.rsplit(":", 1)
+    return """vcl 4.1;
+
+backend origin {
+    .host = "%s";
+    .port = "%s";
+}
+
+sub vcl_backend_response {
+    set beresp.grace = 0s;
+}
+
+sub vcl_deliver {
+    if (obj.hits > 0) {
+        set resp.http.X-Cache = "HIT";
+    } else {
+        set resp.http.X-Cache = "MISS";
+    }
+}
+""" % (host, port)
+
+
+def cell_cache_conf(ctx):
+    return {"state": {"durability": "none"},
+            "cache": {"max_bytes": 268435456, "max_object_bytes": 1048576}}
+
+
+def region_shield_conf(ctx):
+    return {"state": {"durability": "none"},
+            "shield": {"origin": ctx.backend.addr, "max_bytes": 268435456}}
 
 
 def scenarios():
@@ -859,6 +996,30 @@ def scenarios():
                               needs=["redis-server", "redis-benchmark"]),
             },
             goal={"redis": 1.0}),
+        Scenario(
+            "cache_hit", "GET of one cached %d B object, always a fresh hit: a cell `cache` route "
+            "(region shield behind it) vs nginx proxy_cache and Varnish" % CACHE_BODY_BYTES,
+            backend=start_origin, backend_alone=False, backend_requests=origin_requests,
+            region=start_region(region_shield_conf),
+            metrocell=Side(start_cell(routes=lambda ctx: [{"name": "static", "prefix": "/static/",
+                                                          "kind": "cache"}],
+                                      pools=lambda ctx: {}, conf=cell_cache_conf),
+                           wrk_get(CACHE_PATH),
+                           cache_probe(CACHE_PATH, "X-Metrocell-Cache", "hit; tier=cell")),
+            peers={
+                "nginx": Side(start_nginx(lambda ctx: NGINX_CACHE_LOCATION, nginx_cache_http),
+                              wrk_get(CACHE_PATH), cache_probe(CACHE_PATH, "X-Cache-Status", "HIT"),
+                              needs=["nginx"]),
+                "varnish": Side(start_varnish(varnish_cache_vcl), wrk_get(CACHE_PATH),
+                                cache_probe(CACHE_PATH, "X-Cache", "HIT"), needs=["varnishd"]),
+                # BENCHMARKING.md: Varnish's tail is erratic on one core; its unpinned
+                # figure (both cores, shared with wrk) beside the pinned one.
+                "varnish_unpinned": Side(start_varnish(varnish_cache_vcl, cpu="0,1"),
+                                         wrk_get(CACHE_PATH),
+                                         cache_probe(CACHE_PATH, "X-Cache", "HIT"),
+                                         needs=["varnishd"]),
+            },
+            goal={"nginx": 1.5}, p99_goal={"nginx": 1.0}),
     ]
 
 
@@ -1086,7 +1247,10 @@ def run_scenario(ctx, sc, results, table):
             sides = [x for x in sides if x[0] == "metrocell" or x[0] in sel]
     print("\n== %s: %s" % (sc.name, sc.what), flush=True)
     ctx.backend = None
-    if sc.backend:
+    backend_during = None
+    if sc.backend and not sc.backend_alone:
+        ctx.backend = sc.backend(ctx, "%s-backend" % sc.name)
+    elif sc.backend:
         # The backend alone, on the server core, must be far faster than any server in
         # front of it; during the runs it shares the load core with wrk.
         alone = sc.backend(ctx, "%s-backend-alone" % sc.name, cpu=s.server_cpu)
@@ -1110,14 +1274,15 @@ def run_scenario(ctx, sc, results, table):
             figures[label] = {"runs": [], "paced": [], "bytes": side.probe(ctx, servers[label])}
             side.drive(ctx, servers[label], s.warmup, "warm", False)  # warm-up, not recorded
             srv = servers[label]
-            print("   %-10s pid %-7d %s (%d B per response)" %
+            print("   %-16s pid %-7d %s (%d B per response)" %
                   (label, srv.pid, srv.addr, figures[label]["bytes"]), flush=True)
+        backend_before = sc.backend_requests(ctx) if sc.backend_requests else None
         for i in range(s.repeat):
             order = sides if i % 2 == 0 else list(reversed(sides))
             for label, side in order:
                 r = measure_settled(ctx, side, servers[label], label, s.seconds, i)
                 figures[label]["runs"].append(r)
-                print("   run %d %-10s %9s req/s  p99 %6s ms  %8s req/CPU-s  server core %3.0f%%  "
+                print("   run %d %-16s %9s req/s  p99 %6s ms  %8s req/CPU-s  server core %3.0f%%  "
                       "load core %3.0f%%  other %.2f CPU-s%s" %
                       (i + 1, label, fmt_k(r["rps"]), fmt_ms(r.get("p99_ms")),
                        fmt_k(r["rps_per_cpu"]), 100 * (r["server_core_util"] or 0),
@@ -1132,9 +1297,12 @@ def run_scenario(ctx, sc, results, table):
                     r = measure_settled(ctx, side, servers[label], label, s.seconds, i, paced=True)
                     if r:
                         figures[label]["paced"].append(r)
-                        print("   paced %d %-8s %9s req/s  p50 %6s ms  p99 %6s ms" %
+                        print("   paced %d %-14s %9s req/s  p50 %6s ms  p99 %6s ms" %
                               (i + 1, label, fmt_k(r["rps"]), fmt_ms(r.get("p50_ms")),
                                fmt_ms(r.get("p99_ms"))), flush=True)
+        if backend_before is not None:
+            backend_during = sc.backend_requests(ctx) - backend_before
+            print("   backend requests during the measured runs: %d" % backend_during, flush=True)
         if s.perf and shutil.which("perf"):
             # Extra runs, not in the figures: system calls per request of every side, and
             # where Metrocell spends its time.
@@ -1142,7 +1310,7 @@ def run_scenario(ctx, sc, results, table):
                 prof = perf_profile(ctx, side, servers[label], "%s-%s" % (sc.name, label),
                                     s.seconds, record=True)
                 figures[label]["perf"] = prof
-                print("   perf %-10s %.2f syscalls/req (%s), %.3f context switches/req" %
+                print("   perf %-16s %.2f syscalls/req (%s), %.3f context switches/req" %
                       (label, prof["syscalls_per_request"],
                        ", ".join("%s %.2f" % kv for kv in
                                  list(prof["by_syscall_per_request"].items())[:6]),
@@ -1226,6 +1394,7 @@ def run_scenario(ctx, sc, results, table):
             "goal_p99_ratio": sc.p99_goal.get(label),
             "metrocell_errors": m["errors"],
             "peer_errors": p["errors"],
+            "backend_requests_during_runs": backend_during,
             "metrocell": m,
             "peer_detail": p,
         }
@@ -1239,9 +1408,9 @@ def print_table(table, results, s):
           % (s.repeat, s.seconds))
     hdr = ("scenario", "server", "req/s", "req/CPU-s", "spread", "p99 ms", "paced p99",
            "B/resp", "srv core", "errors", "disturbed")
-    fmt = "%-15s %-10s %9s %10s %7s %7s %9s %7s %8s %6s %9s"
+    fmt = "%-15s %-16s %9s %10s %7s %7s %9s %7s %8s %6s %9s"
     print(fmt % hdr)
-    print("-" * 106)
+    print("-" * 112)
     for name, label, d in table:
         rpc = d["rps_per_cpu"] or {}
         print(fmt % (name, label, fmt_k((d["rps"] or {}).get("median")), fmt_k(rpc.get("median")),
@@ -1259,7 +1428,7 @@ def print_table(table, results, s):
         if e.get("goal_ratio"):
             goal = "  (goal >= %.2f: %s)" % (e["goal_ratio"], "met" if (e["ratio"] or 0) >=
                                              e["goal_ratio"] else "NOT met")
-        print("  %-15s vs %-8s req/CPU-s x%s   p99 x%s   raw req/s x%s%s" %
+        print("  %-15s vs %-16s req/CPU-s x%s   p99 x%s   raw req/s x%s%s" %
               (e["name"], e["peer"], "%.2f" % e["ratio"] if e["ratio"] else "-",
                "%.2f" % e["p99_ratio"] if e["p99_ratio"] else "-",
                "%.2f" % e["rps_ratio"] if e["rps_ratio"] else "-", goal))

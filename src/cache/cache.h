@@ -170,6 +170,12 @@ void mc_cache_obj_unref(mc_cache_obj *o);
 
 int mc_cache_obj_status(const mc_cache_obj *o);
 const mc_cache_header *mc_cache_obj_headers(const mc_cache_obj *o, size_t *n);
+/* The object's fields pre-rendered once for an HTTP/1.1 head: "Name: value\r\n"
+ * lines (NUL terminated; *len excludes the NUL) of the fields whose name is a
+ * token other than Content-Length, Connection, Transfer-Encoding and Keep-Alive
+ * and whose value holds no CR, LF or NUL (the others are in the headers only).
+ * Lives as long as the object. */
+const char *mc_cache_obj_head(const mc_cache_obj *o, size_t *len);
 const char *mc_cache_obj_body(const mc_cache_obj *o, size_t *len);
 const char *mc_cache_obj_key(const mc_cache_obj *o, size_t *len, size_t *primary_len);
 const char *mc_cache_obj_tier(const mc_cache_obj *o);
@@ -312,6 +318,11 @@ typedef struct mc_cache_request {
 	const mc_cache_header *fwd; /* what to send upstream (the caller's filtering and
 				     * additions); the engine replaces the conditionals */
 	size_t nfwd;
+	/* Called (may be NULL) with fwd_arg before each upstream request this request
+	 * makes, so the caller builds fwd and nfwd only when they are needed (a hit
+	 * never needs them); later calls must find them built. */
+	void (*fwd_prepare)(void *fwd_arg);
+	void *fwd_arg;
 	const void *body;
 	size_t body_len;
 } mc_cache_request;
@@ -334,6 +345,11 @@ typedef struct mc_cache_answer {
 	bool collapsed;	       /* served from another request's fill */
 	bool upstream;	       /* this request waited on the upstream */
 	char cache_status[48]; /* e.g. "hit; tier=cell" */
+	/* Answers from a stored object: headers pre-rendered as HTTP/1.1 field lines
+	 * (mc_cache_obj_head; fields it leaves out are not sent over HTTP/1.1
+	 * either), valid during the callback. NULL otherwise. */
+	const char *head;
+	size_t head_len;
 } mc_cache_answer;
 
 typedef void (*mc_cache_answer_cb)(void *arg, const mc_cache_answer *a);

@@ -28,6 +28,9 @@ struct mc_cache_obj {
 	int status;
 	mc_cache_header *headers;
 	size_t nheaders;
+	const char *head; /* the fields that may be sent as "Name: value\r\n" lines, NUL
+			   * terminated (mc_cache_obj_head) */
+	size_t head_len;
 	const char *body;
 	size_t body_len;
 	mc_cache_times times;
@@ -45,6 +48,10 @@ struct mc_cache_obj {
 #define MC_CACHE_OBJ_OVERHEAD 32
 
 uint64_t mc_cache_hash(const char *s, size_t n);
+/* Writes the primary key "GET host target" (host lower-cased) to out, which has
+ * room for 5 + host_len + target_len bytes; returns its length (no NUL). */
+size_t mc_cache_key_primary_write(char *out, const char *host, size_t host_len, const char *target,
+				  size_t target_len);
 /* 1 when the request's values of o's Vary fields are the ones o was stored for. */
 bool mc_cache_obj_vary_match(const mc_cache_obj *o, const mc_cache_header *req, size_t nreq);
 /* Appends the "\nname:value" part of a key for vary names (see mc_cache_key_build). */

@@ -32,6 +32,7 @@ typedef struct ereq {
 	mc_cache_obj *stale; /* a stored object that was not fresh: validators, stale-if-error */
 	int restarts;
 	bool head, authorized;
+	bool on_stack; /* a fresh hit answered at once: lives in mc_cache_engine_handle */
 } ereq;
 
 enum { F_FILL, F_REFRESH, F_PASS };
@@ -94,27 +95,34 @@ static void ereq_free(ereq *er)
 {
 	mc_cache_obj_unref(er->stale);
 	mc_buf_fini(&er->pk);
-	free(er);
+	if (!er->on_stack)
+		free(er);
 }
 
 static void deliver(ereq *er, mc_cache_answer *a)
 {
 	mc_cache_engine *e = er->e;
 	e->st.results[a->result]++;
-	if (a->err == 0)
-		snprintf(a->cache_status, sizeof a->cache_status, "%s; tier=%s",
-			 mc_cache_result_names[a->result], a->tier);
-	else
-		snprintf(a->cache_status, sizeof a->cache_status, "%s",
-			 mc_cache_result_names[a->result]);
+	/* "RESULT; tier=TIER" (or "RESULT" on an error), on every answer: no printf */
+	const char *rn = mc_cache_result_names[a->result];
+	size_t rl = strlen(rn), tl = a->err == 0 ? strlen(a->tier) : 0;
+	if (rl + 7 + tl >= sizeof a->cache_status)
+		tl = 0;
+	memcpy(a->cache_status, rn, rl);
+	if (tl) {
+		memcpy(a->cache_status + rl, "; tier=", 7);
+		memcpy(a->cache_status + rl + 7, a->tier, tl);
+		rl += 7 + tl;
+	}
+	a->cache_status[rl] = '\0';
 	er->cb(er->arg, a);
 	ereq_free(er);
 }
 
 /* Answers from a stored (or just filled) object. from_cache: the body did not
  * cross the upstream for this request (hit, stale, collapsed, revalidated). */
-static void answer_obj(ereq *er, mc_cache_obj *o, mc_cache_result result, const char *tier,
-		       bool from_cache, bool upstream, bool collapsed)
+static void answer_obj_at(ereq *er, mc_cache_obj *o, mc_cache_result result, const char *tier,
+			  bool from_cache, bool upstream, bool collapsed, int64_t now)
 {
 	mc_cache_engine *e = er->e;
 	mc_cache_answer a;
@@ -123,9 +131,11 @@ static void answer_obj(ereq *er, mc_cache_obj *o, mc_cache_result result, const 
 	a.status = o->status;
 	a.headers = o->headers;
 	a.nheaders = o->nheaders;
+	a.head = o->head;
+	a.head_len = o->head_len;
 	a.body = o->body;
 	a.body_len = o->body_len;
-	a.age_s = mc_cache_obj_age_ms(o, now_ms(e)) / 1000;
+	a.age_s = mc_cache_obj_age_ms(o, now) / 1000;
 	a.tier = tier;
 	a.upstream = upstream;
 	a.collapsed = collapsed;
@@ -139,6 +149,12 @@ static void answer_obj(ereq *er, mc_cache_obj *o, mc_cache_result result, const 
 	if (collapsed)
 		e->st.collapsed++;
 	deliver(er, &a);
+}
+
+static void answer_obj(ereq *er, mc_cache_obj *o, mc_cache_result result, const char *tier,
+		       bool from_cache, bool upstream, bool collapsed)
+{
+	answer_obj_at(er, o, result, tier, from_cache, upstream, collapsed, now_ms(er->e));
 }
 
 /* Tier named by an upstream's "X-Metrocell-Cache: RESULT; tier=NAME" (the
@@ -297,6 +313,8 @@ static void fetch_start(mc_cache_engine *e, ereq *er, const mc_cache_request *re
 
 	/* What goes upstream: a pass as it came; a fill or refresh as a plain GET with
 	 * our own validators in place of the client's conditionals. */
+	if (req->fwd_prepare)
+		req->fwd_prepare(req->fwd_arg);
 	mc_cache_header *up = mc_alloc((req->nfwd + 2) * sizeof *up);
 	size_t n = 0;
 	for (size_t i = 0; i < req->nfwd; i++)
@@ -528,30 +546,27 @@ static void start_refresh(mc_cache_engine *e, const mc_cache_request *req, const
 	fetch_start(e, NULL, req, pk, pk_len, fill, stale, F_REFRESH);
 }
 
-static void lookup(ereq *er)
+/* Serves what the lookup of er's primary key (in er->pk) found at now: o (a
+ * reference, taken over), or NULL. */
+static void lookup_found(ereq *er, mc_cache_obj *o, int64_t now)
 {
 	mc_cache_engine *e = er->e;
 	const mc_cache_request *q = er->req;
-	size_t pl;
-	mc_cache_key_build(&er->pk, &pl, q->host, q->host_len, q->target, strlen(q->target), NULL,
-			   0, NULL, 0);
-	mc_cache_obj *o = NULL;
-	mc_cache_lookup(e->store, er->pk.data, er->pk.len, q->headers, q->nheaders, &o);
 	if (o && er->authorized && !o->auth_ok) {
 		mc_cache_obj_unref(o);
 		o = NULL;
 	}
 	if (o) {
-		int64_t age = mc_cache_obj_age_ms(o, now_ms(e));
+		int64_t age = mc_cache_obj_age_ms(o, now);
 		if (mc_cache_is_fresh(&o->fresh, age)) {
-			answer_obj(er, o, MC_CACHE_HIT, e->o.tier, true, false, false);
+			answer_obj_at(er, o, MC_CACHE_HIT, e->o.tier, true, false, false, now);
 			mc_cache_obj_unref(o);
 			return;
 		}
 		if (mc_cache_stale_while_revalidate_ok(&o->fresh, age)) {
 			/* The refresh copies the request before the answer frees it. */
 			start_refresh(e, q, er->pk.data, er->pk.len, o);
-			answer_obj(er, o, MC_CACHE_STALE, e->o.tier, true, false, false);
+			answer_obj_at(er, o, MC_CACHE_STALE, e->o.tier, true, false, false, now);
 			mc_cache_obj_unref(o);
 			return;
 		}
@@ -565,6 +580,18 @@ static void lookup(ereq *er)
 		answer_failure(er, rc, NULL); /* too many waiters: stale or 503 */
 }
 
+static void lookup(ereq *er)
+{
+	mc_cache_engine *e = er->e;
+	const mc_cache_request *q = er->req;
+	size_t pl;
+	mc_cache_key_build(&er->pk, &pl, q->host, q->host_len, q->target, strlen(q->target), NULL,
+			   0, NULL, 0);
+	mc_cache_obj *o = NULL;
+	mc_cache_lookup(e->store, er->pk.data, er->pk.len, q->headers, q->nheaders, &o);
+	lookup_found(er, o, now_ms(e));
+}
+
 static bool host_ok(const char *h, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -573,24 +600,51 @@ static bool host_ok(const char *h, size_t n)
 	return true;
 }
 
+/* Primary keys up to this long are built on the stack. */
+#define KEY_STACK 512
+
+static ereq *ereq_keep(const ereq *tmp)
+{
+	ereq *er = mc_alloc(sizeof *er);
+	*er = *tmp;
+	er->on_stack = false;
+	return er;
+}
+
 void mc_cache_engine_handle(mc_cache_engine *e, const mc_cache_request *req, mc_cache_answer_cb cb,
 			    void *arg)
 {
-	ereq *er = mc_calloc(1, sizeof *er);
-	er->e = e;
-	er->req = req;
-	er->cb = cb;
-	er->arg = arg;
-	mc_buf_init(&er->pk);
-	er->head = strcmp(req->method, "HEAD") == 0;
-	er->authorized =
+	/* The request lives on the stack until it is known not to be a fresh hit (the
+	 * common case, answered at once); then it moves to the heap. */
+	ereq tmp = {.e = e, .req = req, .cb = cb, .arg = arg, .on_stack = true};
+	mc_buf_init(&tmp.pk);
+	tmp.head = strcmp(req->method, "HEAD") == 0;
+	tmp.authorized =
 	    mc_cache_header_find(req->headers, req->nheaders, "authorization", NULL) != NULL;
-	bool cacheable = (er->head || strcmp(req->method, "GET") == 0) &&
+	bool cacheable = (tmp.head || strcmp(req->method, "GET") == 0) &&
 			 !mc_cache_header_find(req->headers, req->nheaders, "range", NULL) &&
 			 host_ok(req->host, req->host_len);
 	if (!cacheable) {
-		pass_start(er);
+		pass_start(ereq_keep(&tmp));
 		return;
 	}
-	lookup(er);
+	size_t tl = strlen(req->target);
+	if (5 + req->host_len + tl > KEY_STACK) {
+		lookup(ereq_keep(&tmp));
+		return;
+	}
+	char key[KEY_STACK];
+	size_t kl = mc_cache_key_primary_write(key, req->host, req->host_len, req->target, tl);
+	mc_cache_obj *o = NULL;
+	mc_cache_lookup(e->store, key, kl, req->headers, req->nheaders, &o);
+	int64_t now = now_ms(e);
+	if (o && (!tmp.authorized || o->auth_ok) &&
+	    mc_cache_is_fresh(&o->fresh, mc_cache_obj_age_ms(o, now))) {
+		answer_obj_at(&tmp, o, MC_CACHE_HIT, e->o.tier, true, false, false, now);
+		mc_cache_obj_unref(o);
+		return;
+	}
+	ereq *er = ereq_keep(&tmp);
+	mc_buf_append(&er->pk, key, kl);
+	lookup_found(er, o, now);
 }

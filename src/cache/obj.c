@@ -13,6 +13,58 @@ static bool date_present(const mc_cache_header *h, size_t n)
 	return mc_cache_header_find(h, n, "date", NULL) != NULL;
 }
 
+static bool tchar(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* 1 when h may go into the pre-rendered head as "Name: value\r\n": a token name
+ * that is not framing (the server sets those), a value without CR, LF or NUL.
+ * The HTTP server drops the other fields (and so does the head). */
+static bool line_safe(const mc_cache_header *h)
+{
+	if (h->name_len == 0)
+		return false;
+	for (size_t i = 0; i < h->name_len; i++)
+		if (!tchar((unsigned char)h->name[i]))
+			return false;
+	for (size_t i = 0; i < h->value_len; i++)
+		if (h->value[i] == '\r' || h->value[i] == '\n' || h->value[i] == '\0')
+			return false;
+	return !mc_cache_token_eq(h->name, h->name_len, "content-length") &&
+	       !mc_cache_token_eq(h->name, h->name_len, "connection") &&
+	       !mc_cache_token_eq(h->name, h->name_len, "transfer-encoding") &&
+	       !mc_cache_token_eq(h->name, h->name_len, "keep-alive");
+}
+
+/* Copies h: as a head line at *line when it is safe (the field's name and value
+ * then point into the line), else as bare name and value at *other. */
+static void field_put(mc_cache_header *out, const mc_cache_header *h, char **line, char **other)
+{
+	bool safe = line_safe(h);
+	char *p = safe ? *line : *other;
+	memcpy(p, h->name, h->name_len);
+	out->name = p;
+	out->name_len = h->name_len;
+	p += h->name_len;
+	if (safe) {
+		memcpy(p, ": ", 2);
+		p += 2;
+	}
+	if (h->value_len)
+		memcpy(p, h->value, h->value_len);
+	out->value = p;
+	out->value_len = h->value_len;
+	p += h->value_len;
+	if (safe) {
+		memcpy(p, "\r\n", 2);
+		*line = p + 2;
+	} else {
+		*other = p;
+	}
+}
+
 int mc_cache_obj_new(const mc_cache_obj_spec *s, mc_cache_obj **out)
 {
 	*out = NULL;
@@ -27,19 +79,24 @@ int mc_cache_obj_new(const mc_cache_obj_spec *s, mc_cache_obj **out)
 	mc_cache_meta m;
 	mc_cache_meta_parse(s->headers, s->nheaders, &m);
 	bool add_date = !date_present(s->headers, s->nheaders);
-	size_t nkeep = 0, strbytes = 0;
+	/* Field strings live in the pre-rendered head ("Name: value\r\n" lines, then
+	 * a NUL), unsafe ones bare after it. */
+	size_t nkeep = 0, linebytes = 0, otherbytes = 0;
 	for (size_t i = 0; i < s->nheaders; i++) {
 		if (!mc_cache_header_relayable(s->headers, s->nheaders, i))
 			continue;
 		nkeep++;
-		strbytes += s->headers[i].name_len + s->headers[i].value_len;
+		if (line_safe(&s->headers[i]))
+			linebytes += s->headers[i].name_len + s->headers[i].value_len + 4;
+		else
+			otherbytes += s->headers[i].name_len + s->headers[i].value_len;
 	}
 	if (add_date) {
 		nkeep++;
-		strbytes += 4 + 29;
+		linebytes += 4 + 29 + 4;
 	}
 	size_t size = sizeof(mc_cache_obj) + nkeep * sizeof(mc_cache_header) + s->key_len +
-		      s->vary_len + strbytes + s->body_len;
+		      s->vary_len + linebytes + 1 + otherbytes + s->body_len;
 	mc_cache_obj *o = mc_alloc(size);
 	memset(o, 0, sizeof *o);
 	atomic_init(&o->refs, 1);
@@ -63,29 +120,21 @@ int mc_cache_obj_new(const mc_cache_obj_spec *s, mc_cache_obj **out)
 	p += s->vary_len;
 
 	size_t k = 0;
+	char *line = p, *other = p + linebytes + 1;
 	for (size_t i = 0; i < s->nheaders; i++) {
-		const mc_cache_header *h = &s->headers[i];
-		if (!mc_cache_header_relayable(s->headers, s->nheaders, i))
-			continue;
-		memcpy(p, h->name, h->name_len);
-		o->headers[k].name = p;
-		o->headers[k].name_len = h->name_len;
-		p += h->name_len;
-		if (h->value_len)
-			memcpy(p, h->value, h->value_len);
-		o->headers[k].value = p;
-		o->headers[k].value_len = h->value_len;
-		p += h->value_len;
-		k++;
+		if (mc_cache_header_relayable(s->headers, s->nheaders, i))
+			field_put(&o->headers[k++], &s->headers[i], &line, &other);
 	}
 	if (add_date) {
 		char d[30];
 		mc_cache_date_format(s->times.response_ms / 1000, d);
-		memcpy(p, "Date", 4);
-		memcpy(p + 4, d, 29);
-		o->headers[k++] = (mc_cache_header){p, 4, p + 4, 29};
-		p += 33;
+		field_put(&o->headers[k++], &(mc_cache_header){"Date", 4, d, 29}, &line, &other);
 	}
+	MC_ASSERT(line == p + linebytes && other == p + linebytes + 1 + otherbytes);
+	*line = '\0';
+	o->head = p;
+	o->head_len = linebytes;
+	p = other;
 	o->nheaders = k;
 	if (s->body_len)
 		memcpy(p, s->body, s->body_len);
@@ -177,6 +226,12 @@ const mc_cache_header *mc_cache_obj_headers(const mc_cache_obj *o, size_t *n)
 {
 	*n = o->nheaders;
 	return o->headers;
+}
+
+const char *mc_cache_obj_head(const mc_cache_obj *o, size_t *len)
+{
+	*len = o->head_len;
+	return o->head;
 }
 
 const char *mc_cache_obj_body(const mc_cache_obj *o, size_t *len)

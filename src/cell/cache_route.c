@@ -31,13 +31,15 @@ struct cell_cache {
 	uint64_t purge_frames; /* PURGE frames received from the region */
 };
 
-/* One request of a cache route, alive until the engine answers. */
+/* One request of a cache route, alive until the engine answers. One allocation
+ * with the client's fields in the cache's layout; what goes upstream is built
+ * only when the engine needs it (creq_fwd_prepare): a hit never does. */
 typedef struct creq {
 	cell_req *r;
 	mc_cache_request q;
-	mc_cache_header *hdrs;
-	mc_cache_header *fwd;
+	mc_cache_header *fwd; /* NULL until the first upstream request */
 	mc_buf xff;
+	mc_cache_header hdrs[];
 } creq;
 
 /* One request to the shield. */
@@ -90,7 +92,6 @@ static int shield_fetch(void *ctx, const char *method, const char *target, const
 
 static void creq_free(creq *q)
 {
-	free(q->hdrs);
 	free(q->fwd);
 	mc_buf_fini(&q->xff);
 	free(q);
@@ -105,6 +106,18 @@ static bool named(const mc_cache_header *h, const char *name)
 static bool set_by_cell(const mc_cache_header *h)
 {
 	return named(h, "x-forwarded-for") || named(h, "x-forwarded-host");
+}
+
+/* Decimal digits of v at the end of buf[0..24); returns the first one. */
+static char *u64_digits(char buf[24], uint64_t v, size_t *len)
+{
+	char *p = buf + 24;
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	*len = (size_t)(buf + 24 - p);
+	return p;
 }
 
 static void on_answer(void *arg, const mc_cache_answer *a)
@@ -134,48 +147,52 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 		r->seg_name = NULL;
 		r->seg_start_ns = 0;
 	}
-	mc_http_header *h = mc_alloc((a->nheaders + 2) * sizeof *h);
+	/* Age and X-Metrocell-Cache, after the stored fields (pre-rendered when the
+	 * answer comes from a stored object) */
+	mc_http_header stack[34];
+	size_t nh = a->head ? 0 : a->nheaders;
+	mc_http_header *h = nh + 2 <= MC_ARRAY_LEN(stack) ? stack : mc_alloc((nh + 2) * sizeof *h);
 	size_t n = 0;
-	for (size_t i = 0; i < a->nheaders; i++)
+	for (size_t i = 0; i < nh; i++)
 		h[n++] = (mc_http_header){a->headers[i].name, a->headers[i].name_len,
 					  a->headers[i].value, a->headers[i].value_len};
 	char age[24];
 	if (a->age_s >= 0) {
-		snprintf(age, sizeof age, "%lld", (long long)a->age_s);
-		h[n++] = (mc_http_header){"Age", 3, age, strlen(age)};
+		size_t al;
+		const char *d = u64_digits(age, (uint64_t)a->age_s, &al);
+		h[n++] = (mc_http_header){"Age", 3, d, al};
 	}
 	h[n++] =
 	    (mc_http_header){"X-Metrocell-Cache", 17, a->cache_status, strlen(a->cache_status)};
-	mc_cell_finish(r, a->status, outcome, h, n, a->body, a->body_len);
-	free(h);
+	if (a->head)
+		mc_cell_finish_raw(r, a->status, outcome, h, n, a->head, a->head_len, a->body,
+				   a->body_len);
+	else
+		mc_cell_finish(r, a->status, outcome, h, n, a->body, a->body_len);
+	if (h != stack)
+		free(h);
 	creq_free(q);
 }
 
-void mc_cell_cache_handle(cell_req *r)
+/* Builds what goes upstream, once (mc_cache_request.fwd_prepare): the client's
+ * end-to-end fields, the same Host (the shield's key is the cell's key), the
+ * forwarding chain and the cell's name. */
+static void creq_fwd_prepare(void *arg)
 {
-	cell_cache *cc = r->c->cache;
+	creq *q = arg;
+	if (q->fwd)
+		return;
+	cell_req *r = q->r;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
-	MC_ASSERT(cc && r->route->engine);
-	creq *q = mc_calloc(1, sizeof *q);
-	q->r = r;
-	mc_buf_init(&q->xff);
-	q->hdrs = mc_alloc((req->nheaders + 1) * sizeof *q->hdrs);
-	for (size_t i = 0; i < req->nheaders; i++)
-		q->hdrs[i] = (mc_cache_header){req->headers[i].name, req->headers[i].name_len,
-					       req->headers[i].value, req->headers[i].value_len};
-	size_t hl = 0;
-	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
-	/* Upstream fields: the client's end-to-end ones, the same Host (the shield's key
-	 * is the cell's key), the forwarding chain and the cell's name. */
-	q->fwd = mc_alloc((req->nheaders + 4) * sizeof *q->fwd);
+	size_t nreq = q->q.nheaders;
+	q->fwd = mc_alloc((nreq + 4) * sizeof *q->fwd);
 	size_t n = 0;
-	for (size_t i = 0; i < req->nheaders; i++)
-		if (mc_cache_header_forwardable(q->hdrs, req->nheaders, i) &&
-		    !set_by_cell(&q->hdrs[i]))
+	for (size_t i = 0; i < nreq; i++)
+		if (mc_cache_header_forwardable(q->hdrs, nreq, i) && !set_by_cell(&q->hdrs[i]))
 			q->fwd[n++] = q->hdrs[i];
-	if (host) {
-		q->fwd[n++] = (mc_cache_header){"Host", 4, host, hl};
-		q->fwd[n++] = (mc_cache_header){"X-Forwarded-Host", 16, host, hl};
+	if (q->q.host_len) {
+		q->fwd[n++] = (mc_cache_header){"Host", 4, q->q.host, q->q.host_len};
+		q->fwd[n++] = (mc_cache_header){"X-Forwarded-Host", 16, q->q.host, q->q.host_len};
 	}
 	const char *colon = strrchr(req->peer, ':');
 	size_t iplen = colon ? (size_t)(colon - req->peer) : strlen(req->peer);
@@ -189,14 +206,36 @@ void mc_cell_cache_handle(cell_req *r)
 	q->fwd[n++] = (mc_cache_header){"X-Forwarded-For", 15, q->xff.data, q->xff.len};
 	q->fwd[n++] =
 	    (mc_cache_header){"X-Metrocell-Cell", 16, r->c->conf->cell, strlen(r->c->conf->cell)};
+	q->q.fwd = q->fwd;
+	q->q.nfwd = n;
+}
+
+void mc_cell_cache_handle(cell_req *r)
+{
+	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	MC_ASSERT(r->c->cache && r->route->engine);
+	creq *q = mc_alloc(sizeof *q + req->nheaders * sizeof q->hdrs[0]);
+	q->r = r;
+	q->fwd = NULL;
+	mc_buf_init(&q->xff);
+	const char *host = NULL;
+	size_t hl = 0;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const mc_http_header *f = &req->headers[i];
+		q->hdrs[i] = (mc_cache_header){f->name, f->name_len, f->value, f->value_len};
+		if (!host && f->name_len == 4 && strncasecmp(f->name, "host", 4) == 0) {
+			host = f->value;
+			hl = f->value_len;
+		}
+	}
 	q->q = (mc_cache_request){.method = req->method,
 				  .target = req->target,
 				  .host = host ? host : "",
 				  .host_len = host ? hl : 0,
 				  .headers = q->hdrs,
 				  .nheaders = req->nheaders,
-				  .fwd = q->fwd,
-				  .nfwd = n,
+				  .fwd_prepare = creq_fwd_prepare,
+				  .fwd_arg = q,
 				  .body = req->body,
 				  .body_len = req->body_len};
 	r->seg_name = "region";

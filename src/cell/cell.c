@@ -136,9 +136,11 @@ static void record(cell_req *r, cell_outcome outcome, int status, uint64_t now)
 	mc_cell_telemetry_record(r->c, outcome, total / 1000);
 }
 
-void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
-			size_t nown, const mc_http_header *extra, size_t nextra, const void *body,
-			size_t body_len)
+/* Answers r: the standard headers and own[0..nown) trusted, extra checked, then
+ * the pre-rendered block raw (may be empty); records the metrics, frees r. */
+static void finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
+		   size_t nown, const mc_http_header *extra, size_t nextra, const char *raw,
+		   size_t raw_len, const void *body, size_t body_len)
 {
 	char timing[TIMING_CAP];
 	mc_http_header stack[20], *h = nown + 4 <= 20 ? stack : mc_alloc((nown + 4) * sizeof *h);
@@ -147,16 +149,31 @@ void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_
 	if (nown)
 		memcpy(h + n, own, nown * sizeof *h);
 	record(r, outcome, status, now);
-	mc_http_respond_trusted(r->ex, status, h, n + nown, extra, nextra, body, body_len);
+	mc_http_respond_trusted(r->ex, status, h, n + nown, extra, nextra, raw, raw_len, body,
+				body_len);
 	if (h != stack)
 		free(h);
 	req_free(r);
 }
 
+void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
+			size_t nown, const mc_http_header *extra, size_t nextra, const void *body,
+			size_t body_len)
+{
+	finish(r, status, outcome, own, nown, extra, nextra, NULL, 0, body, body_len);
+}
+
 void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
 		    size_t nextra, const void *body, size_t body_len)
 {
-	mc_cell_finish_own(r, status, outcome, NULL, 0, extra, nextra, body, body_len);
+	finish(r, status, outcome, NULL, 0, extra, nextra, NULL, 0, body, body_len);
+}
+
+void mc_cell_finish_raw(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+			size_t nextra, const char *raw, size_t raw_len, const void *body,
+			size_t body_len)
+{
+	finish(r, status, outcome, NULL, 0, extra, nextra, raw, raw_len, body, body_len);
 }
 
 int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
@@ -457,6 +474,7 @@ static int start(cell *c)
 	so.map_size = (size_t)cf->state.map_size_mb << 20;
 	so.durable = cf->state.durable;
 	so.max_batch = cf->state.max_batch;
+	so.linger_us = cf->state.commit_linger_us;
 	so.home = cf->cell;
 	mc_cell_fleet_load(c);
 	mc_cell_kv_new(c);

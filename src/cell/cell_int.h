@@ -168,6 +168,12 @@ void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http
 void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
 			size_t nown, const mc_http_header *extra, size_t nextra, const void *body,
 			size_t body_len);
+/* mc_cell_finish() for a stored response whose fields are pre-rendered: raw is
+ * sent after the standard headers and extra (see mc_http_respond_raw); raw and
+ * body are borrowed for the call. */
+void mc_cell_finish_raw(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+			size_t nextra, const char *raw, size_t raw_len, const void *body,
+			size_t body_len);
 /* The same with a JSON error body. */
 void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const char *code,
 			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));

@@ -76,6 +76,22 @@ void kv_fail_h(kv_req *kr, int status, cell_outcome outcome, const mc_http_heade
 	va_end(ap);
 }
 
+/* Writes v in decimal at out (room for 20 digits), returns the length: every answer
+ * carries a version or two, and printf's machinery costs more than the rest of
+ * building them. */
+static size_t fmt_u64(char *out, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
 /* Response headers describing a record. */
 struct hdrs {
 	mc_http_header h[12];
@@ -96,13 +112,13 @@ static void rec_headers(struct hdrs *H, kv_req *kr, uint64_t version, const char
 	H->n = 0;
 	hdr_add(H, "X-Metrocell-Class", mc_state_class_name(kr->cls));
 	if (version) {
-		/* by hand: this runs for every read, and printf is the slow way */
-		size_t vl = (size_t)(mc_http_put_u64(H->version, version) - H->version);
+		size_t n = fmt_u64(H->version, version);
+		MC_ASSERT(H->n + 2 <= MC_ARRAY_LEN(H->h));
 		H->etag[0] = '"';
-		memcpy(H->etag + 1, H->version, vl);
-		H->etag[vl + 1] = '"';
-		H->h[H->n++] = (mc_http_header){"X-Metrocell-Version", 19, H->version, vl};
-		H->h[H->n++] = (mc_http_header){"ETag", 4, H->etag, vl + 2};
+		memcpy(H->etag + 1, H->version, n);
+		H->etag[n + 1] = '"';
+		H->h[H->n++] = (mc_http_header){"X-Metrocell-Version", 19, H->version, n};
+		H->h[H->n++] = (mc_http_header){"ETag", 4, H->etag, n + 2};
 	}
 	H->home = MC_ARRAY_LEN(H->h);
 	if (home && home[0]) {
@@ -509,15 +525,22 @@ void kv_answer_written(kv_req *kr, const mc_write_result *res, int acked)
 {
 	cell_kv *kv = kr->kv;
 	const char *home = kv->c->conf->cell;
+	char num[24];
 	mc_buf b;
 	mc_buf_init(&b);
-	mc_buf_append_str(&b, "{\"key\":");
+	/* Sized for the usual answer at once (keys needing no escapes). */
+	mc_buf_reserve(&b, 160 + kr->r->key.len + strlen(home));
+	mc_buf_append(&b, "{\"key\":", 7);
 	mc_buf_append_json(&b, kr->r->key.data, kr->r->key.len);
-	mc_buf_printf(&b, ",\"version\":\"%llu\",\"seq\":%llu,\"home\":",
-		      (unsigned long long)res->version, (unsigned long long)res->seq);
+	mc_buf_append(&b, ",\"version\":\"", 12);
+	mc_buf_append(&b, num, fmt_u64(num, res->version));
+	mc_buf_append(&b, "\",\"seq\":", 8);
+	mc_buf_append(&b, num, fmt_u64(num, res->seq));
+	mc_buf_append(&b, ",\"home\":", 8);
 	mc_buf_append_json(&b, home, strlen(home));
-	mc_buf_printf(&b, ",\"class\":\"%s\",\"ack\":\"%s\"", mc_state_class_name(kr->cls),
-		      acked ? "region" : "local");
+	mc_buf_append_str(&b, ",\"class\":\"");
+	mc_buf_append_str(&b, mc_state_class_name(kr->cls));
+	mc_buf_append_str(&b, acked ? "\",\"ack\":\"region\"" : "\",\"ack\":\"local\"");
 	if (kr->action == KV_DEL)
 		mc_buf_printf(&b, ",\"deleted\":true,\"existed\":%s",
 			      res->prev_version && res->prev_home[0] ? "true" : "false");

@@ -472,7 +472,8 @@ out:
 static const char *const STATE_KEYS[] = {"map_size_mb",	 "durability",
 					 "max_batch",		 "max_key_bytes",
 					 "max_value_bytes",	 "sweep_interval_ms",
-					 "tombstone_retention_ms", "max_mget_keys"};
+					 "tombstone_retention_ms", "max_mget_keys",
+					 "commit_linger_us"};
 static const char *const DURABILITY[] = {"fsync", "none"};
 
 static int parse_state(vctx *v, json_t *root, mc_state_conf *out)
@@ -485,6 +486,7 @@ static int parse_state(vctx *v, json_t *root, mc_state_conf *out)
 	out->sweep_interval_ms = 1000;
 	out->tombstone_retention_ms = 3600000;
 	out->max_mget_keys = 100;
+	out->commit_linger_us = MC_STATE_LINGER_US_DEFAULT;
 	json_t *o = json_object_get(root, "state");
 	if (!o)
 		return 0;
@@ -502,6 +504,7 @@ static int parse_state(vctx *v, json_t *root, mc_state_conf *out)
 	CHECK(opt_u32(v, o, "tombstone_retention_ms", 1000, 2592000000u,
 		      &out->tombstone_retention_ms));
 	CHECK(opt_u32(v, o, "max_mget_keys", 1, 1000, &out->max_mget_keys));
+	CHECK(opt_u32(v, o, "commit_linger_us", 0, 10000, &out->commit_linger_us));
 out:
 	pop(v);
 	return rc;

@@ -20,6 +20,8 @@ typedef struct mc_log_conf {
 	int json;           /* "format": "text" (default) | "json" */
 } mc_log_conf;
 
+#define MC_STATE_LINGER_US_DEFAULT 1000
+
 typedef struct mc_state_conf {
 	uint64_t map_size_mb;     /* default 4096, 16..1048576 */
 	int durable;              /* "durability": "fsync" (default) | "none" */
@@ -29,6 +31,7 @@ typedef struct mc_state_conf {
 	uint32_t sweep_interval_ms;      /* TTL sweeper period, default 1000, 10..3600000 */
 	uint32_t tombstone_retention_ms; /* default 3600000, 1000..2592000000 */
 	uint32_t max_mget_keys;          /* keys in one multi-get, default 100, 1..1000 */
+	uint32_t commit_linger_us;	 /* group-commit linger, 0..10000, default below */
 } mc_state_conf;
 
 typedef struct mc_limits_conf {

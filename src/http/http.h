@@ -68,14 +68,30 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex);
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len);
 
+/* mc_http_respond() for a response whose stored header fields are already
+ * rendered: raw[0..raw_len) is a block of complete field lines ("Name: value\r\n"
+ * each) that the caller checked once when it built them (names RFC 9110 tokens
+ * other than Content-Length, Connection, Transfer-Encoding and Keep-Alive; values
+ * without CR, LF or NUL); it is sent as is, after headers[0..nheaders), which
+ * are checked as usual. body is borrowed for the call only, like raw: on a plain
+ * HTTP/1.1 connection the head and the body leave in one write straight from the
+ * caller's memory when the socket takes them at once, and only what it does not
+ * take is copied. Same answer semantics and return values as mc_http_respond
+ * (HTTP/2 gets the block's fields one by one, checked there). */
+int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			size_t nheaders, const char *raw, size_t raw_len, const void *body,
+			size_t body_len);
+
 /* mc_http_respond() with the caller's own headers trusted[0..ntrusted) sent
  * first, as they are: the per-byte checks and the reserved-name filter that
  * headers[] gets are skipped for them. Only for fields the caller built itself
  * from known-safe parts (constant names; values it formatted, or checked when
- * they entered the process, like config names), never for a peer's. */
+ * they entered the process, like config names), never for a peer's. raw (may be
+ * NULL with raw_len 0) is a pre-rendered block as for mc_http_respond_raw(),
+ * sent after headers[]. */
 int mc_http_respond_trusted(mc_http_exchange *ex, int status, const mc_http_header *trusted,
 			    size_t ntrusted, const mc_http_header *headers, size_t nheaders,
-			    const void *body, size_t body_len);
+			    const char *raw, size_t raw_len, const void *body, size_t body_len);
 
 /* Writes the decimal form of v at p (at most 20 bytes, no NUL); returns the
  * byte after it. */

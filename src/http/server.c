@@ -476,14 +476,15 @@ static char *put_line(char *p, const mc_http_header *h)
 
 /* Appends the status line and the headers to o in one pass: the trusted ones
  * (built by the caller from known-safe parts, see mc_http_respond_trusted) as
- * they are, the others when header_sendable(), then extra (a complete line or
- * NULL), Content-Length when with_length, and Connection. */
+ * they are, the others when header_sendable(), then extra[0..xlen) (complete
+ * lines: the server's own, or a caller's pre-rendered block), Content-Length
+ * when with_length, and Connection. */
 static void build_head(conn *c, mc_buf *o, int status, const mc_http_header *t, size_t nt,
 		       const mc_http_header *h, size_t n, uint64_t body_len, int with_length,
-		       const char *extra)
+		       const char *extra, size_t xlen)
 {
 	const char *reason = mc_http_reason(status);
-	size_t rlen = strlen(reason), xlen = extra ? strlen(extra) : 0;
+	size_t rlen = strlen(reason);
 	/* status line, Content-Length (20 digits), Connection and the blank line */
 	size_t need = 9 + 4 + rlen + 2 + xlen + 16 + 20 + 2 + 26;
 	for (size_t i = 0; i < nt; i++)
@@ -540,8 +541,9 @@ static void conn_send_error(conn *c, int status, const char *code, const char *m
 	mc_http_error_body(b, code, msg);
 	const mc_http_server_opts *o = &c->srv->opts;
 	mc_buf_reset(&c->out);
+	static const char ctype[] = "Content-Type: application/json\r\n";
 	build_head(c, &c->out, status, NULL, 0, o->error_headers, o->nerror_headers, b->len, 1,
-		   "Content-Type: application/json\r\n");
+		   ctype, sizeof ctype - 1);
 	if (o->on_reject)
 		o->on_reject(c->srv->ctx, status);
 	conn_write(c, b->data, b->len);
@@ -1013,11 +1015,20 @@ static mc_http_header *h2_join(const mc_http_header *t, size_t nt, const mc_http
 	return all;
 }
 
-/* mc_http_respond with the caller's own headers t[0..nt) sent first, unchecked. */
+static int respond_split(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+			 const mc_http_header *headers, size_t nheaders, const char *raw,
+			 size_t raw_len, const void *body, size_t body_len);
+
+/* mc_http_respond with the caller's own headers t[0..nt) sent first and its
+ * pre-rendered block raw[0..raw_len) after the checked ones, both unchecked. */
 static int respond(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
-		   const mc_http_header *headers, size_t nheaders, const void *body,
-		   size_t body_len)
+		   const mc_http_header *headers, size_t nheaders, const char *raw,
+		   size_t raw_len, const void *body, size_t body_len)
 {
+	MC_ASSERT(raw_len == 0 || (raw_len >= 2 && raw[raw_len - 1] == '\n'));
+	if (ex->h2 && raw_len)
+		return respond_split(ex, status, t, nt, headers, nheaders, raw, raw_len, body,
+				     body_len);
 	if (ex->h2) {
 		if (nt == 0)
 			return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
@@ -1058,7 +1069,8 @@ static int respond(mc_http_exchange *ex, int status, const mc_http_header *t, si
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
 		announced = body_len;
 	mc_buf_reset(&c->out);
-	build_head(c, &c->out, status, t, nt, headers, nheaders, announced, !bodyless, NULL);
+	build_head(c, &c->out, status, t, nt, headers, nheaders, announced, !bodyless, raw,
+		   raw_len);
 	/* the body goes from the caller's memory; only what the socket does not take
 	 * at once is copied */
 	rc = conn_write(c, body, send_len);
@@ -1070,14 +1082,22 @@ out:
 int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		    size_t nheaders, const void *body, size_t body_len)
 {
-	return respond(ex, status, NULL, 0, headers, nheaders, body, body_len);
+	return respond(ex, status, NULL, 0, headers, nheaders, NULL, 0, body, body_len);
 }
 
 int mc_http_respond_trusted(mc_http_exchange *ex, int status, const mc_http_header *trusted,
 			    size_t ntrusted, const mc_http_header *headers, size_t nheaders,
-			    const void *body, size_t body_len)
+			    const char *raw, size_t raw_len, const void *body, size_t body_len)
 {
-	return respond(ex, status, trusted, ntrusted, headers, nheaders, body, body_len);
+	return respond(ex, status, trusted, ntrusted, headers, nheaders, raw, raw_len, body,
+		       body_len);
+}
+
+int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			size_t nheaders, const char *raw, size_t raw_len, const void *body,
+			size_t body_len)
+{
+	return respond(ex, status, NULL, 0, headers, nheaders, raw, raw_len, body, body_len);
 }
 
 /* ---- streamed responses ----------------------------------------------------------- */
@@ -1228,6 +1248,7 @@ static int start_response(mc_http_exchange *ex, int status, const mc_http_header
 	c->stream_nobody = bodyless || c->head_req;
 	int with_length = 0;
 	const char *extra = NULL;
+	static const char chunked[] = "Transfer-Encoding: chunked\r\n";
 	if (bodyless) {
 		/* no length, no body */
 	} else if (content_length >= 0) {
@@ -1238,10 +1259,11 @@ static int start_response(mc_http_exchange *ex, int status, const mc_http_header
 		c->close_after = 1; /* HTTP/1.0 has no chunks: the close ends the body */
 	} else {
 		c->stream_chunked = 1;
-		extra = "Transfer-Encoding: chunked\r\n";
+		extra = chunked;
 	}
 	build_head(c, &c->sq, status, t, nt, headers, nheaders,
-		   with_length ? (uint64_t)content_length : 0, with_length, extra);
+		   with_length ? (uint64_t)content_length : 0, with_length, extra,
+		   extra ? sizeof chunked - 1 : 0);
 	return stream_flush(c);
 }
 
@@ -1858,4 +1880,48 @@ void mc_http_server_tls_ctx_set(mc_http_server *s, mc_tls_ctx *ctx)
 uint16_t mc_http_server_tls_port(const mc_http_server *s)
 {
 	return s && s->has_tls ? s->tls_port : 0;
+}
+
+/* ---- responses with a pre-rendered header block (mc_http_respond_raw) ------------------ */
+
+/* The fields of a raw block as headers (for the transports that need them one by
+ * one). Returns how many were added to out (room for at most cap). */
+static size_t raw_split(const char *raw, size_t len, mc_http_header *out, size_t cap)
+{
+	size_t n = 0, i = 0;
+	while (i < len && n < cap) {
+		const char *line = raw + i;
+		const char *end = memchr(line, '\r', len - i);
+		if (!end || (size_t)(end - raw) + 1 >= len || end[1] != '\n')
+			break; /* not a complete line: dropped */
+		const char *colon = memchr(line, ':', (size_t)(end - line));
+		i = (size_t)(end - raw) + 2;
+		if (!colon)
+			continue;
+		const char *v = colon + 1;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		out[n++] = (mc_http_header){line, (size_t)(colon - line), v, (size_t)(end - v)};
+	}
+	return n;
+}
+
+/* HTTP/2 takes fields one by one: the raw block is split and joined to the
+ * others (all checked by the HTTP/2 side). */
+static int respond_split(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+			 const mc_http_header *headers, size_t nheaders, const char *raw,
+			 size_t raw_len, const void *body, size_t body_len)
+{
+	size_t cap = nt + nheaders;
+	for (size_t i = 0; i + 1 < raw_len; i++)
+		cap += raw[i] == '\r' && raw[i + 1] == '\n';
+	mc_http_header *all = mc_alloc((cap + 1) * sizeof *all);
+	if (nt)
+		memcpy(all, t, nt * sizeof *all);
+	if (nheaders)
+		memcpy(all + nt, headers, nheaders * sizeof *all);
+	size_t n = nt + nheaders + raw_split(raw, raw_len, all + nt + nheaders, cap - nt - nheaders);
+	int rc = mc_http_h2_respond(ex, status, all, n, body, body_len);
+	free(all);
+	return rc;
 }

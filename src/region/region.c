@@ -196,6 +196,7 @@ static int start(region *g)
 	so.map_size = (size_t)cf->state.map_size_mb << 20;
 	so.durable = cf->state.durable;
 	so.max_batch = cf->state.max_batch;
+	so.linger_us = cf->state.commit_linger_us;
 	so.home = cf->region; /* the home of what the region's own API writes */
 	g->kv = mc_region_kv_new(g->loop, cf, g->metrics);
 	mc_region_kv_store_opts(g->kv, &so);

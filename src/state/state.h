@@ -47,6 +47,10 @@ typedef struct mc_store_opts {
 	size_t map_size;         /* LMDB map size, default 4 GiB */
 	int durable;             /* 1: fsync each group commit (default); 0: no sync */
 	size_t max_batch;        /* max writes per transaction (default 4096) */
+	/* Group-commit linger: when fewer writes are queued than the writer expects
+	 * soon (the clients of the batch just committed), it waits up to this long for
+	 * them before committing (0: never waits; default 0). */
+	uint32_t linger_us;
 	size_t max_queue_bytes;  /* key+value bytes waiting for the writer; beyond it writes
 				  * and applies get MC_EFULL (default 256 MiB) */
 	const char *home;        /* this process's cell name ("" for the region) */

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "state/state.h"
 #include "state/state_int.h"
@@ -22,6 +25,17 @@
 #define MAX_READERS 1022   /* concurrent read transactions (slots in lock.mdb) */
 #define RTXN_POOL 64	   /* reset read transactions kept for reuse */
 #define TRIM_PER_TXN 50000 /* log deletions per commit, bounds dirty pages */
+/* data.mdb is kept zero-filled up to PREALLOC_STEP beyond LMDB's last page, topped
+ * up when less than PREALLOC_LOW is left (see preallocate). */
+#define PREALLOC_STEP ((uint64_t)2 << 20)
+#define PREALLOC_LOW ((uint64_t)512 << 10)
+/* Group-commit linger (see linger): a lingering writer stops once nothing arrived
+ * for LINGER_GAP_NS. It stops lingering while less than half of the requests it
+ * waited for came (moving average), except once every LINGER_PROBE_EVERY chances. */
+#define LINGER_GAP_NS (100u * 1000u)
+#define LINGER_SCORE_ONE 1024u
+#define LINGER_SCORE_MIN (LINGER_SCORE_ONE / 2)
+#define LINGER_PROBE_EVERY 128u
 
 /* Keys of the "meta" database; values are u64 big-endian. */
 #define META_LAST_SEQ "last_seq"
@@ -31,7 +45,8 @@
 enum req_kind { REQ_WRITE = 1, REQ_TRIM, REQ_APPLY, REQ_SWEEP };
 
 /* One queued request. Its bytes (key, value, entry data) are owned by it and freed
- * after its callback ran. */
+ * after its callback ran; a write's key and value live in the same allocation, after
+ * the struct. */
 struct req {
 	struct req *next;
 	enum req_kind kind;
@@ -82,11 +97,22 @@ struct mc_store {
 	int writer_started;
 	pthread_t writer;
 
-	/* mu guards the queue, the completion list, hook_seq, stop and closing. */
+	/* mu guards the queue, the completion list, hook_seq, stop, closing and the
+	 * writer's wait state (w_waiting, want). */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct req *q_head, *q_tail;
 	size_t q_bytes, max_queue_bytes;
+	size_t q_n;    /* requests queued */
+	int w_waiting; /* the writer sleeps on cv: submit signals it (see want) */
+	size_t want;   /* lingering: signal only once q_n reaches this (0: any) */
+	/* Batches handed to the loop, and those whose callbacks have run. */
+	uint64_t posted, delivered;
+	/* Writer thread only (see linger): the requests expected soon (0: do not
+	 * linger), how well lingering paid lately, chances skipped. */
+	uint64_t linger_ns;
+	size_t expect;
+	unsigned linger_score, linger_skips;
 	struct req *done_head, *done_tail;
 	uint64_t hook_seq; /* last seq of commits since the last delivery, 0: none */
 	int stop;
@@ -103,6 +129,8 @@ struct mc_store {
 	uint64_t w_trim_want;
 	int trim_retry; /* run the next trim alone, before taking the queue */
 	int last_rc;	  /* last LMDB error logged, to log each failure kind once */
+	int prealloc_fd;  /* data.mdb, -1: not preallocating */
+	uint64_t psize, file_end;
 
 	pthread_mutex_t stat_mu; /* guards log */
 	mc_log_stats log;
@@ -198,8 +226,6 @@ static int home_cmp(const char *a, const char *b)
 
 static void req_free(struct req *r)
 {
-	free(r->key);
-	free(r->value);
 	free(r->entries);
 	free(r->bytes);
 	free(r->notes);
@@ -777,20 +803,131 @@ fail:
 	return 0;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void ts_of(struct timespec *ts, uint64_t ns)
+{
+	ts->tv_sec = (time_t)(ns / 1000000000u);
+	ts->tv_nsec = (long)(ns % 1000000000u);
+}
+
+/* Group-commit linger, called with mu held and something queued
+ * (docs/operations.md, "Group commit"). When the clients of the batch just committed
+ * were all waiting for it (next to nothing arrived during the commit), they are
+ * about to get their answers and send again: the writer waits for them, up to
+ * linger_ns in all, so that one fsync'd commit covers them all instead of a commit
+ * of the first few and another of the rest. It waits first until the loop has
+ * handed out the answers (deliver), then for as long as requests keep coming, looking
+ * every LINGER_GAP_NS. Submitters wake it only once the expected count is queued.
+ * When clients do not send again promptly (a paced load), lingering stops paying
+ * and the score turns it off. */
+static void linger(mc_store *s)
+{
+	size_t start_n = s->q_n, want, got;
+	uint64_t now, end;
+	struct timespec ts;
+
+	want = MC_MIN(s->expect, s->max_batch);
+	if (!s->linger_ns || s->stop || start_n >= want)
+		return;
+	if (s->linger_score < LINGER_SCORE_MIN && ++s->linger_skips % LINGER_PROBE_EVERY != 0)
+		return;
+	now = mono_ns();
+	end = now + s->linger_ns;
+	s->want = want;
+	s->w_waiting = 1;
+	ts_of(&ts, end);
+	while (s->delivered != s->posted && s->q_n < want && !s->stop && now < end) {
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+			break;
+		now = mono_ns();
+	}
+	while (s->q_n < want && !s->stop && now < end) {
+		size_t before = s->q_n;
+
+		ts_of(&ts, MC_MIN(end, now + LINGER_GAP_NS));
+		while (s->q_n < want && !s->stop)
+			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+				break;
+		now = mono_ns();
+		if (s->q_n == before)
+			break;
+	}
+	s->w_waiting = 0;
+	s->want = 0;
+	got = MC_MIN(s->q_n - start_n, want - start_n);
+	s->linger_score =
+	    (s->linger_score * 3 + (unsigned)(got * LINGER_SCORE_ONE / (want - start_n))) / 4;
+	if (got * 2 >= want - start_n)
+		s->linger_score = MC_MAX(s->linger_score, LINGER_SCORE_MIN);
+}
+
+/* A commit's fdatasync that follows writes which grew data.mdb also writes the
+ * inode (new size, new blocks): one more synchronous disk write per commit, and
+ * LMDB grows the file in most commits of a store that takes new keys. Writing
+ * zeros ahead (not fallocate: writing into its unwritten extents changes metadata
+ * too) keeps commits to overwrites of allocated blocks; the next commit's sync
+ * carries the zeros. Runs in the writer between transactions; beyond LMDB's last
+ * page nothing reads the file, and the map size bounds it. A failure (a full disk)
+ * turns it off: it only saves work. */
+static void preallocate(mc_store *s)
+{
+	static const char zeros[64 << 10];
+	MDB_envinfo info;
+	struct stat st;
+	uint64_t used, want;
+
+	if (s->prealloc_fd < 0 || mdb_env_info(s->env, &info) != 0)
+		return;
+	used = ((uint64_t)info.me_last_pgno + 1) * s->psize;
+	if (used + PREALLOC_LOW <= s->file_end)
+		return;
+	if (fstat(s->prealloc_fd, &st) != 0)
+		goto fail;
+	s->file_end = (uint64_t)st.st_size;
+	want = MC_MIN(used + PREALLOC_STEP, (uint64_t)info.me_mapsize);
+	while (s->file_end < want) {
+		size_t n = (size_t)MC_MIN(want - s->file_end, (uint64_t)sizeof zeros);
+		ssize_t w = pwrite(s->prealloc_fd, zeros, n, (off_t)s->file_end);
+
+		if (w <= 0)
+			goto fail;
+		s->file_end += (uint64_t)w;
+	}
+	return;
+fail:
+	MC_WARN(COMP, "data.mdb: cannot write ahead: %s; commits that grow the file sync its size",
+		strerror(errno));
+	s->prealloc_fd = -1;
+}
+
 static void *writer_main(void *arg)
 {
 	mc_store *s = arg;
 
+	/* Linger waits are tens of microseconds: the default 50 us timer slack would
+	 * double them. */
+	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		struct req *head, *tail = NULL, *r;
 		size_t n = 0;
 		uint64_t seq;
 
+		s->w_waiting = 1;
 		while (!s->q_head && !s->stop && !s->trim_pending)
 			pthread_cond_wait(&s->cv, &s->mu);
+		s->w_waiting = 0;
 		if (!s->q_head && s->stop)
 			break;
+		if (s->q_head && !s->trim_retry)
+			linger(s);
 		head = NULL;
 		if (!s->trim_retry) {
 			head = s->q_head;
@@ -804,6 +941,7 @@ static void *writer_main(void *arg)
 			if (tail)
 				tail->next = NULL;
 			atomic_fetch_sub(&s->queue_depth, n);
+			s->q_n -= n;
 		}
 		s->trim_retry = 0;
 		pthread_mutex_unlock(&s->mu);
@@ -821,7 +959,17 @@ static void *writer_main(void *arg)
 		if (seq)
 			s->hook_seq = seq;
 		if (head || seq)
+			s->posted++;
+		/* The clients of this batch get their answers now: when they were all
+		 * waiting for it, they send again at once (see linger). */
+		s->expect = s->q_n * 2 <= n ? n + s->q_n : 0;
+		/* Woken after the unlock: the loop thread shares a core with this one
+		 * and would otherwise run only to block on mu. */
+		pthread_mutex_unlock(&s->mu);
+		if (head || seq)
 			uv_async_send(&s->async);
+		preallocate(s);
+		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
@@ -833,13 +981,15 @@ static void *writer_main(void *arg)
 static void deliver(mc_store *s)
 {
 	struct req *r, *next;
-	uint64_t seq;
+	uint64_t seq, posted;
+	int wake;
 
 	pthread_mutex_lock(&s->mu);
 	r = s->done_head;
 	s->done_head = s->done_tail = NULL;
 	seq = s->hook_seq;
 	s->hook_seq = 0;
+	posted = s->posted;
 	pthread_mutex_unlock(&s->mu);
 	for (; r; r = next) {
 		next = r->next;
@@ -860,6 +1010,13 @@ static void deliver(mc_store *s)
 	}
 	if (seq && s->hook)
 		s->hook(s->hook_arg, seq);
+	/* A lingering writer waits for this (see linger). */
+	pthread_mutex_lock(&s->mu);
+	s->delivered = posted;
+	wake = s->w_waiting && s->want;
+	pthread_mutex_unlock(&s->mu);
+	if (wake)
+		pthread_cond_signal(&s->cv);
 }
 
 static void on_async(uv_async_t *h)
@@ -887,6 +1044,8 @@ static void on_closed(uv_handle_t *h)
 
 static int submit(mc_store *s, struct req *r)
 {
+	int wake;
+
 	pthread_mutex_lock(&s->mu);
 	if (s->closing) {
 		pthread_mutex_unlock(&s->mu);
@@ -907,8 +1066,14 @@ static int submit(mc_store *s, struct req *r)
 		s->q_head = r;
 	s->q_tail = r;
 	atomic_fetch_add(&s->queue_depth, 1);
-	pthread_cond_signal(&s->cv);
+	s->q_n++;
+	/* The writer is woken only when it waits for work, or when a linger has
+	 * gathered what it waits for; and after the unlock, so that on a shared core it
+	 * does not run just to block on mu. */
+	wake = s->w_waiting && (!s->want || s->q_n >= s->want);
 	pthread_mutex_unlock(&s->mu);
+	if (wake)
+		pthread_cond_signal(&s->cv);
 	return 0;
 }
 
@@ -1036,7 +1201,17 @@ int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o)
 		s->nclasses = o->nclasses;
 	}
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
+	{
+		/* Linger deadlines are monotonic. */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&s->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	s->linger_ns = (uint64_t)o->linger_us * 1000u;
+	s->linger_score = LINGER_SCORE_ONE;
 	pthread_mutex_init(&s->stat_mu, NULL);
 	pthread_mutex_init(&s->pool_mu, NULL);
 
@@ -1060,6 +1235,17 @@ int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o)
 	}
 	if ((rc = load(s)))
 		goto fail;
+	s->prealloc_fd = -1;
+	if (o->durable) {
+		MDB_stat st;
+		int fd;
+
+		if (mdb_env_stat(s->env, &st) == 0 && mdb_env_get_fd(s->env, &fd) == 0) {
+			s->prealloc_fd = fd;
+			s->psize = st.ms_psize;
+			preallocate(s);
+		}
+	}
 
 	if ((rc = uv_async_init(loop, &s->async, on_async)) != 0) {
 		mdb_env_close(s->env);
@@ -1184,7 +1370,9 @@ static int write_req(const mc_write *w, struct req **out)
 		return MC_EINVAL;
 	if (w->kind == MC_W_COPY && w->home && strlen(w->home) > MC_STATE_MAX_HOME)
 		return MC_EINVAL;
-	r = mc_calloc(1, sizeof *r);
+	/* One allocation per write: the struct, then the key and the value. */
+	r = mc_alloc(sizeof *r + w->klen + vlen);
+	memset(r, 0, sizeof *r);
 	r->kind = REQ_WRITE;
 	r->wkind = w->kind;
 	r->flags = w->flags;
@@ -1197,11 +1385,11 @@ static int write_req(const mc_write *w, struct req **out)
 	r->csynced_ms = w->synced_ms;
 	if (w->kind == MC_W_COPY && w->home)
 		memcpy(r->chome, w->home, strlen(w->home));
-	r->key = mc_alloc(w->klen);
+	r->key = (char *)(r + 1);
 	memcpy(r->key, w->key, w->klen);
 	r->klen = w->klen;
 	if (vlen) {
-		r->value = mc_alloc(vlen);
+		r->value = r->key + w->klen;
 		memcpy(r->value, w->value, vlen);
 		r->vlen = vlen;
 	}

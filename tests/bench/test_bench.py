@@ -83,7 +83,8 @@ def test_scenario_table_is_complete():
     b = load_bench()
     names = {(sc.name, peer) for sc in b.scenarios() for peer in sc.peers}
     assert names >= {("proxy", "nginx"), ("proxy", "haproxy"), ("kv_get", "nginx"),
-                     ("kv_put_durable", "redis")}
+                     ("kv_put_durable", "redis"), ("cache_hit", "nginx"), ("cache_hit", "varnish"),
+                     ("cache_hit", "varnish_unpinned")}
 
 
 REQUIRED = ("name", "peer", "metrocell_rps_per_cpu", "peer_rps_per_cpu", "ratio",
@@ -98,7 +99,8 @@ def test_quick_run_writes_results(tmp_path):
     if not os.access(binary, os.X_OK):
         pytest.fail("no release binary at %s (run make)" % binary)
     env = dict(os.environ, BENCH_BIN=binary)
-    for k in ("BENCH_ONLY", "BENCH_REPEAT", "BENCH_SECONDS", "BENCH_PERF"):
+    for k in ("BENCH_ONLY", "BENCH_REPEAT", "BENCH_SECONDS", "BENCH_PERF",
+              "BENCH_CACHE_BODY_BYTES"):
         env.pop(k, None)
     p = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", str(tmp_path)], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
@@ -112,6 +114,9 @@ def test_quick_run_writes_results(tmp_path):
         want.add(("proxy", "haproxy"))
     if shutil.which("redis-server") and shutil.which("redis-benchmark"):
         want.add(("kv_put_durable", "redis"))
+    want.add(("cache_hit", "nginx"))
+    if shutil.which("varnishd"):
+        want.update({("cache_hit", "varnish"), ("cache_hit", "varnish_unpinned")})
     assert got >= want, out
     for e in res["scenarios"]:
         if (e["name"], e["peer"]) not in want:
@@ -134,6 +139,12 @@ def test_quick_run_writes_results(tmp_path):
         else:
             assert e["peer_bytes_per_response"] == len(b"+OK\r\n")
         assert e["metrocell_bytes_per_response"] > 100
+        if e["name"] == "cache_hit":
+            # every measured request was a hit: none reached the origin, and the
+            # responses carry the 1 KiB object
+            assert e["backend_requests_during_runs"] == 0, e
+            assert e["metrocell_bytes_per_response"] > 1024
+            assert e["peer_bytes_per_response"] > 1024
     assert "Metrocell / peer" in out
     # every process the harness started is gone
     for line in out.splitlines():

@@ -365,6 +365,75 @@ static void test_obj_and_revalidation(void **state)
 	mc_buf_fini(&key);
 }
 
+/* The pre-rendered head: the relayable, safe fields as "Name: value\r\n" lines in
+ * order (Date added last), unsafe ones only in the field list, framing fields
+ * nowhere; a 304 renewal renders its merged fields again. */
+static void test_obj_head(void **state)
+{
+	(void)state;
+	mc_buf key;
+	mc_buf_init(&key);
+	size_t pl;
+	mc_cache_key_build(&key, &pl, "h", 1, "/x", 2, NULL, 0, NULL, 0);
+	mc_cache_header h[] = {H("Content-Type", "text/plain"),
+			       H("Keep-Alive", "timeout=5"),
+			       H("X-Bad", "a\r\nInjected: 1"),
+			       H("Bad Name", "v"),
+			       H("X-Nul", "a\0b"),
+			       H("Cache-Control", "max-age=10"),
+			       H("Transfer-Encoding", "chunked"),
+			       H("ETag", "\"e\""),
+			       H("X-Empty", "")};
+	mc_cache_obj_spec s = {.key = key.data,
+			       .key_len = key.len,
+			       .primary_len = pl,
+			       .status = 200,
+			       .headers = h,
+			       .nheaders = MC_ARRAY_LEN(h),
+			       .body = "hello",
+			       .body_len = 5,
+			       .times = {.request_ms = 100000, .response_ms = 100000}};
+	mc_cache_obj *o;
+	assert_int_equal(mc_cache_obj_new(&s, &o), 0);
+	size_t hl, n, bl;
+	const char *head = mc_cache_obj_head(o, &hl);
+	const char want[] = "Content-Type: text/plain\r\nCache-Control: max-age=10\r\n"
+			    "ETag: \"e\"\r\nX-Empty: \r\nDate: Thu, 01 Jan 1970 00:01:40 GMT\r\n";
+	assert_int_equal(hl, sizeof want - 1);
+	assert_memory_equal(head, want, hl);
+	assert_int_equal(head[hl], '\0');
+	/* the field list still has the unsafe ones (for the cache's own checks), with
+	 * their values intact; the body follows untouched */
+	const mc_cache_header *oh = mc_cache_obj_headers(o, &n);
+	assert_int_equal(n, 8); /* all but the hop-by-hop Keep-Alive and Transfer-Encoding */
+	size_t vl;
+	const char *bad = mc_cache_header_find(oh, n, "x-bad", &vl);
+	assert_int_equal(vl, 14);
+	assert_memory_equal(bad, "a\r\nInjected: 1", vl);
+	const char *nul = mc_cache_header_find(oh, n, "x-nul", &vl);
+	assert_int_equal(vl, 3);
+	assert_memory_equal(nul, "a\0b", 3);
+	assert_non_null(mc_cache_header_find(oh, n, "bad name", NULL));
+	assert_memory_equal(mc_cache_header_find(oh, n, "etag", &vl), "\"e\"", 3);
+	assert_memory_equal(mc_cache_obj_body(o, &bl), "hello", 5);
+
+	mc_cache_header h304[] = {H("Cache-Control", "max-age=100"),
+				  H("Date", "Sun, 06 Nov 1994 08:49:37 GMT")};
+	mc_cache_times t = {.request_ms = 200000, .response_ms = 200000};
+	mc_cache_obj *r;
+	assert_int_equal(mc_cache_obj_revalidated(o, h304, 2, &t, &r), 0);
+	head = mc_cache_obj_head(r, &hl);
+	const char want2[] =
+	    "Content-Type: text/plain\r\nETag: \"e\"\r\nX-Empty: \r\n"
+	    "Cache-Control: max-age=100\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+	assert_int_equal(hl, sizeof want2 - 1);
+	assert_memory_equal(head, want2, hl);
+	assert_memory_equal(mc_cache_obj_body(r, &bl), "hello", 5);
+	mc_cache_obj_unref(r);
+	mc_cache_obj_unref(o);
+	mc_buf_fini(&key);
+}
+
 /* ---- store ---------------------------------------------------------------------------------- */
 
 static mc_cache *new_store(size_t max, size_t max_obj, unsigned shards, mc_cache_policy p)
@@ -1187,6 +1256,7 @@ int main(void)
 	    cmocka_unit_test(test_field_filters),
 	    cmocka_unit_test(test_purge_parse),
 	    cmocka_unit_test(test_obj_and_revalidation),
+	    cmocka_unit_test(test_obj_head),
 	    cmocka_unit_test(test_store_variants_and_purge),
 	    cmocka_unit_test(test_store_byte_bound),
 	    cmocka_unit_test(test_store_ref_outlives_eviction),

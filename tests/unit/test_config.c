@@ -900,6 +900,8 @@ static const bad_case classes_bad[] = {
      "cell.json:5:33: state.sweep_interval_ms: expected an integer in 10..3600000, got 5"},
     {HEAD " \"state\": {\"max_mget_keys\": 1001},\n" ROUTES,
      "cell.json:5:29: state.max_mget_keys: expected an integer in 1..1000, got 1001"},
+    {HEAD " \"state\": {\"commit_linger_us\": 20000},\n" ROUTES,
+     "cell.json:5:32: state.commit_linger_us: expected an integer in 0..10000, got 20000"},
 };
 
 static void test_classes_bad_documents(void **state)
@@ -954,6 +956,7 @@ static void test_classes_rules(void **state)
 	assert_int_equal(c->state.sweep_interval_ms, 1000);
 	assert_int_equal(c->state.tombstone_retention_ms, 3600000);
 	assert_int_equal(c->state.max_mget_keys, 100);
+	assert_int_equal(c->state.commit_linger_us, MC_STATE_LINGER_US_DEFAULT);
 	mc_cell_conf_free(c);
 
 	/* a "" rule replaces the default; the standalone validator reads an array */

@@ -76,7 +76,7 @@ static void handler(void *ctx, mc_http_exchange *ex)
 		/* trusted fields are joined with the others and checked by HTTP/2 */
 		mc_http_header own[] = {{"X-Own", 5, "yes", 3}, {"Connection", 10, "close", 5}};
 		mc_http_header other = {"X-Other", 7, "v", 1};
-		assert_int_equal(mc_http_respond_trusted(ex, 200, own, 2, &other, 1, "t", 1), 0);
+		assert_int_equal(mc_http_respond_trusted(ex, 200, own, 2, &other, 1, NULL, 0, "t", 1), 0);
 		return;
 	}
 	if (strcmp(r->path, "/strusted") == 0) {

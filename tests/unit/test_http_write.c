@@ -142,7 +142,7 @@ static void write_handler(void *ctx, mc_http_exchange *ex)
 		    {"X-Long-Nul-Inside-Of-Words", 26, "0123456789ab\0def", 17},
 		    {"X-Empty", 7, NULL, 0},
 		};
-		mc_http_respond_trusted(ex, 201, own, 2, other, MC_ARRAY_LEN(other), "body", 4);
+		mc_http_respond_trusted(ex, 201, own, 2, other, MC_ARRAY_LEN(other), NULL, 0, "body", 4);
 	} else if (strcmp(r->path, "/sum") == 0) {
 		unsigned long long sum = 0;
 		for (size_t i = 0; i < r->body_len; i++)

@@ -826,15 +826,15 @@ static void test_trim_survives_failed_batch(void **state)
 	assert_true(ls.entries > 0);
 	uint64_t last = ls.last_seq;
 
-	struct req *w = mc_calloc(1, sizeof *w), *t = mc_calloc(1, sizeof *t);
-	w->kind = REQ_WRITE;
-	w->wkind = MC_W_PUT;
-	w->flags = MC_W_LOG;
-	w->key = mc_strdup("one-more");
-	w->klen = strlen(w->key);
-	w->value = mc_alloc(VLEN);
-	memset(w->value, 'z', VLEN);
-	w->vlen = VLEN;
+	struct req *w, *t = mc_calloc(1, sizeof *t);
+	mc_write mw = {.kind = MC_W_PUT,
+		       .flags = MC_W_LOG,
+		       .key = "one-more",
+		       .klen = 8,
+		       .value = v,
+		       .vlen = VLEN};
+	memset(v, 'z', VLEN);
+	assert_int_equal(write_req(&mw, &w), 0);
 	w->next = t;
 	t->kind = REQ_TRIM;
 	t->upto = last;
@@ -1381,6 +1381,183 @@ static void test_durability_syncs(void **state)
 	check_value(f, "c", "3");
 }
 
+/* ---- group-commit linger and preallocation ------------------------------------------------ */
+
+/* A closed loop of K clients: each sends its next write from the callback of the
+ * previous one, until it has written R values. */
+enum { LOOP_K = 20, LOOP_R = 10 };
+
+typedef struct loop_client {
+	fixture *f;
+	int id, sent, err;
+} loop_client;
+
+static void loop_send(loop_client *c);
+
+static void on_loop_write(void *arg, int err, uint64_t version, uint64_t seq)
+{
+	loop_client *c = arg;
+
+	(void)version;
+	(void)seq;
+	c->f->pending--;
+	if (err && !c->err)
+		c->err = err;
+	if (c->sent < LOOP_R)
+		loop_send(c);
+}
+
+static void loop_send(loop_client *c)
+{
+	char key[32];
+
+	snprintf(key, sizeof key, "c%d-%d", c->id, c->sent++);
+	assert_int_equal(mc_store_write(c->f->s, MC_OP_PUT, key, strlen(key), "value", 5, 0, 1,
+					on_loop_write, c),
+			 0);
+	c->f->pending++;
+}
+
+static int open_linger(fixture *f, uint32_t linger_us)
+{
+	mc_store_opts o;
+
+	mc_store_opts_default(&o);
+	o.dir = f->dir;
+	o.home = "lax";
+	o.linger_us = linger_us;
+	return mc_store_open(&f->s, &f->loop, &o);
+}
+
+/* Clients that send again as soon as they are answered all land in one commit per
+ * round: the writer waits for the answers to go out and for the clients to come
+ * back instead of committing the first of them alone. A linger of 10 s cannot end
+ * by time here; every round is complete once the loop has run the callbacks. */
+static void test_linger_gathers(void **state)
+{
+	fixture *f = *state;
+	loop_client c[LOOP_K];
+	mc_store_stats st;
+
+	assert_int_equal(open_linger(f, 10 * 1000 * 1000), 0);
+	for (int i = 0; i < LOOP_K; i++) {
+		c[i] = (loop_client){.f = f, .id = i};
+		loop_send(&c[i]);
+	}
+	drain(f);
+	for (int i = 0; i < LOOP_K; i++)
+		assert_int_equal(c[i].err, 0);
+	mc_store_stats_get(f->s, &st);
+	assert_int_equal(st.writes, LOOP_K * LOOP_R);
+	/* The first round may split (the writer wakes on the first write; the rest
+	 * arrive during that commit); from then on one commit per round. */
+	print_message("linger: %d writes of %d clients in %llu commits\n", LOOP_K * LOOP_R, LOOP_K,
+		      (unsigned long long)st.commits);
+	assert_true(st.commits <= LOOP_R + 3);
+	{
+		mc_log_stats ls;
+
+		mc_store_log_stats(f->s, &ls);
+		assert_int_equal(ls.last_seq, LOOP_K * LOOP_R);
+	}
+}
+
+/* Clients that do not come back (the answers went out and nothing follows) cost a
+ * commit one look of LINGER_GAP_NS, not the configured linger: with 10 s configured,
+ * a lone write after a burst completes at once. */
+static void test_linger_bounded(void **state)
+{
+	fixture *f = *state;
+	wres w[LOOP_K], last;
+	char key[16];
+	uint64_t t0;
+
+	assert_int_equal(open_linger(f, 10 * 1000 * 1000), 0);
+	for (int i = 0; i < LOOP_K; i++) {
+		snprintf(key, sizeof key, "b%d", i);
+		put(f, &w[i], key, "v", 0, 1);
+	}
+	drain(f);
+	for (int round = 0; round < 3; round++) {
+		t0 = mc_now_ns();
+		put(f, &last, "lone", "v", 0, 1);
+		drain(f);
+		assert_int_equal(last.err, 0);
+		assert_true(mc_now_ns() - t0 < 5000000000ull);
+	}
+	check_value(f, "lone", "v");
+}
+
+static uint64_t file_size(const char *dir, const char *name)
+{
+	char p[256];
+	struct stat st;
+
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	assert_int_equal(stat(p, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+/* A durable store keeps data.mdb written ahead of LMDB's last page (so that commits
+ * overwrite allocated blocks and their fdatasync does not write the inode); the
+ * zeros beyond the last page are ignored on reopen and overwritten as it grows. */
+static void test_preallocate(void **state)
+{
+	fixture *f = *state;
+	enum { N = 3000 };
+	wres *w = calloc(N, sizeof *w);
+	char key[32], val[200];
+	MDB_envinfo info;
+	uint64_t used, size;
+
+	memset(val, 'p', sizeof val - 1);
+	val[sizeof val - 1] = '\0';
+	store_open(f, "lax"); /* written ahead at open */
+	assert_int_equal(mdb_env_info(f->s->env, &info), 0);
+	used = ((uint64_t)info.me_last_pgno + 1) * f->s->psize;
+	size = file_size(f->dir, "data.mdb");
+	assert_true(size >= used + PREALLOC_LOW);
+	assert_true(size <= used + PREALLOC_STEP);
+	put_sync(f, "first", "1", 1);
+	/* grow well past the first step, in batches */
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N; i++) {
+			snprintf(key, sizeof key, "p%d-%d", round, i);
+			put(f, &w[i], key, val, 0, 1);
+		}
+		drain(f);
+		for (int i = 0; i < N; i++)
+			assert_int_equal(w[i].err, 0);
+	}
+	/* after a commit the writer writes ahead again before its next batch, which
+	 * then lands in the zeros */
+	put_sync(f, "step", "s", 1);
+	put_sync(f, "step", "t", 1);
+	assert_int_equal(mdb_env_info(f->s->env, &info), 0);
+	used = ((uint64_t)info.me_last_pgno + 1) * f->s->psize;
+	size = file_size(f->dir, "data.mdb");
+	assert_true(used > PREALLOC_STEP);
+	assert_true(size >= used + PREALLOC_LOW / 2);
+	store_close(f);
+	/* reopened: everything is there, and the store keeps growing into the zeros */
+	store_open(f, "lax");
+	check_value(f, "first", "1");
+	for (int round = 0; round < 3; round++) {
+		snprintf(key, sizeof key, "p%d-%d", round, N - 1);
+		check_value(f, key, val);
+	}
+	put_sync(f, "after", "a", 1);
+	check_value(f, "after", "a");
+	store_close(f);
+
+	/* durability none: LMDB grows the file itself, nothing written ahead */
+	assert_int_equal(open_classes(f, 0), 0);
+	put_sync(f, "nosync", "n", 1);
+	assert_int_equal(f->s->prealloc_fd, -1);
+	check_value(f, "p0-0", val);
+	free(w);
+}
+
 typedef struct notes_seen {
 	size_t n;
 	char cell[8];
@@ -1487,6 +1664,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_trim_survives_failed_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_linger_gathers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_linger_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_preallocate, setup, teardown),
 	    cmocka_unit_test(test_codec_replica),
 	    cmocka_unit_test(test_prefix_match),
 	    cmocka_unit_test(test_kv_params),
