@@ -36,7 +36,8 @@ def main():
     sc = matches[0]
     try:
         if sc.backend:
-            ctx.backend = sc.backend(ctx)
+            ctx.backend = sc.backend(ctx, "%s-backend" % sc.name)
+        ctx.region = sc.region(ctx, "%s-region" % sc.name) if sc.region else None
         servers = {}
         for label, binary in (("base", base_bin), ("new", new_bin)):
             s.bin = os.path.abspath(binary)
