@@ -39,6 +39,7 @@ typedef struct creq {
 	mc_cache_request q;
 	mc_cache_header *fwd; /* NULL until the first upstream request */
 	mc_buf xff;
+	bool *answered; /* set when the answer comes during mc_cache_engine_handle */
 	mc_cache_header hdrs[];
 } creq;
 
@@ -125,6 +126,8 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 	creq *q = arg;
 	cell_req *r = q->r;
 	const cell *c = r->c;
+	if (q->answered)
+		*q->answered = true;
 	if (a->err < 0) {
 		int timeout = a->err == MC_ETIMEDOUT, full = a->err == MC_EFULL;
 		mc_cell_finish_error(r,
@@ -218,6 +221,8 @@ void mc_cell_cache_handle(cell_req *r)
 	q->r = r;
 	q->fwd = NULL;
 	mc_buf_init(&q->xff);
+	bool answered = false;
+	q->answered = &answered;
 	const char *host = NULL;
 	size_t hl = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
@@ -238,9 +243,15 @@ void mc_cell_cache_handle(cell_req *r)
 				  .fwd_arg = q,
 				  .body = req->body,
 				  .body_len = req->body_len};
-	r->seg_name = "region";
-	r->seg_start_ns = mc_now_ns();
 	mc_cache_engine_handle(r->route->engine, &q->q, on_answer, q);
+	/* Not answered yet (q and r are still ours): it waits on the shield, and the
+	 * region segment of Server-Timing starts now. A hit has none, and reads no
+	 * clock for it. */
+	if (!answered) {
+		q->answered = NULL;
+		r->seg_name = "region";
+		r->seg_start_ns = mc_now_ns();
+	}
 }
 
 /* ---- lifecycle, metrics, purge --------------------------------------------------------------- */
