@@ -1615,23 +1615,24 @@ static size_t raw_split(const char *raw, size_t len, mc_http_header *out, size_t
 	return n;
 }
 
-/* What build_head() checks of a handler's field, in one pass over each part:
+/* Bytes a header line cannot carry: 1 in a name or a value (CR, LF, NUL), 2 in a
+ * name only (':'). */
+static const unsigned char RAW_BAD[256] = {['\0'] = 1, ['\r'] = 1, ['\n'] = 1, [':'] = 2};
+
+/* What build_head() checks of a handler's field, with one table load per byte:
  * a name without CR, LF, NUL or ':' that is not framing, a value without CR, LF
  * or NUL. */
 static int raw_field_ok(const mc_http_header *h)
 {
 	if (h->name_len == 0)
 		return 0;
-	for (size_t i = 0; i < h->name_len; i++) {
-		char ch = h->name[i];
-		if (ch == ':' || ch == '\r' || ch == '\n' || ch == '\0')
-			return 0;
-	}
-	for (size_t i = 0; i < h->value_len; i++) {
-		char ch = h->value[i];
-		if (ch == '\r' || ch == '\n' || ch == '\0')
-			return 0;
-	}
+	unsigned bad = 0;
+	for (size_t i = 0; i < h->name_len; i++)
+		bad |= RAW_BAD[(unsigned char)h->name[i]];
+	for (size_t i = 0; i < h->value_len; i++)
+		bad |= RAW_BAD[(unsigned char)h->value[i]] & 1u;
+	if (bad)
+		return 0;
 	switch (h->name_len) {
 	case 10: /* connection, keep-alive */
 	case 14: /* content-length */
@@ -1656,6 +1657,44 @@ static int respond_split(mc_http_exchange *ex, int status, const mc_http_header 
 	int rc = mc_http_respond(ex, status, all, n, body, body_len);
 	free(all);
 	return rc;
+}
+
+/* Writes c->out, then body[0..len), which need not outlive the call: straight
+ * to the socket when nothing is queued or buffered (a write that completes here
+ * needs no write request, libuv re-arms no watcher, and the body is never
+ * copied); what the socket does not take is copied and goes through the usual
+ * write. Input waiting in c->in, or a last response, take that path whole, as
+ * on_write parses the one and lingers after the other (never inside the
+ * handler's call). Returns 0 or MC_ECLOSED. (The same contract as a write path
+ * that tries the socket first; when conn_write() gets one, this can go.) */
+static int raw_write(conn *c, const char *body, size_t len)
+{
+	mc_buf *o = &c->out;
+	mc_buf_reset(&c->outbody);
+	size_t done = 0;
+	if (!c->tls && !c->writing && !c->close_after && c->in.len == 0) {
+		uv_buf_t b[2] = {uv_buf_init(o->data, (unsigned)o->len),
+				 uv_buf_init((char *)(uintptr_t)body, (unsigned)len)};
+		int w = uv_try_write((uv_stream_t *)&c->tcp, b, len ? 2 : 1);
+		if (w > 0)
+			done = (size_t)w;
+		if (done == o->len + len) {
+			inflight_end(c);
+			timer_arm(c, c->srv->opts.idle_timeout_ms);
+			conn_update_read(c);
+			return 0;
+		}
+	}
+	if (done >= o->len) {
+		size_t skip = done - o->len;
+		mc_buf_reset(o);
+		mc_buf_append(&c->outbody, body + skip, len - skip);
+	} else {
+		mc_buf_consume(o, done);
+		if (len)
+			mc_buf_append(&c->outbody, body, len);
+	}
+	return conn_write(c);
 }
 
 int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
@@ -1745,36 +1784,7 @@ int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *
 	MC_ASSERT(o->len <= need);
 	o->data[o->len] = '\0';
 
-	/* Straight to the socket when nothing is queued or buffered: a write that
-	 * completes here needs no write request (and libuv re-arms no watcher), and
-	 * the body is never copied. Input waiting in c->in, or a last response, take
-	 * the usual path through on_write, which parses and lingers. */
-	mc_buf_reset(&c->outbody);
-	size_t done = 0;
-	if (!c->writing && !c->close_after && c->in.len == 0) {
-		uv_buf_t b[2] = {uv_buf_init(o->data, (unsigned)o->len),
-				 uv_buf_init((char *)(uintptr_t)body, (unsigned)send_len)};
-		int w = uv_try_write((uv_stream_t *)&c->tcp, b, send_len ? 2 : 1);
-		if (w > 0)
-			done = (size_t)w;
-		if (done == o->len + send_len) {
-			inflight_end(c);
-			timer_arm(c, c->srv->opts.idle_timeout_ms);
-			conn_update_read(c);
-			goto out;
-		}
-	}
-	/* The rest, copied, through the usual write. */
-	if (done >= o->len) {
-		size_t skip = done - o->len;
-		mc_buf_reset(o);
-		mc_buf_append(&c->outbody, (const char *)body + skip, send_len - skip);
-	} else {
-		mc_buf_consume(o, done);
-		if (send_len)
-			mc_buf_append(&c->outbody, body, send_len);
-	}
-	rc = conn_write(c);
+	rc = raw_write(c, (const char *)body, send_len);
 out:
 	conn_unref(c);
 	return rc;
