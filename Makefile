@@ -63,6 +63,7 @@ LIBS_config_fleet := config common
 LIBS_cell_fleet := cell repl http cache obs state config net common llhttp
 LIBS_region_fleetconf := region repl http cache obs state config net common llhttp
 LIBS_http_stream := http obs net common llhttp
+LIBS_http_write := http obs net common llhttp
 LIBS_http_raw := http obs net common llhttp
 LIBS_cache := cache obs common
 LIBS_repl := repl state net common

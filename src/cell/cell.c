@@ -53,52 +53,81 @@ static void req_free(cell_req *r)
 	free(r);
 }
 
+/* Writes a duration in milliseconds with three decimals (what "%.3f" of
+ * ns / 1e6 prints, rounded to the microsecond) without the cost of
+ * floating-point formatting, once per response. */
+static char *put_ms(char *p, uint64_t ns)
+{
+	uint64_t us = (ns + 500u) / 1000u;
+	unsigned f = (unsigned)(us % 1000u);
+	p = mc_http_put_u64(p, us / 1000u);
+	p[0] = '.';
+	p[1] = (char)('0' + f / 100u);
+	p[2] = (char)('0' + f / 10u % 10u);
+	p[3] = (char)('0' + f % 10u);
+	return p + 4;
+}
+
+static char *put_str(char *p, const char *s, size_t n)
+{
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* Room for the Server-Timing value: three segments of at most 20 + 4 digits,
+ * their names (a segment name is a short constant) and separators. */
+#define TIMING_CAP 200
+
 /* The standard cell headers (X-Metrocell-Cell, -Outcome, -Route, Server-Timing)
- * then extra, in *out: stack when it fits, else allocated (the caller frees
- * what is not stack). timing is the Server-Timing value's buffer. */
-static size_t std_headers(cell_req *r, cell_outcome outcome, const mc_http_header *extra,
-			  size_t nextra, char *timing, size_t tcap, mc_http_header *stack,
-			  size_t nstack, mc_http_header **out)
+ * into h[0..4), for the HTTP layer's trusted list: names are constants, the
+ * cell and route names are config names ([a-z0-9_-], checked at load), the
+ * outcome a constant and the timing formatted here. now is mc_now_ns(); timing
+ * is the Server-Timing value's buffer (TIMING_CAP bytes). */
+static size_t std_headers(cell_req *r, cell_outcome outcome, uint64_t now, char *timing,
+			  mc_http_header *h)
 {
 	cell *c = r->c;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
-	uint64_t now = mc_now_ns();
 	uint64_t total = now - req->start_ns;
 	uint64_t seg = r->seg_start_ns ? now - r->seg_start_ns : 0;
 	if (seg > total)
 		seg = total;
 	/* a fallback's region segment follows the time spent on the workers */
 	uint64_t up = r->upstream_ns <= total - seg ? r->upstream_ns : 0;
+	size_t sl = r->seg_name ? strlen(r->seg_name) : 0;
+	if (sl > 64)
+		sl = 64;
 
-	if (r->seg_name && seg && up)
-		snprintf(timing, tcap, "edge;dur=%.3f, upstream;dur=%.3f, %s;dur=%.3f",
-			 (double)(total - seg - up) / 1e6, (double)up / 1e6, r->seg_name,
-			 (double)seg / 1e6);
-	else if (r->seg_name && seg)
-		snprintf(timing, tcap, "edge;dur=%.3f, %s;dur=%.3f", (double)(total - seg) / 1e6,
-			 r->seg_name, (double)seg / 1e6);
-	else
-		snprintf(timing, tcap, "edge;dur=%.3f", (double)total / 1e6);
+	char *p = put_str(timing, "edge;dur=", 9);
+	if (r->seg_name && seg && up) {
+		p = put_ms(p, total - seg - up);
+		p = put_str(p, ", upstream;dur=", 15);
+		p = put_ms(p, up);
+	} else {
+		p = put_ms(p, r->seg_name && seg ? total - seg : total);
+	}
+	if (r->seg_name && seg) {
+		p = put_str(p, ", ", 2);
+		p = put_str(p, r->seg_name, sl);
+		p = put_str(p, ";dur=", 5);
+		p = put_ms(p, seg);
+	}
+	MC_ASSERT((size_t)(p - timing) < TIMING_CAP);
 
 	const char *oname = mc_cell_outcome_names[outcome];
 	const char *rname = r->route ? r->route->conf->name : "-";
-	mc_http_header *h = nextra + 4 <= nstack ? stack : mc_alloc((nextra + 4) * sizeof *h);
-	size_t n = 0;
-	h[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
-	h[n++] = (mc_http_header){"X-Metrocell-Outcome", 19, oname, strlen(oname)};
-	h[n++] = (mc_http_header){"X-Metrocell-Route", 17, rname, strlen(rname)};
-	h[n++] = (mc_http_header){"Server-Timing", 13, timing, strlen(timing)};
-	for (size_t i = 0; i < nextra; i++)
-		h[n++] = extra[i];
-	*out = h;
-	return n;
+	h[0] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
+	h[1] = (mc_http_header){"X-Metrocell-Outcome", 19, oname, strlen(oname)};
+	h[2] = (mc_http_header){"X-Metrocell-Route", 17, rname, strlen(rname)};
+	h[3] = (mc_http_header){"Server-Timing", 13, timing, (size_t)(p - timing)};
+	return 4;
 }
 
-/* Counts the request and its duration so far by route and outcome. */
-static void record(cell_req *r, cell_outcome outcome, int status)
+/* Counts the request and its duration until now by route and outcome. */
+static void record(cell_req *r, cell_outcome outcome, int status, uint64_t now)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
-	uint64_t total = mc_now_ns() - req->start_ns;
+	uint64_t total = now - req->start_ns;
 	mc_series *count, *lat;
 	series_for(r->c, r->route, outcome, &count, &lat);
 	count->value += 1;
@@ -107,47 +136,55 @@ static void record(cell_req *r, cell_outcome outcome, int status)
 	mc_cell_telemetry_record(r->c, outcome, total / 1000);
 }
 
-void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
-		    size_t nextra, const void *body, size_t body_len)
+/* Answers r: the standard headers and own[0..nown) trusted, extra checked, then
+ * the pre-rendered block raw (may be empty); records the metrics, frees r. */
+static void finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
+		   size_t nown, const mc_http_header *extra, size_t nextra, const char *raw,
+		   size_t raw_len, const void *body, size_t body_len)
 {
-	char timing[200];
-	mc_http_header stack[40], *h;
-	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
-			       MC_ARRAY_LEN(stack), &h);
-	record(r, outcome, status);
-	mc_http_respond(r->ex, status, h, n, body, body_len);
+	char timing[TIMING_CAP];
+	mc_http_header stack[20], *h = nown + 4 <= 20 ? stack : mc_alloc((nown + 4) * sizeof *h);
+	uint64_t now = mc_now_ns();
+	size_t n = std_headers(r, outcome, now, timing, h);
+	if (nown)
+		memcpy(h + n, own, nown * sizeof *h);
+	record(r, outcome, status, now);
+	mc_http_respond_trusted(r->ex, status, h, n + nown, extra, nextra, raw, raw_len, body,
+				body_len);
 	if (h != stack)
 		free(h);
 	req_free(r);
+}
+
+void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
+			size_t nown, const mc_http_header *extra, size_t nextra, const void *body,
+			size_t body_len)
+{
+	finish(r, status, outcome, own, nown, extra, nextra, NULL, 0, body, body_len);
+}
+
+void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+		    size_t nextra, const void *body, size_t body_len)
+{
+	finish(r, status, outcome, NULL, 0, extra, nextra, NULL, 0, body, body_len);
 }
 
 void mc_cell_finish_raw(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
 			size_t nextra, const char *raw, size_t raw_len, const void *body,
 			size_t body_len)
 {
-	char timing[200];
-	mc_http_header stack[40], *h;
-	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
-			       MC_ARRAY_LEN(stack), &h);
-	record(r, outcome, status);
-	mc_http_respond_raw(r->ex, status, h, n, raw, raw_len, body, body_len);
-	if (h != stack)
-		free(h);
-	req_free(r);
+	finish(r, status, outcome, NULL, 0, extra, nextra, raw, raw_len, body, body_len);
 }
 
 int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
 			 size_t nextra, int64_t content_length)
 {
-	char timing[200];
-	mc_http_header stack[40], *h;
-	size_t n = std_headers(r, outcome, extra, nextra, timing, sizeof timing, stack,
-			       MC_ARRAY_LEN(stack), &h);
-	record(r, outcome, status);
-	int rc = mc_http_exchange_start_response(r->ex, status, h, n, content_length);
-	if (h != stack)
-		free(h);
-	return rc;
+	char timing[TIMING_CAP];
+	mc_http_header h[4];
+	uint64_t now = mc_now_ns();
+	size_t n = std_headers(r, outcome, now, timing, h);
+	record(r, outcome, status, now);
+	return mc_http_exchange_start_trusted(r->ex, status, h, n, extra, nextra, content_length);
 }
 
 void mc_cell_stream_end(cell_req *r, int abort)
@@ -174,7 +211,10 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 {
 	cell *c = ctx;
 	const mc_http_request *req = mc_http_exchange_request(ex);
-	cell_req *r = mc_calloc(1, sizeof *r);
+	/* malloc + memset, not calloc: calloc bypasses glibc's thread cache, and the
+	 * frees that follow then consolidate the heap on every request */
+	cell_req *r = mc_alloc(sizeof *r);
+	memset(r, 0, sizeof *r);
 	r->c = c;
 	r->snap = mc_cell_snapshot_ref(c->snap);
 	r->ex = ex;

@@ -162,6 +162,12 @@ typedef struct cell_req {
  * Server-Timing) after extra, records metrics, frees r. */
 void mc_cell_finish(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
 		    size_t nextra, const void *body, size_t body_len);
+/* mc_cell_finish with the handler's own headers own[0..nown) sent unchecked
+ * after the standard ones and before extra (checked): only fields built from
+ * constants and values the handler formatted itself (mc_http_respond_trusted). */
+void mc_cell_finish_own(cell_req *r, int status, cell_outcome outcome, const mc_http_header *own,
+			size_t nown, const mc_http_header *extra, size_t nextra, const void *body,
+			size_t body_len);
 /* mc_cell_finish() for a stored response whose fields are pre-rendered: raw is
  * sent after the standard headers and extra (see mc_http_respond_raw); raw and
  * body are borrowed for the call. */

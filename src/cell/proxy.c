@@ -5,6 +5,7 @@
  * fail_closed answers 503, fail_open forwards the request to the region's
  * fallback path. The policy applies only before the first byte of the answer
  * was sent; after it a failure can only cut the response short. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,20 +19,43 @@
 
 typedef cell_route_proxy proxy_route;
 
+typedef struct proxy_req proxy_req;
+
 struct cell_proxy {
 	mc_http_pool *fallback; /* to region.http; NULL without it */
 	mc_series *regional_fallback;
+	proxy_req *free; /* finished requests kept with their timer for reuse */
+	size_t nfree;
+	int closing;	 /* pools_fini: requests ending now are freed */
 };
+
+/* Finished requests kept for reuse: a new one then needs no allocation and no
+ * timer handle init/close. */
+#define PX_FREE_MAX 256
+/* Forwarded request headers held without an allocation. */
+#define PX_FWD_INLINE 24
 
 enum { PX_UPSTREAM, PX_FALLBACK, PX_STREAM };
 
-typedef struct proxy_req {
+struct proxy_req {
+	/* Kept across reuse (px_new clears from r on). The timer moves lazily:
+	 * due_ms is when the budget (or the fallback's bound) runs out, due_set 0
+	 * when none runs; the libuv timer is restarted only for an earlier due
+	 * time, and when it fires early it re-arms for what is left. */
+	uv_timer_t timer;
+	uint64_t due_ms, armed_ms; /* loop time */
+	uint8_t due_set, armed;
+	proxy_req *next_free;
+	mc_buf xff;				/* the X-Forwarded-For value sent */
+	mc_http_header fwd_inline[PX_FWD_INLINE]; /* fwd when it fits */
+
 	cell_req *r; /* NULL once answered */
+	mc_http_header *fwd; /* forwarded request headers: fwd_inline or allocated */
+	size_t nfwd;
 	cell *c;
 	cell_route *rt;
 	const mc_route_conf *rc;
 	proxy_route *pr;
-	uv_timer_t timer;    /* the route's budget, then the fallback's bound */
 	mc_http_call *call;  /* the call in progress */
 	cell_worker *worker; /* the worker of the call (counted outstanding) */
 	int phase;
@@ -41,7 +65,7 @@ typedef struct proxy_req {
 	uint64_t attempt_ns;
 	cell_cause cause; /* why the workers could not answer */
 	char detail[256];
-} proxy_req;
+};
 
 /* ---- setup ---------------------------------------------------------------------------- */
 
@@ -59,6 +83,8 @@ static mc_series *route_series(cell *c, const mc_route_conf *rc, const char *nam
 	mc_buf_fini(&l);
 	return s;
 }
+
+static void on_px_closed(uv_handle_t *h);
 
 void mc_cell_proxy_route_init(cell *c, cell_route *rt)
 {
@@ -108,18 +134,33 @@ void mc_cell_pools_fini(cell *c)
 {
 	mc_cell_snapshots_close(c);
 	if (c->proxy) {
-		mc_http_pool_free(c->proxy->fallback);
-		free(c->proxy);
+		struct cell_proxy *cp = c->proxy;
+		cp->closing = 1;
+		mc_http_pool_free(cp->fallback);
+		while (cp->free) {
+			proxy_req *px = cp->free;
+			cp->free = px->next_free;
+			uv_close((uv_handle_t *)&px->timer, on_px_closed);
+		}
+		free(cp);
 		c->proxy = NULL;
 	}
 }
 
 /* ---- headers ------------------------------------------------------------------------------ */
 
-static int name_in(const char *name, size_t len, const char *const *list, size_t n)
+typedef struct name_lit {
+	const char *s;
+	size_t n;
+} name_lit;
+#define NAME_LIT(x) {x, sizeof(x) - 1}
+
+/* Per header of every proxied request and response: the length is compared
+ * before the bytes. */
+static int name_in(const char *name, size_t len, const name_lit *list, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (strlen(list[i]) == len && strncasecmp(list[i], name, len) == 0)
+		if (list[i].n == len && strncasecmp(list[i].s, name, len) == 0)
 			return 1;
 	return 0;
 }
@@ -129,18 +170,21 @@ static int name_in(const char *name, size_t len, const char *const *list, size_t
  * (X-Forwarded-For is extended, not replaced). */
 static int set_by_cell(const char *name, size_t len)
 {
-	static const char *const own[] = {"x-forwarded-for", "x-forwarded-host",
-					  "x-forwarded-proto", "x-metrocell-cell",
-					  "x-metrocell-fallback-from",
-					  "x-metrocell-fallback-cause"};
+	static const name_lit own[] = {NAME_LIT("x-forwarded-for"),
+				       NAME_LIT("x-forwarded-host"),
+				       NAME_LIT("x-forwarded-proto"),
+				       NAME_LIT("x-metrocell-cell"),
+				       NAME_LIT("x-metrocell-fallback-from"),
+				       NAME_LIT("x-metrocell-fallback-cause")};
 	return name_in(name, len, own, MC_ARRAY_LEN(own));
 }
 
 /* Response fields the cell sets on every answer: an upstream's copy is dropped. */
 static int answered_by_cell(const char *name, size_t len)
 {
-	static const char *const own[] = {"x-metrocell-cell", "x-metrocell-outcome",
-					  "x-metrocell-route", "x-metrocell-failure-cause"};
+	static const name_lit own[] = {
+	    NAME_LIT("x-metrocell-cell"), NAME_LIT("x-metrocell-outcome"),
+	    NAME_LIT("x-metrocell-route"), NAME_LIT("x-metrocell-failure-cause")};
 	return name_in(name, len, own, MC_ARRAY_LEN(own));
 }
 
@@ -155,7 +199,9 @@ static int idempotent(const char *method)
 
 static void on_px_closed(uv_handle_t *h)
 {
-	free(h->data);
+	proxy_req *px = h->data;
+	mc_buf_fini(&px->xff);
+	free(px);
 }
 
 /* Detaches px from its request (which the caller answers next) and frees it
@@ -163,11 +209,67 @@ static void on_px_closed(uv_handle_t *h)
 static cell_req *px_detach(proxy_req *px)
 {
 	cell_req *r = px->r;
+	struct cell_proxy *cp = px->c->proxy;
 	MC_ASSERT(r && !px->call && !px->worker);
 	px->r = NULL;
 	r->px = NULL;
-	uv_close((uv_handle_t *)&px->timer, on_px_closed);
+	px->due_set = 0;
+	if (px->fwd != px->fwd_inline)
+		free(px->fwd);
+	px->fwd = NULL;
+	if (px->xff.cap > 4096)
+		mc_buf_fini(&px->xff);
+	if (cp && !cp->closing && cp->nfree < PX_FREE_MAX) {
+		px->next_free = cp->free;
+		cp->free = px;
+		cp->nfree++;
+	} else {
+		uv_close((uv_handle_t *)&px->timer, on_px_closed);
+	}
 	return r;
+}
+
+static void on_px_timer(uv_timer_t *t);
+
+static void px_timer_set(proxy_req *px, uint64_t now)
+{
+	px->armed_ms = px->due_ms;
+	px->armed = 1;
+	uv_timer_start(&px->timer, on_px_timer, px->due_ms - now, 0);
+}
+
+/* Starts the budget (or the fallback's bound): ms from now. */
+static void px_timer_arm(proxy_req *px, uint32_t ms)
+{
+	uint64_t now = uv_now(px->c->loop);
+	px->due_ms = now + ms;
+	px->due_set = 1;
+	if (!px->armed || px->armed_ms > px->due_ms)
+		px_timer_set(px, now);
+}
+
+static void px_timer_stop(proxy_req *px)
+{
+	px->due_set = 0;
+}
+
+/* A request's state, reused when one is free. */
+static proxy_req *px_new(cell *c)
+{
+	struct cell_proxy *cp = c->proxy;
+	proxy_req *px = cp->free;
+	if (px) {
+		cp->free = px->next_free;
+		cp->nfree--;
+	} else {
+		px = mc_alloc(sizeof *px);
+		memset(px, 0, sizeof *px);
+		uv_timer_init(c->loop, &px->timer);
+		px->timer.data = px;
+		mc_buf_init(&px->xff);
+	}
+	memset(&px->r, 0, sizeof *px - offsetof(proxy_req, r));
+	return px;
 }
 
 /* Gives up the call in progress (no callback after this) and its worker. */
@@ -207,15 +309,16 @@ static const mc_http_call_cbs CALL_CBS = {on_call_head, on_call_body, on_call_en
 
 static void apply_policy(proxy_req *px);
 
-/* Starts an attempt on a worker other than avoid. Returns 0, or -1 with the
- * cause noted (unless retry: then the first attempt's cause stays). */
-static int try_worker(proxy_req *px, const cell_worker *avoid, int retry)
+/* Starts an attempt on a worker other than avoid at now_ns (mc_now_ns()).
+ * Returns 0, or -1 with the cause noted (unless retry: then the first
+ * attempt's cause stays). */
+static int try_worker(proxy_req *px, const cell_worker *avoid, int retry, uint64_t now_ns)
 {
 	cell_req *r = px->r;
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	cell_pool *p = px->rt->pool;
 	const mc_pool_conf *pc = p->conf;
-	uint64_t now = mc_cell_now_ms();
+	uint64_t now = now_ns / 1000000u; /* mc_cell_now_ms()'s clock */
 	if (pc->max_outstanding && p->outstanding >= pc->max_outstanding) {
 		if (!retry)
 			px_note(px, CAUSE_OVERLOADED,
@@ -239,7 +342,7 @@ static int try_worker(proxy_req *px, const cell_worker *avoid, int retry)
 	mc_http_call_opts o = {.connect_timeout_ms = px->rc->connect_timeout_ms,
 			       .first_byte_timeout_ms = px->rc->first_byte_timeout_ms,
 			       .idle_timeout_ms = px->rc->idle_timeout_ms};
-	int rc = mc_http_pool_call(w->http, req->method, req->target, r->fwd, r->nfwd, req->body,
+	int rc = mc_http_pool_call(w->http, req->method, req->target, px->fwd, px->nfwd, req->body,
 				   req->body_len, &o, &CALL_CBS, px, &px->call);
 	if (rc < 0) {
 		px->call = NULL;
@@ -256,7 +359,7 @@ static int try_worker(proxy_req *px, const cell_worker *avoid, int retry)
 	}
 	px->worker = w;
 	mc_cell_worker_begin(w);
-	px->attempt_ns = mc_now_ns();
+	px->attempt_ns = now_ns;
 	return 0;
 }
 
@@ -271,9 +374,9 @@ static void attempt_failed(proxy_req *px)
 		px->worker = NULL;
 	}
 	if (px->rc->retry && px->attempt == 0 && idempotent(req->method) &&
-	    uv_is_active((uv_handle_t *)&px->timer)) {
+	    px->due_set) {
 		px->attempt = 1;
-		if (try_worker(px, failed, 1) == 0) {
+		if (try_worker(px, failed, 1, mc_now_ns()) == 0) {
 			px->pr->retries->value += 1;
 			return;
 		}
@@ -290,7 +393,7 @@ static void apply_policy(proxy_req *px)
 	MC_DEBUG(COMP_PROXY, "route %s: %s: %s -> %s", px->rt->conf->name,
 		 mc_cell_cause_names[px->cause], px->detail, open ? "fail_open" : "fail_closed");
 	if (!open) {
-		uv_timer_stop(&px->timer);
+		px_timer_stop(px);
 		mc_cell_policy_fail_closed(px_detach(px), px->cause, px->detail);
 		return;
 	}
@@ -307,14 +410,12 @@ static void fallback_failed(proxy_req *px, cell_cause fcause, int answered, cons
 	va_start(ap, fmt);
 	vsnprintf(fdetail, sizeof fdetail, fmt, ap);
 	va_end(ap);
-	uv_timer_stop(&px->timer);
+	px_timer_stop(px);
 	MC_WARN(COMP_PROXY, "route %s: fallback failed: %s (local: %s: %s)", px->rt->conf->name,
 		fdetail, mc_cell_cause_names[px->cause], px->detail);
 	mc_cell_policy_fallback_failed(px_detach(px), px->cause, px->detail, fcause, fdetail,
 				       answered);
 }
-
-static void on_px_timer(uv_timer_t *t);
 
 /* fail_open: the original request goes to the region's fallback path, which
  * gets its own bound (fallback_timeout_ms) rather than what is left of the
@@ -330,18 +431,18 @@ static void start_fallback(proxy_req *px)
 	r->seg_name = "region";
 	r->seg_start_ns = now;
 	c->proxy->regional_fallback->value += 1;
-	mc_http_header *h = mc_alloc((r->nfwd + 2) * sizeof *h);
-	memcpy(h, r->fwd, r->nfwd * sizeof *h);
+	mc_http_header *h = mc_alloc((px->nfwd + 2) * sizeof *h);
+	memcpy(h, px->fwd, px->nfwd * sizeof *h);
 	const char *cn = mc_cell_cause_names[px->cause];
-	h[r->nfwd] =
+	h[px->nfwd] =
 	    (mc_http_header){"X-Metrocell-Fallback-From", 25, c->conf->cell, strlen(c->conf->cell)};
-	h[r->nfwd + 1] = (mc_http_header){"X-Metrocell-Fallback-Cause", 26, cn, strlen(cn)};
+	h[px->nfwd + 1] = (mc_http_header){"X-Metrocell-Fallback-Cause", 26, cn, strlen(cn)};
 	uint32_t bound = px->rc->fallback_timeout_ms;
 	mc_http_call_opts o = {.connect_timeout_ms = MC_MIN(px->rc->connect_timeout_ms, bound),
 			       .first_byte_timeout_ms = bound,
 			       .idle_timeout_ms = px->rc->idle_timeout_ms};
-	uv_timer_start(&px->timer, on_px_timer, bound, 0);
-	int rc = mc_http_pool_call(c->proxy->fallback, req->method, req->target, h, r->nfwd + 2,
+	px_timer_arm(px, bound);
+	int rc = mc_http_pool_call(c->proxy->fallback, req->method, req->target, h, px->nfwd + 2,
 				   req->body, req->body_len, &o, &CALL_CBS, px, &px->call);
 	free(h);
 	if (rc < 0) {
@@ -356,9 +457,10 @@ static void start_fallback(proxy_req *px)
 static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outcome)
 {
 	cell_req *r = px->r;
-	uv_timer_stop(&px->timer);
+	px_timer_stop(px);
 	px->phase = PX_STREAM;
-	mc_http_header *h = mc_alloc((res->nheaders + 1) * sizeof *h);
+	mc_http_header stack[32];
+	mc_http_header *h = res->nheaders <= 32 ? stack : mc_alloc(res->nheaders * sizeof *h);
 	size_t n = 0;
 	for (size_t i = 0; i < res->nheaders; i++) {
 		const mc_http_header *rh = &res->headers[i];
@@ -376,7 +478,8 @@ static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outc
 		len = cl && mc_parse_u64(cl, cl_len, INT64_MAX, &v) == 0 ? (int64_t)v : -1;
 	}
 	int rc = mc_cell_stream_start(r, res->status, outcome, h, n, len);
-	free(h);
+	if (h != stack)
+		free(h);
 	if (rc < 0) { /* the client left */
 		px_drop_call(px);
 		mc_cell_stream_end(px_detach(px), 1);
@@ -401,9 +504,10 @@ static void on_call_head(void *arg, const mc_http_response *res)
 	}
 	cell_worker *w = px->worker;
 	const mc_pool_conf *pc = px->rt->pool->conf;
-	mc_hist_record(px->pr->ttfb->hist, (mc_now_ns() - px->attempt_ns) / 1000);
+	uint64_t now = mc_now_ns();
+	mc_hist_record(px->pr->ttfb->hist, (now - px->attempt_ns) / 1000);
 	int is5xx = res->status >= 500 && res->status <= 599;
-	mc_cell_worker_observe(w, is5xx && pc->outlier.count_5xx, mc_cell_now_ms());
+	mc_cell_worker_observe(w, is5xx && pc->outlier.count_5xx, now / 1000000u);
 	if (is5xx && px->rc->fail_on_5xx) {
 		mc_http_call_abort(px->call);
 		px->call = NULL;
@@ -451,7 +555,7 @@ static void on_call_end(void *arg, int err)
 	}
 	if (err == MC_ECANCELED) { /* the cell is stopping */
 		px_drop_call(px);
-		uv_timer_stop(&px->timer);
+		px_timer_stop(px);
 		mc_cell_finish_error(px_detach(px), 503, OUTCOME_REFUSED, "shutting_down",
 				     "cell %s is stopping", px->c->conf->cell);
 		return;
@@ -473,8 +577,15 @@ static void on_call_end(void *arg, int err)
 static void on_px_timer(uv_timer_t *t)
 {
 	proxy_req *px = t->data;
-	if (!px->r)
+	px->armed = 0;
+	if (!px->r || !px->due_set)
 		return;
+	uint64_t now = uv_now(px->c->loop);
+	if (now < px->due_ms) {
+		px_timer_set(px, now); /* armed for an earlier request: not due yet */
+		return;
+	}
+	px->due_set = 0;
 	if (px->phase == PX_FALLBACK) {
 		px_drop_call(px);
 		fallback_failed(px, CAUSE_TIMEOUT, 0, "no response from region %s within %u ms",
@@ -512,7 +623,7 @@ static void on_client_event(void *arg, int event)
 		return;
 	}
 	px_drop_call(px);
-	uv_timer_stop(&px->timer);
+	px_timer_stop(px);
 	if (px->phase == PX_STREAM) {
 		mc_cell_stream_end(px_detach(px), 1);
 		return;
@@ -529,38 +640,39 @@ void mc_cell_proxy_handle(cell_req *r)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	cell *c = r->c;
-	r->fwd = mc_alloc((req->nheaders + 4) * sizeof *r->fwd);
+	proxy_req *px = px_new(c);
+	size_t cap = req->nheaders + 4;
+	px->fwd = cap <= PX_FWD_INLINE ? px->fwd_inline : mc_alloc(cap * sizeof *px->fwd);
+	mc_http_header *fwd = px->fwd;
 	size_t n = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const mc_http_header *h = &req->headers[i];
 		if (mc_http_header_end_to_end(req->headers, req->nheaders, h) &&
 		    !set_by_cell(h->name, h->name_len))
-			r->fwd[n++] = *h;
+			fwd[n++] = *h;
 	}
 	size_t hl;
 	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
 	if (host)
-		r->fwd[n++] = (mc_http_header){"X-Forwarded-Host", 16, host, hl};
+		fwd[n++] = (mc_http_header){"X-Forwarded-Host", 16, host, hl};
 	/* The client's address is appended to the chain it brought (peer is
 	 * "ip:port"; the header wants the address alone). */
 	const char *colon = strrchr(req->peer, ':');
 	size_t iplen = colon ? (size_t)(colon - req->peer) : strlen(req->peer);
 	size_t xl;
 	const char *xff = mc_http_header_find(req->headers, req->nheaders, "x-forwarded-for", &xl);
-	mc_buf_reset(&r->xff);
+	mc_buf_reset(&px->xff);
 	if (xff) {
-		mc_buf_append(&r->xff, xff, xl);
-		mc_buf_append(&r->xff, ", ", 2);
+		mc_buf_append(&px->xff, xff, xl);
+		mc_buf_append(&px->xff, ", ", 2);
 	}
-	mc_buf_append(&r->xff, req->peer, iplen);
-	r->fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, r->xff.data, r->xff.len};
-	r->fwd[n++] = req->secure ? (mc_http_header){"X-Forwarded-Proto", 17, "https", 5}
-				  : (mc_http_header){"X-Forwarded-Proto", 17, "http", 4};
-	r->fwd[n++] =
-	    (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
-	r->nfwd = n;
+	mc_buf_append(&px->xff, req->peer, iplen);
+	fwd[n++] = (mc_http_header){"X-Forwarded-For", 15, px->xff.data, px->xff.len};
+	fwd[n++] = req->secure ? (mc_http_header){"X-Forwarded-Proto", 17, "https", 5}
+			       : (mc_http_header){"X-Forwarded-Proto", 17, "http", 4};
+	fwd[n++] = (mc_http_header){"X-Metrocell-Cell", 16, c->conf->cell, strlen(c->conf->cell)};
+	px->nfwd = n;
 
-	proxy_req *px = mc_calloc(1, sizeof *px);
 	px->r = r;
 	px->c = c;
 	px->rt = r->route;
@@ -569,14 +681,12 @@ void mc_cell_proxy_handle(cell_req *r)
 	px->head = strcmp(req->method, "HEAD") == 0;
 	px->phase = PX_UPSTREAM;
 	r->px = px;
-	uv_timer_init(c->loop, &px->timer);
-	px->timer.data = px;
 	/* the budget runs from here: how long the client waited to send the
 	 * request is not the workers' doing */
-	uv_timer_start(&px->timer, on_px_timer, px->rc->budget_ms, 0);
+	px_timer_arm(px, px->rc->budget_ms);
 	mc_http_exchange_watch(r->ex, on_client_event, px);
 	r->seg_name = "upstream";
 	r->seg_start_ns = mc_now_ns(); /* a retry's segment includes the failed first attempt */
-	if (try_worker(px, NULL, 0) < 0)
+	if (try_worker(px, NULL, 0, r->seg_start_ns) < 0)
 		apply_policy(px);
 }

@@ -52,6 +52,8 @@ struct pconn {
 	int open_handles;
 	uint8_t writing, got_bytes, complete, keep, reused, too_big;
 	uint8_t read_stopped; /* a streaming call paused reading */
+	uint8_t due_set, armed; /* see pconn_arm */
+	uint64_t due_ms, armed_ms;
 };
 
 struct mc_http_pool {
@@ -261,9 +263,48 @@ static void pconn_fail(pconn *c, int err, int sync)
 	pool_dispatch(p);
 }
 
+static void on_pconn_timer(uv_timer_t *t);
+
+/* The connection's timer moves lazily, as the server's does: due_ms is when the
+ * current wait times out (due_set 0: none), and the libuv timer is restarted
+ * only for an earlier due time; armed at most the pool's shorter timeout ahead,
+ * it fires early now and then and re-arms for what is left. A kept-alive
+ * connection then needs no timer-heap operation per request (it had four). */
+static void pconn_timer_set(pconn *c, uint64_t now)
+{
+	const mc_http_pool_opts *o = &c->pool->opts;
+	uint64_t at = MC_MIN(c->due_ms, now + MC_MIN(o->connect_timeout_ms, o->request_timeout_ms));
+	c->armed_ms = at;
+	c->armed = 1;
+	uv_timer_start(&c->timer, on_pconn_timer, at - now, 0);
+}
+
+static void pconn_arm(pconn *c, uint32_t ms)
+{
+	uint64_t now = uv_now(c->pool->loop);
+	c->due_ms = now + ms;
+	c->due_set = 1;
+	if (!c->armed || c->armed_ms > c->due_ms)
+		pconn_timer_set(c, now);
+}
+
+static void pconn_disarm(pconn *c)
+{
+	c->due_set = 0;
+}
+
 static void on_pconn_timer(uv_timer_t *t)
 {
 	pconn *c = t->data;
+	c->armed = 0;
+	if (!c->due_set || c->state == PC_CLOSING)
+		return;
+	uint64_t now = uv_now(c->pool->loop);
+	if (now < c->due_ms) {
+		pconn_timer_set(c, now);
+		return;
+	}
+	c->due_set = 0;
 	if (c->state == PC_IDLE)
 		pconn_close(c);
 	else if (c->state != PC_CLOSING)
@@ -294,7 +335,7 @@ static void pconn_park(pconn *c)
 	mc_http_list_push_back(&p->idle, &c->link);
 	p->nidle++;
 	c->state = PC_IDLE;
-	uv_timer_start(&c->timer, on_pconn_timer, p->opts.idle_timeout_ms, 0);
+	pconn_arm(c, p->opts.idle_timeout_ms);
 }
 
 /* A whole response arrived: hand it over, then park or close the connection. */
@@ -302,7 +343,7 @@ static void pconn_complete(pconn *c)
 {
 	mc_http_pool *p = c->pool;
 	creq *r = pconn_detach(c);
-	uv_timer_stop(&c->timer);
+	pconn_disarm(c);
 	int reuse = c->keep && !c->writing;
 	mc_http_response res;
 	memset(&res, 0, sizeof res);
@@ -514,7 +555,7 @@ static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	if (streaming && !c->req->paused)
-		uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+		pconn_arm(c, pconn_wait_ms(c));
 	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, n);
 	if (c->state == PC_CLOSING || !c->req) {
 		pool_dispatch(p); /* the call was aborted from one of its callbacks */
@@ -562,21 +603,35 @@ static void pconn_send(pconn *c, creq *r, int sync)
 	c->parser.data = c;
 	mc_http_head_reset(&c->head);
 	mc_buf_reset(&c->body);
+	/* What the socket takes now goes without a write request (libuv 1.44
+	 * re-registers the socket with epoll after every uv_write: a system call per
+	 * request); only the rest is queued. r->wire outlives the write either way:
+	 * r is released after its response, and a connection still writing then is
+	 * closed, not reused. */
 	uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
-	c->wreq.data = c;
-	int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_pconn_write);
+	int rc = mc_http_try_send(&c->tcp, r->wire.data, r->wire.len);
+	if (rc >= 0 && (size_t)rc < r->wire.len) {
+		b.base += rc;
+		b.len -= (size_t)rc;
+		rc = UV_EAGAIN;
+	}
+	if (rc == UV_EAGAIN) {
+		c->wreq.data = c;
+		rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_pconn_write);
+		if (rc == 0)
+			c->writing = 1;
+	}
 	if (rc < 0) {
 		pconn_fail(c, rc, sync);
 		return;
 	}
-	c->writing = 1;
 	if (r->paused) {
 		/* paused before it was sent: nothing is read until resumed */
 		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->read_stopped = 1;
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+	pconn_arm(c, pconn_wait_ms(c));
 }
 
 static void on_pconn_connect(uv_connect_t *req, int status)
@@ -585,7 +640,7 @@ static void on_pconn_connect(uv_connect_t *req, int status)
 	mc_http_pool *p = c->pool;
 	if (c->state == PC_CLOSING)
 		return;
-	uv_timer_stop(&c->timer);
+	pconn_disarm(c);
 	if (status == 0)
 		status = uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
 	if (status < 0) {
@@ -638,8 +693,7 @@ static void pconn_open(mc_http_pool *p, creq *r)
 		req_fail_later(p, r, rc);
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer,
-		       r->connect_ms ? r->connect_ms : p->opts.connect_timeout_ms, 0);
+	pconn_arm(c, r->connect_ms ? r->connect_ms : p->opts.connect_timeout_ms);
 }
 
 /* Moves waiting requests onto idle connections or new ones, within max_conns. */
@@ -721,84 +775,86 @@ out:
 	return rc;
 }
 
-static int token_ok(const char *s)
+static int target_ok(const char *s, size_t n)
 {
-	if (!*s)
+	if (n == 0)
 		return 0;
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
-			return 0;
-	}
-	return 1;
-}
-
-static int target_ok(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
 		if (ch <= 0x20 || ch == 0x7f)
 			return 0;
 	}
 	return 1;
 }
 
-/* Checks a request and formats it into a new creq (not queued yet). Returns 0
- * and *out, or MC_EINVAL / MC_ECANCELED / MC_EFULL. */
+static char *put(char *p, const void *s, size_t n)
+{
+	if (n)
+		memcpy(p, s, n);
+	return p + n;
+}
+
+/* Checks a request and formats it into a new creq (not queued yet), sizing the
+ * wire once. Returns 0 and *out, or MC_EINVAL / MC_ECANCELED / MC_EFULL. */
 static int req_build(mc_http_pool *p, const char *method, const char *target,
 		     const mc_http_header *headers, size_t nheaders, const void *body,
 		     size_t body_len, creq **out)
 {
-	if (!p || !method || !target || (nheaders && !headers) || (body_len && !body) ||
-	    !token_ok(method) || !target_ok(target))
+	if (!p || !method || !target || (nheaders && !headers) || (body_len && !body))
+		return MC_EINVAL;
+	size_t mlen = strlen(method), tlen = strlen(target);
+	if (!mc_http_token_valid(method, mlen) || !target_ok(target, tlen))
 		return MC_EINVAL;
 	if (p->closing)
 		return MC_ECANCELED;
 	if (p->nqueue >= p->opts.max_queue)
 		return MC_EFULL;
 	int has_host = 0;
+	size_t hlen = strlen(p->host);
+	/* request line, Host, Content-Length (20 digits) and the blank line */
+	size_t need = mlen + 1 + tlen + 11 + 6 + hlen + 2 + 16 + 20 + 2 + 2 + body_len;
 	for (size_t i = 0; i < nheaders; i++) {
 		const mc_http_header *h = &headers[i];
-		if (h->name_len == 0 || !mc_http_field_safe(h->name, h->name_len) ||
-		    memchr(h->name, ':', h->name_len) ||
+		if (h->name_len == 0 || !mc_http_name_safe(h->name, h->name_len) ||
 		    !mc_http_field_safe(h->value, h->value_len))
 			return MC_EINVAL;
-		if (mc_http_token_eq(h->name, h->name_len, "host"))
+		if (h->name_len == 4 && mc_http_token_eq(h->name, 4, "host"))
 			has_host = 1;
+		need += h->name_len + h->value_len + 4;
 	}
 	creq *r = req_alloc(p);
 	mc_buf *w = &r->wire;
-	mc_buf_reserve(w, 128 + strlen(target) + body_len);
-	mc_buf_append_str(w, method);
-	mc_buf_append(w, " ", 1);
-	mc_buf_append_str(w, target);
-	mc_buf_append(w, " HTTP/1.1\r\n", 11);
+	mc_buf_reserve(w, need);
+	char *o = w->data + w->len;
+	o = put(o, method, mlen);
+	*o++ = ' ';
+	o = put(o, target, tlen);
+	o = put(o, " HTTP/1.1\r\n", 11);
 	if (!has_host) {
-		mc_buf_append(w, "Host: ", 6);
-		mc_buf_append_str(w, p->host);
-		mc_buf_append(w, "\r\n", 2);
+		o = put(o, "Host: ", 6);
+		o = put(o, p->host, hlen);
+		o = put(o, "\r\n", 2);
 	}
 	for (size_t i = 0; i < nheaders; i++) {
 		const mc_http_header *h = &headers[i];
-		if (mc_http_token_eq(h->name, h->name_len, "content-length") ||
-		    mc_http_token_eq(h->name, h->name_len, "transfer-encoding"))
+		if ((h->name_len == 14 && mc_http_token_eq(h->name, 14, "content-length")) ||
+		    (h->name_len == 17 && mc_http_token_eq(h->name, 17, "transfer-encoding")))
 			continue;
-		mc_buf_append(w, h->name, h->name_len);
-		mc_buf_append(w, ": ", 2);
-		mc_buf_append(w, h->value, h->value_len);
-		mc_buf_append(w, "\r\n", 2);
+		o = put(o, h->name, h->name_len);
+		o = put(o, ": ", 2);
+		o = put(o, h->value, h->value_len);
+		o = put(o, "\r\n", 2);
 	}
 	if (body_len > 0 || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
 	    !strcmp(method, "PATCH")) {
-		mc_buf_append(w, "Content-Length: ", 16);
-		mc_http_buf_u64(w, body_len);
-		mc_buf_append(w, "\r\n", 2);
+		o = put(o, "Content-Length: ", 16);
+		o = mc_http_put_u64(o, body_len);
+		o = put(o, "\r\n", 2);
 	}
-	mc_buf_append(w, "\r\n", 2);
-	if (body_len)
-		mc_buf_append(w, body, body_len);
+	o = put(o, "\r\n", 2);
+	o = put(o, body, body_len);
+	w->len = (size_t)(o - w->data);
+	w->data[w->len] = '\0';
 	r->is_head = !strcmp(method, "HEAD");
 	r->idempotent = r->is_head || !strcmp(method, "GET") || !strcmp(method, "PUT") ||
 			!strcmp(method, "DELETE") || !strcmp(method, "OPTIONS") ||
@@ -868,14 +924,14 @@ void mc_http_call_pause(mc_http_call *call, int pause)
 			uv_read_stop((uv_stream_t *)&c->tcp);
 			c->read_stopped = 1;
 		}
-		uv_timer_stop(&c->timer);
+		pconn_disarm(c);
 		return;
 	}
 	if (pconn_read_resume(c) < 0) {
 		pconn_fail(c, MC_ECLOSED, 1); /* reported on the next loop turn */
 		return;
 	}
-	uv_timer_start(&c->timer, on_pconn_timer, pconn_wait_ms(c), 0);
+	pconn_arm(c, pconn_wait_ms(c));
 }
 
 void mc_http_call_abort(mc_http_call *call)

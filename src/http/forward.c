@@ -10,11 +10,14 @@
  * section 7.6.1; Content-Length and Host are set again by whoever sends). */
 static int hop_by_hop(const char *name, size_t len)
 {
-	static const char *const hop[] = {"connection", "keep-alive",	  "proxy-connection",
-					  "te",		"trailer",	  "transfer-encoding",
-					  "upgrade",	"content-length", "host"};
+	static const struct {
+		const char *s;
+		size_t n;
+	} hop[] = {{"connection", 10}, {"keep-alive", 10},	  {"proxy-connection", 16},
+		   {"te", 2},	      {"trailer", 7},		  {"transfer-encoding", 17},
+		   {"upgrade", 7},     {"content-length", 14}, {"host", 4}};
 	for (size_t i = 0; i < MC_ARRAY_LEN(hop); i++)
-		if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+		if (hop[i].n == len && strncasecmp(hop[i].s, name, len) == 0)
 			return 1;
 	return 0;
 }

@@ -77,10 +77,25 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
  * HTTP/1.1 connection the head and the body leave in one write straight from the
  * caller's memory when the socket takes them at once, and only what it does not
  * take is copied. Same answer semantics and return values as mc_http_respond
- * (HTTP/2 and TLS connections go through it). */
+ * (HTTP/2 gets the block's fields one by one, checked there). */
 int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
 			size_t nheaders, const char *raw, size_t raw_len, const void *body,
 			size_t body_len);
+
+/* mc_http_respond() with the caller's own headers trusted[0..ntrusted) sent
+ * first, as they are: the per-byte checks and the reserved-name filter that
+ * headers[] gets are skipped for them. Only for fields the caller built itself
+ * from known-safe parts (constant names; values it formatted, or checked when
+ * they entered the process, like config names), never for a peer's. raw (may be
+ * NULL with raw_len 0) is a pre-rendered block as for mc_http_respond_raw(),
+ * sent after headers[]. */
+int mc_http_respond_trusted(mc_http_exchange *ex, int status, const mc_http_header *trusted,
+			    size_t ntrusted, const mc_http_header *headers, size_t nheaders,
+			    const char *raw, size_t raw_len, const void *body, size_t body_len);
+
+/* Writes the decimal form of v at p (at most 20 bytes, no NUL); returns the
+ * byte after it. */
+char *mc_http_put_u64(char *p, uint64_t v);
 
 struct mc_http_conn_info;
 /* ---- streamed responses ----
@@ -100,6 +115,11 @@ struct mc_http_conn_info;
 int mc_http_exchange_start_response(mc_http_exchange *ex, int status,
 				    const mc_http_header *headers, size_t nheaders,
 				    int64_t content_length);
+/* The same with trusted headers first, as for mc_http_respond_trusted(). */
+int mc_http_exchange_start_trusted(mc_http_exchange *ex, int status,
+				   const mc_http_header *trusted, size_t ntrusted,
+				   const mc_http_header *headers, size_t nheaders,
+				   int64_t content_length);
 /* Queues len bytes (copied) of body. Bytes beyond an announced Content-Length
  * are the caller's bug. Returns 0, or MC_ECLOSED when the client is gone. */
 int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len);

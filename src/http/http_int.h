@@ -99,10 +99,18 @@ void mc_http_head_finish(mc_http_head *h, int with_path);
 int mc_http_token_eq(const char *a, size_t n, const char *b);
 /* Appends the decimal form of v. */
 void mc_http_buf_u64(mc_buf *b, uint64_t v);
-/* 1 when the n bytes contain no CR, LF or NUL (safe to put in a header line). */
+/* uv_try_write() for one buffer on a TCP handle, with send(MSG_NOSIGNAL):
+ * cheaper in the kernel than write()/writev() (no file-position and VFS
+ * layer), and a peer that is gone gives EPIPE, never SIGPIPE. Returns the bytes
+ * written, UV_EAGAIN (nothing written: the socket is full, or libuv has writes
+ * queued on t, which must go first) or a negative libuv error. */
+int mc_http_try_send(uv_tcp_t *t, const char *p, size_t n);
 /* 1 when s[0..n) is an RFC 9110 token (a valid field name or method). */
 int mc_http_token_valid(const char *s, size_t n);
+/* 1 when the n bytes contain no CR, LF or NUL (safe to put in a header line). */
 int mc_http_field_safe(const char *s, size_t n);
+/* The same, and no ':' either (safe as a header name). */
+int mc_http_name_safe(const char *s, size_t n);
 
 /* ---- exchanges and HTTP/2 (src/http/h2.c) ------------------------------------------
  * One request/response exchange whatever the transport: the current request of

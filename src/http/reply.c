@@ -58,18 +58,23 @@ int mc_http_percent_decode(const char *s, size_t n, mc_buf *out)
 {
 	mc_buf_reset(out);
 	mc_buf_reserve(out, n);
+	/* decoded in place into the reserved room: it never grows */
+	char *o = out->data;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
 		if (c == '%') {
-			if (i + 2 >= n)
+			int hi = i + 2 < n ? mc_hexval(s[i + 1]) : -1;
+			int lo = i + 2 < n ? mc_hexval(s[i + 2]) : -1;
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+				*o = '\0';
 				return MC_EINVAL;
-			int hi = mc_hexval(s[i + 1]), lo = mc_hexval(s[i + 2]);
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-				return MC_EINVAL;
+			}
 			c = (char)(hi * 16 + lo);
 			i += 2;
 		}
-		mc_buf_append(out, &c, 1);
+		*o++ = c;
+		out->len++;
 	}
+	*o = '\0';
 	return 0;
 }

@@ -23,6 +23,9 @@
  * lingering close; beyond this many at once they are closed without an answer. */
 #define REJECT_LINGER_MAX 64u
 #define REJECT_LINGER_MS 1000u
+/* A response body up to this size is copied behind its head and both go with
+ * one send(); a larger one goes from the caller's memory with writev(). */
+#define SEND_JOIN_MAX 4096u
 
 typedef struct conn conn;
 
@@ -65,6 +68,9 @@ struct conn {
 	uint8_t target_root; /* absolute-form target without a path: "/" */
 	uint32_t target_off; /* origin-form part of the target within the url */
 	const char *pbase;   /* data of the current llhttp_execute() */
+	uint64_t due_ms;      /* loop time the current phase times out (timer_arm) */
+	uint64_t armed_ms;    /* loop time the libuv timer fires, while armed */
+	uint8_t due_set, armed;
 	uint64_t deadline_ns; /* the whole request must have arrived by then */
 	size_t body_limit;    /* of the request being received */
 	size_t win_bytes;     /* body bytes received when the current window began */
@@ -219,9 +225,40 @@ static void conn_lost(conn *c)
 
 static void on_timer(uv_timer_t *t);
 
+/* The connection's timer is moved lazily: c->due_ms is when the current phase
+ * times out (due_set 0: nothing times out now, e.g. while the handler works),
+ * and the libuv timer is only restarted when the new due time is earlier than
+ * the time it is armed for. A timer that fires early re-arms for what is left.
+ * It is armed at most timer_wake() ahead, so the next request's head timeout
+ * never needs a restart: a busy keep-alive connection touches the timer heap
+ * about once per header timeout instead of 3-4 times per request. */
+static uint32_t timer_wake(const conn *c)
+{
+	const mc_http_server_opts *o = &c->srv->opts;
+	return MC_MIN(o->header_timeout_ms, o->request_timeout_ms);
+}
+
+static void timer_set(conn *c, uint64_t now)
+{
+	uint64_t at = MC_MIN(c->due_ms, now + timer_wake(c));
+	c->armed_ms = at;
+	c->armed = 1;
+	uv_timer_start(&c->timer, on_timer, at - now, 0);
+}
+
 static void timer_arm(conn *c, uint32_t ms)
 {
-	uv_timer_start(&c->timer, on_timer, ms, 0);
+	uint64_t now = uv_now(c->srv->loop);
+	c->due_ms = now + ms;
+	c->due_set = 1;
+	if (!c->armed || c->armed_ms > c->due_ms)
+		timer_set(c, now);
+}
+
+/* No timeout applies now (the timer may still fire: it then finds nothing due). */
+static void timer_stop(conn *c)
+{
+	c->due_set = 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -278,9 +315,10 @@ static void conn_linger(conn *c)
 static void conn_drain(conn *c);
 static void stream_written(conn *c);
 
-static void on_write(uv_write_t *req, int status)
+/* A response write finished (status < 0: failed): from on_write, or inline
+ * after a write that completed at once in a loop event (stream_write). */
+static void write_done(conn *c, int status)
 {
-	conn *c = req->data;
 	c->writing = 0;
 	if (c->closing)
 		return;
@@ -304,68 +342,193 @@ static void on_write(uv_write_t *req, int status)
 	conn_update_read(c);
 }
 
-/* Writes c->out (+ c->outbody) with one uv_write. Returns 0 or MC_ECLOSED. */
-static int conn_write(conn *c)
+static void on_write(uv_write_t *req, int status)
+{
+	write_done(req->data, status);
+}
+
+/* Sends c->out, then body[0..len): on plain TCP with try set, what the socket
+ * takes now goes out with one send() (a small body copied behind the head) or
+ * one writev(), and no write request (libuv 1.44 re-registers the socket with
+ * epoll after every uv_write: one more system call per response). The rest is
+ * queued with one uv_write whose on_write runs later; the part of body not yet
+ * written is copied into c->outbody first unless body is c->outbody (body need
+ * not outlive the call). Returns 1 when everything was written (no callback
+ * will run), 0 when a write is in flight, or a negative code (nothing queued). */
+static int conn_send(conn *c, int try, const char *body, size_t len)
 {
 	uv_buf_t bufs[2];
-	unsigned n = 1;
-	bufs[0] = uv_buf_init(c->out.data, (unsigned)c->out.len);
-	if (c->outbody.len > 0)
-		bufs[n++] = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
-	c->wreq.data = c;
-	if (conn_io_write(c, &c->wreq, bufs, n, on_write) < 0) {
-		conn_close(c);
-		return MC_ECLOSED;
+	unsigned n = 0;
+	size_t hl = c->out.len, done = 0;
+	if (try && !c->tls) {
+		/* A small body joins the head: one buffer goes with send(), which is
+		 * cheaper in the kernel than writev() */
+		if (hl > 0 && len > 0 && len <= SEND_JOIN_MAX && body != c->outbody.data) {
+			mc_buf_append(&c->out, body, len);
+			hl = c->out.len;
+			len = 0;
+		}
+		int w;
+		if (hl == 0 || len == 0) {
+			w = mc_http_try_send(&c->tcp, hl ? c->out.data : body, hl ? hl : len);
+		} else {
+			bufs[n++] = uv_buf_init(c->out.data, (unsigned)hl);
+			bufs[n++] = uv_buf_init((char *)body, (unsigned)len);
+			w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+		}
+		if (w < 0 && w != UV_EAGAIN)
+			return w;
+		if (w > 0)
+			done = (size_t)w;
+		if (done == hl + len)
+			return 1;
 	}
+	size_t boff = done > hl ? done - hl : 0;
+	if (len > boff && body != c->outbody.data) {
+		mc_buf_reset(&c->outbody);
+		mc_buf_append(&c->outbody, body + boff, len - boff);
+		body = c->outbody.data;
+		len = c->outbody.len;
+		boff = 0;
+	}
+	n = 0;
+	if (done < hl)
+		bufs[n++] = uv_buf_init(c->out.data + done, (unsigned)(hl - done));
+	if (len > boff)
+		bufs[n++] = uv_buf_init((char *)body + boff, (unsigned)(len - boff));
+	c->wreq.data = c;
+	int rc = conn_io_write(c, &c->wreq, bufs, n, on_write);
+	if (rc < 0)
+		return rc;
 	c->writing = 1;
 	/* a client that stops reading is dropped after the idle timeout */
 	timer_arm(c, c->srv->opts.idle_timeout_ms);
 	return 0;
 }
 
-static int is_reserved_header(const mc_http_header *h)
+/* A response written at once by conn_send(): what on_write does, minus parsing
+ * input (there is none: conn_write only lets such a write complete inline, so
+ * the handler is never called again from inside its own mc_http_respond). */
+static void conn_written_inline(conn *c)
 {
-	return mc_http_token_eq(h->name, h->name_len, "content-length") ||
-	       mc_http_token_eq(h->name, h->name_len, "connection") ||
-	       mc_http_token_eq(h->name, h->name_len, "transfer-encoding") ||
-	       mc_http_token_eq(h->name, h->name_len, "keep-alive");
+	inflight_end(c);
+	if (c->outbody.cap > MC_HTTP_KEEP_BUF)
+		mc_buf_fini(&c->outbody);
+	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	conn_update_read(c);
 }
 
-/* Formats the status line and headers into c->out. */
-static void build_head(conn *c, int status, const mc_http_header *h, size_t n, size_t body_len,
-		       int with_length, const char *extra)
+/* Writes c->out and body[0..len) (see conn_send). Returns 0 or MC_ECLOSED. */
+static int conn_write(conn *c, const char *body, size_t len)
 {
-	mc_buf *o = &c->out;
-	mc_buf_reset(o);
-	mc_buf_append(o, "HTTP/1.1 ", 9);
-	mc_http_buf_u64(o, (uint64_t)status);
-	mc_buf_append(o, " ", 1);
-	mc_buf_append_str(o, mc_http_reason(status));
-	mc_buf_append(o, "\r\n", 2);
+	/* Only a keep-alive response with no pipelined input waiting may complete
+	 * inline: a last response lingers and pipelined input is parsed from the
+	 * write callback, as both must not run inside the handler's call. */
+	int try = !c->close_after && c->in.len == 0;
+	int rc = conn_send(c, try, body, len);
+	if (rc < 0) {
+		conn_close(c);
+		return MC_ECLOSED;
+	}
+	if (rc == 1)
+		conn_written_inline(c);
+	return 0;
+}
+
+/* Fields the server sets itself: a handler's copy is dropped. */
+static int is_reserved_header(const mc_http_header *h)
+{
+	switch (h->name_len) {
+	case 10:
+		return mc_http_token_eq(h->name, 10, "connection") ||
+		       mc_http_token_eq(h->name, 10, "keep-alive");
+	case 14:
+		return mc_http_token_eq(h->name, 14, "content-length");
+	case 17:
+		return mc_http_token_eq(h->name, 17, "transfer-encoding");
+	default:
+		return 0;
+	}
+}
+
+/* 1 when a handler's header may go on the wire: a name without CR, LF, NUL or
+ * ':', a value without CR, LF or NUL, and not one the server sets. */
+static int header_sendable(const mc_http_header *h)
+{
+	return h->name_len > 0 && mc_http_name_safe(h->name, h->name_len) &&
+	       mc_http_field_safe(h->value, h->value_len) && !is_reserved_header(h);
+}
+
+static char *put_line(char *p, const mc_http_header *h)
+{
+	memcpy(p, h->name, h->name_len);
+	p += h->name_len;
+	*p++ = ':';
+	*p++ = ' ';
+	if (h->value_len) {
+		memcpy(p, h->value, h->value_len);
+		p += h->value_len;
+	}
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+/* Appends the status line and the headers to o in one pass: the trusted ones
+ * (built by the caller from known-safe parts, see mc_http_respond_trusted) as
+ * they are, the others when header_sendable(), then extra[0..xlen) (complete
+ * lines: the server's own, or a caller's pre-rendered block), Content-Length
+ * when with_length, and Connection. */
+static void build_head(conn *c, mc_buf *o, int status, const mc_http_header *t, size_t nt,
+		       const mc_http_header *h, size_t n, uint64_t body_len, int with_length,
+		       const char *extra, size_t xlen)
+{
+	const char *reason = mc_http_reason(status);
+	size_t rlen = strlen(reason);
+	/* status line, Content-Length (20 digits), Connection and the blank line */
+	size_t need = 9 + 4 + rlen + 2 + xlen + 16 + 20 + 2 + 26;
+	for (size_t i = 0; i < nt; i++)
+		need += t[i].name_len + t[i].value_len + 4;
+	for (size_t i = 0; i < n; i++)
+		need += h[i].name_len + h[i].value_len + 4;
+	mc_buf_reserve(o, need);
+	char *p = o->data + o->len;
+	memcpy(p, "HTTP/1.1 ", 9);
+	p += 9;
+	p = mc_http_put_u64(p, (uint64_t)status);
+	*p++ = ' ';
+	memcpy(p, reason, rlen);
+	p += rlen;
+	*p++ = '\r';
+	*p++ = '\n';
+	for (size_t i = 0; i < nt; i++)
+		p = put_line(p, &t[i]);
 	for (size_t i = 0; i < n; i++) {
-		if (h[i].name_len == 0 || is_reserved_header(&h[i]) ||
-		    !mc_http_field_safe(h[i].name, h[i].name_len) ||
-		    memchr(h[i].name, ':', h[i].name_len) ||
-		    !mc_http_field_safe(h[i].value, h[i].value_len)) {
+		if (!header_sendable(&h[i])) {
 			MC_DEBUG("http", "response header dropped (reserved or unsafe)");
 			continue;
 		}
-		mc_buf_append(o, h[i].name, h[i].name_len);
-		mc_buf_append(o, ": ", 2);
-		mc_buf_append(o, h[i].value, h[i].value_len);
-		mc_buf_append(o, "\r\n", 2);
+		p = put_line(p, &h[i]);
 	}
-	if (extra)
-		mc_buf_append_str(o, extra);
+	if (xlen) {
+		memcpy(p, extra, xlen);
+		p += xlen;
+	}
 	if (with_length) {
-		mc_buf_append(o, "Content-Length: ", 16);
-		mc_http_buf_u64(o, body_len);
-		mc_buf_append(o, "\r\n", 2);
+		memcpy(p, "Content-Length: ", 16);
+		p = mc_http_put_u64(p + 16, body_len);
+		*p++ = '\r';
+		*p++ = '\n';
 	}
-	if (c->close_after)
-		mc_buf_append_str(o, "Connection: close\r\n\r\n");
-	else
-		mc_buf_append_str(o, "Connection: keep-alive\r\n\r\n");
+	if (c->close_after) {
+		memcpy(p, "Connection: close\r\n\r\n", 21);
+		p += 21;
+	} else {
+		memcpy(p, "Connection: keep-alive\r\n\r\n", 26);
+		p += 26;
+	}
+	o->len = (size_t)(p - o->data);
+	o->data[o->len] = '\0';
 }
 
 /* Answers a request the handler never saw (400/408/413/431) and closes. */
@@ -377,11 +540,13 @@ static void conn_send_error(conn *c, int status, const char *code, const char *m
 	mc_buf_reset(b);
 	mc_http_error_body(b, code, msg);
 	const mc_http_server_opts *o = &c->srv->opts;
-	build_head(c, status, o->error_headers, o->nerror_headers, b->len, 1,
-		   "Content-Type: application/json\r\n");
+	mc_buf_reset(&c->out);
+	static const char ctype[] = "Content-Type: application/json\r\n";
+	build_head(c, &c->out, status, NULL, 0, o->error_headers, o->nerror_headers, b->len, 1,
+		   ctype, sizeof ctype - 1);
 	if (o->on_reject)
 		o->on_reject(c->srv->ctx, status);
-	conn_write(c);
+	conn_write(c, b->data, b->len);
 }
 
 /* ---- hardening: request checks, timeouts, overload --------------------------------- */
@@ -699,7 +864,7 @@ static void conn_dispatch(conn *c)
 	c->refs++;
 	if (!c->keep_alive || c->srv->closing || c->srv->draining)
 		c->close_after = 1;
-	uv_timer_stop(&c->timer);
+	timer_stop(c);
 	c->srv->handler(c->srv->ctx, &c->ex);
 }
 
@@ -800,8 +965,15 @@ static void stream_done(conn *c);
 static void on_timer(uv_timer_t *t)
 {
 	conn *c = t->data;
-	if (c->closing)
+	c->armed = 0;
+	if (c->closing || !c->due_set)
 		return;
+	uint64_t now = uv_now(c->srv->loop);
+	if (now < c->due_ms) {
+		timer_set(c, now); /* armed early (see timer_arm): not due yet */
+		return;
+	}
+	c->due_set = 0;
 	if (c->h2 && !c->lingering) {
 		mc_http_h2_timer(c->h2);
 		return;
@@ -829,11 +1001,44 @@ void **mc_http_exchange_userdata(mc_http_exchange *ex)
 	return &ex->userdata;
 }
 
-int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
-		    size_t nheaders, const void *body, size_t body_len)
+/* The trusted and the other headers in one array for HTTP/2, which checks
+ * them all: in stack when they fit (n <= cap), else allocated (the caller frees
+ * what is not stack). */
+static mc_http_header *h2_join(const mc_http_header *t, size_t nt, const mc_http_header *h,
+			       size_t n, mc_http_header *stack, size_t cap)
 {
-	if (ex->h2)
-		return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
+	mc_http_header *all = nt + n <= cap ? stack : mc_alloc((nt + n + 1) * sizeof *all);
+	if (nt)
+		memcpy(all, t, nt * sizeof *all);
+	if (n)
+		memcpy(all + nt, h, n * sizeof *all);
+	return all;
+}
+
+static int respond_split(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+			 const mc_http_header *headers, size_t nheaders, const char *raw,
+			 size_t raw_len, const void *body, size_t body_len);
+
+/* mc_http_respond with the caller's own headers t[0..nt) sent first and its
+ * pre-rendered block raw[0..raw_len) after the checked ones, both unchecked. */
+static int respond(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+		   const mc_http_header *headers, size_t nheaders, const char *raw,
+		   size_t raw_len, const void *body, size_t body_len)
+{
+	MC_ASSERT(raw_len == 0 || (raw_len >= 2 && raw[raw_len - 1] == '\n'));
+	if (ex->h2 && raw_len)
+		return respond_split(ex, status, t, nt, headers, nheaders, raw, raw_len, body,
+				     body_len);
+	if (ex->h2) {
+		if (nt == 0)
+			return mc_http_h2_respond(ex, status, headers, nheaders, body, body_len);
+		mc_http_header stack[32];
+		mc_http_header *all = h2_join(t, nt, headers, nheaders, stack, 32);
+		int rc = mc_http_h2_respond(ex, status, all, nt + nheaders, body, body_len);
+		if (all != stack)
+			free(all);
+		return rc;
+	}
 	conn *c = ex->c;
 	int rc = 0;
 	MC_ASSERT(c->ex_active && !c->streaming);
@@ -850,22 +1055,49 @@ int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *head
 		body_len = 0;
 	}
 	int bodyless = status == 204 || status == 304;
-	mc_buf_reset(&c->outbody);
-	if (!bodyless && !c->head_req && body_len > 0)
-		mc_buf_append(&c->outbody, body, body_len);
+	size_t send_len = !bodyless && !c->head_req ? body_len : 0;
 	/* A HEAD answer announces the length a GET would have; a handler that knows
 	 * it (a proxy relaying a HEAD) passes it as Content-Length. */
 	uint64_t announced = body_len;
-	size_t cl_len;
-	const char *cl =
-	    c->head_req ? mc_http_header_find(headers, nheaders, "content-length", &cl_len) : NULL;
+	size_t cl_len = 0;
+	const char *cl = NULL;
+	if (c->head_req) {
+		cl = mc_http_header_find(t, nt, "content-length", &cl_len);
+		if (!cl)
+			cl = mc_http_header_find(headers, nheaders, "content-length", &cl_len);
+	}
 	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
 		announced = body_len;
-	build_head(c, status, headers, nheaders, (size_t)announced, !bodyless, NULL);
-	rc = conn_write(c);
+	mc_buf_reset(&c->out);
+	build_head(c, &c->out, status, t, nt, headers, nheaders, announced, !bodyless, raw,
+		   raw_len);
+	/* the body goes from the caller's memory; only what the socket does not take
+	 * at once is copied */
+	rc = conn_write(c, body, send_len);
 out:
 	conn_unref(c);
 	return rc;
+}
+
+int mc_http_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
+		    size_t nheaders, const void *body, size_t body_len)
+{
+	return respond(ex, status, NULL, 0, headers, nheaders, NULL, 0, body, body_len);
+}
+
+int mc_http_respond_trusted(mc_http_exchange *ex, int status, const mc_http_header *trusted,
+			    size_t ntrusted, const mc_http_header *headers, size_t nheaders,
+			    const char *raw, size_t raw_len, const void *body, size_t body_len)
+{
+	return respond(ex, status, trusted, ntrusted, headers, nheaders, raw, raw_len, body,
+		       body_len);
+}
+
+int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
+			size_t nheaders, const char *raw, size_t raw_len, const void *body,
+			size_t body_len)
+{
+	return respond(ex, status, NULL, 0, headers, nheaders, raw, raw_len, body, body_len);
 }
 
 /* ---- streamed responses ----------------------------------------------------------- */
@@ -880,16 +1112,16 @@ static void stream_write(conn *c)
 	c->outbody = c->sq;
 	c->sq = t;
 	mc_buf_reset(&c->sq);
-	uv_buf_t b = uv_buf_init(c->outbody.data, (unsigned)c->outbody.len);
-	c->wreq.data = c;
-	/* through the TLS stream on the TLS listener, like every other write */
-	if (conn_io_write(c, &c->wreq, &b, 1, on_write) < 0) {
+	mc_buf_reset(&c->out);
+	int rc = conn_send(c, 1, c->outbody.data, c->outbody.len);
+	if (rc < 0) {
 		conn_lost(c);
 		return;
 	}
-	c->writing = 1;
-	/* a client that stops reading is dropped after the idle timeout */
-	timer_arm(c, c->srv->opts.idle_timeout_ms);
+	/* written at once: finish as the write callback would (this runs from loop
+	 * events only, never from inside a handler's call) */
+	if (rc == 1)
+		write_done(c, 0);
 }
 
 static void on_flush(uv_idle_t *h)
@@ -958,7 +1190,7 @@ static void stream_written(conn *c)
 		stream_done(c);
 		return;
 	}
-	uv_timer_stop(&c->timer); /* now waiting for the handler, not the client */
+	timer_stop(c); /* now waiting for the handler, not the client */
 	if (c->ex_active && c->ex.watch)
 		c->ex.watch(c->ex.watch_arg, MC_HTTP_EX_DRAINED);
 }
@@ -989,11 +1221,19 @@ static int h2_end(mc_http_exchange *ex, int abort)
 	return mc_http_h2_end_response(ex, !abort);
 }
 
-int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
-				    size_t nheaders, int64_t content_length)
+static int start_response(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+			  const mc_http_header *headers, size_t nheaders, int64_t content_length)
 {
-	if (ex->h2)
-		return h2_start_response(ex, status, headers, nheaders, content_length);
+	if (ex->h2) {
+		if (nt == 0)
+			return h2_start_response(ex, status, headers, nheaders, content_length);
+		mc_http_header stack[32];
+		mc_http_header *all = h2_join(t, nt, headers, nheaders, stack, 32);
+		int rc = h2_start_response(ex, status, all, nt + nheaders, content_length);
+		if (all != stack)
+			free(all);
+		return rc;
+	}
 	conn *c = ex->c;
 	MC_ASSERT(c->ex_active && !c->streaming);
 	c->streaming = 1;
@@ -1008,6 +1248,7 @@ int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_h
 	c->stream_nobody = bodyless || c->head_req;
 	int with_length = 0;
 	const char *extra = NULL;
+	static const char chunked[] = "Transfer-Encoding: chunked\r\n";
 	if (bodyless) {
 		/* no length, no body */
 	} else if (content_length >= 0) {
@@ -1018,12 +1259,26 @@ int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_h
 		c->close_after = 1; /* HTTP/1.0 has no chunks: the close ends the body */
 	} else {
 		c->stream_chunked = 1;
-		extra = "Transfer-Encoding: chunked\r\n";
+		extra = chunked;
 	}
-	build_head(c, status, headers, nheaders, with_length ? (size_t)content_length : 0,
-		   with_length, extra);
-	mc_buf_append(&c->sq, c->out.data, c->out.len);
+	build_head(c, &c->sq, status, t, nt, headers, nheaders,
+		   with_length ? (uint64_t)content_length : 0, with_length, extra,
+		   extra ? sizeof chunked - 1 : 0);
 	return stream_flush(c);
+}
+
+int mc_http_exchange_start_response(mc_http_exchange *ex, int status, const mc_http_header *headers,
+				    size_t nheaders, int64_t content_length)
+{
+	return start_response(ex, status, NULL, 0, headers, nheaders, content_length);
+}
+
+int mc_http_exchange_start_trusted(mc_http_exchange *ex, int status,
+				   const mc_http_header *trusted, size_t ntrusted,
+				   const mc_http_header *headers, size_t nheaders,
+				   int64_t content_length)
+{
+	return start_response(ex, status, trusted, ntrusted, headers, nheaders, content_length);
 }
 
 int mc_http_exchange_write_body(mc_http_exchange *ex, const void *data, size_t len)
@@ -1064,6 +1319,40 @@ void mc_http_exchange_watch(mc_http_exchange *ex, void (*cb)(void *arg, int even
 	ex->watch_arg = cb ? arg : NULL;
 }
 
+/* The end of a streamed response while no write is in flight: what is queued
+ * goes out now rather than at the end of the loop iteration and, once all of it
+ * is written, the response completes inline. Only called when no input waits to
+ * be parsed and the connection stays open, so nothing here calls a handler.
+ * Returns 0 or MC_ECLOSED. */
+static int stream_end_now(conn *c)
+{
+	if (c->flush_queued) {
+		flusher *f = c->srv->flusher;
+		mc_http_list_remove(&c->flink);
+		c->flush_queued = 0;
+		if (mc_http_list_empty(&f->q))
+			uv_idle_stop(&f->idle);
+	}
+	if (c->sq.len > 0) {
+		mc_buf t = c->outbody;
+		c->outbody = c->sq;
+		c->sq = t;
+		mc_buf_reset(&c->sq);
+		mc_buf_reset(&c->out);
+		int rc = conn_send(c, 1, c->outbody.data, c->outbody.len);
+		if (rc < 0) {
+			conn_close(c);
+			return MC_ECLOSED;
+		}
+		if (rc == 0)
+			return 0; /* on_write -> stream_written -> stream_done */
+		inflight_end(c);
+		mc_buf_reset(&c->outbody);
+	}
+	stream_done(c);
+	return 0;
+}
+
 int mc_http_exchange_end(mc_http_exchange *ex, int abort)
 {
 	if (ex->h2)
@@ -1084,7 +1373,11 @@ int mc_http_exchange_end(mc_http_exchange *ex, int abort)
 		if (c->stream_chunked)
 			mc_buf_append(&c->sq, "0\r\n\r\n", 5);
 		c->stream_ended = 1;
-		if (!c->writing && c->sq.len == 0)
+		if (c->writing)
+			rc = stream_flush(c); /* on_write takes sq next */
+		else if (c->in.len == 0 && !c->close_after)
+			rc = stream_end_now(c);
+		else if (c->sq.len == 0)
 			timer_arm(c, 0); /* completes on the next loop turn: stream_done() */
 		else
 			rc = stream_flush(c);
@@ -1225,9 +1518,7 @@ static void busy_build(mc_http_server *s)
 	mc_buf_append_str(o, "HTTP/1.1 503 Service Unavailable\r\n");
 	for (size_t i = 0; i < s->opts.nerror_headers; i++) {
 		const mc_http_header *h = &s->opts.error_headers[i];
-		if (h->name_len == 0 || is_reserved_header(h) ||
-		    !mc_http_field_safe(h->name, h->name_len) || memchr(h->name, ':', h->name_len) ||
-		    !mc_http_field_safe(h->value, h->value_len))
+		if (!header_sendable(h))
 			continue;
 		mc_buf_append(o, h->name, h->name_len);
 		mc_buf_append(o, ": ", 2);
@@ -1474,7 +1765,7 @@ static void conn_h2_arm(void *conn_, uint32_t ms)
 	if (ms)
 		timer_arm(c, ms);
 	else
-		uv_timer_stop(&c->timer);
+		timer_stop(c);
 }
 
 static void conn_h2_close(void *conn_, int graceful)
@@ -1615,177 +1906,22 @@ static size_t raw_split(const char *raw, size_t len, mc_http_header *out, size_t
 	return n;
 }
 
-/* Bytes a header line cannot carry: 1 in a name or a value (CR, LF, NUL), 2 in a
- * name only (':'). */
-static const unsigned char RAW_BAD[256] = {['\0'] = 1, ['\r'] = 1, ['\n'] = 1, [':'] = 2};
-
-/* What build_head() checks of a handler's field, with one table load per byte:
- * a name without CR, LF, NUL or ':' that is not framing, a value without CR, LF
- * or NUL. */
-static int raw_field_ok(const mc_http_header *h)
+/* HTTP/2 takes fields one by one: the raw block is split and joined to the
+ * others (all checked by the HTTP/2 side). */
+static int respond_split(mc_http_exchange *ex, int status, const mc_http_header *t, size_t nt,
+			 const mc_http_header *headers, size_t nheaders, const char *raw,
+			 size_t raw_len, const void *body, size_t body_len)
 {
-	if (h->name_len == 0)
-		return 0;
-	unsigned bad = 0;
-	for (size_t i = 0; i < h->name_len; i++)
-		bad |= RAW_BAD[(unsigned char)h->name[i]];
-	for (size_t i = 0; i < h->value_len; i++)
-		bad |= RAW_BAD[(unsigned char)h->value[i]] & 1u;
-	if (bad)
-		return 0;
-	switch (h->name_len) {
-	case 10: /* connection, keep-alive */
-	case 14: /* content-length */
-	case 17: /* transfer-encoding */
-		return !is_reserved_header(h);
-	default:
-		return 1;
-	}
-}
-
-static int respond_split(mc_http_exchange *ex, int status, const mc_http_header *headers,
-			 size_t nheaders, const char *raw, size_t raw_len, const void *body,
-			 size_t body_len)
-{
-	size_t cap = nheaders;
+	size_t cap = nt + nheaders;
 	for (size_t i = 0; i + 1 < raw_len; i++)
 		cap += raw[i] == '\r' && raw[i + 1] == '\n';
 	mc_http_header *all = mc_alloc((cap + 1) * sizeof *all);
+	if (nt)
+		memcpy(all, t, nt * sizeof *all);
 	if (nheaders)
-		memcpy(all, headers, nheaders * sizeof *all);
-	size_t n = nheaders + raw_split(raw, raw_len, all + nheaders, cap - nheaders);
-	int rc = mc_http_respond(ex, status, all, n, body, body_len);
+		memcpy(all + nt, headers, nheaders * sizeof *all);
+	size_t n = nt + nheaders + raw_split(raw, raw_len, all + nt + nheaders, cap - nt - nheaders);
+	int rc = mc_http_h2_respond(ex, status, all, n, body, body_len);
 	free(all);
-	return rc;
-}
-
-/* Writes c->out, then body[0..len), which need not outlive the call: straight
- * to the socket when nothing is queued or buffered (a write that completes here
- * needs no write request, libuv re-arms no watcher, and the body is never
- * copied); what the socket does not take is copied and goes through the usual
- * write. Input waiting in c->in, or a last response, take that path whole, as
- * on_write parses the one and lingers after the other (never inside the
- * handler's call). Returns 0 or MC_ECLOSED. (The same contract as a write path
- * that tries the socket first; when conn_write() gets one, this can go.) */
-static int raw_write(conn *c, const char *body, size_t len)
-{
-	mc_buf *o = &c->out;
-	mc_buf_reset(&c->outbody);
-	size_t done = 0;
-	if (!c->tls && !c->writing && !c->close_after && c->in.len == 0) {
-		uv_buf_t b[2] = {uv_buf_init(o->data, (unsigned)o->len),
-				 uv_buf_init((char *)(uintptr_t)body, (unsigned)len)};
-		int w = uv_try_write((uv_stream_t *)&c->tcp, b, len ? 2 : 1);
-		if (w > 0)
-			done = (size_t)w;
-		if (done == o->len + len) {
-			inflight_end(c);
-			timer_arm(c, c->srv->opts.idle_timeout_ms);
-			conn_update_read(c);
-			return 0;
-		}
-	}
-	if (done >= o->len) {
-		size_t skip = done - o->len;
-		mc_buf_reset(o);
-		mc_buf_append(&c->outbody, body + skip, len - skip);
-	} else {
-		mc_buf_consume(o, done);
-		if (len)
-			mc_buf_append(&c->outbody, body, len);
-	}
-	return conn_write(c);
-}
-
-int mc_http_respond_raw(mc_http_exchange *ex, int status, const mc_http_header *headers,
-			size_t nheaders, const char *raw, size_t raw_len, const void *body,
-			size_t body_len)
-{
-	conn *c = ex->c;
-	if (ex->h2 || c->tls || status < 200 || status > 999)
-		return respond_split(ex, status, headers, nheaders, raw, raw_len, body, body_len);
-	MC_ASSERT(c->ex_active && !c->streaming);
-	MC_ASSERT(raw_len == 0 || (raw_len >= 2 && raw[raw_len - 1] == '\n'));
-	int rc = 0;
-	c->ex_active = 0;
-	ex->userdata = NULL;
-	ex->watch = NULL;
-	if (c->closing) {
-		rc = MC_ECLOSED;
-		goto out;
-	}
-	int bodyless = status == 204 || status == 304;
-	size_t send_len = !bodyless && !c->head_req ? body_len : 0;
-	uint64_t announced = body_len;
-	size_t cl_len;
-	const char *cl =
-	    c->head_req ? mc_http_header_find(headers, nheaders, "content-length", &cl_len) : NULL;
-	if (cl && mc_parse_u64(cl, cl_len, UINT64_MAX, &announced) != 0)
-		announced = body_len;
-
-	/* The head as build_head() makes it, the raw block before Content-Length,
-	 * written in place after one reservation (this runs on every cache hit). */
-	static const char CLOSE[] = "Connection: close\r\n\r\n";
-	static const char KEEP[] = "Connection: keep-alive\r\n\r\n";
-	const char *reason = mc_http_reason(status);
-	size_t rlen = strlen(reason);
-	size_t need = 9 + 4 + rlen + 2 + raw_len + 16 + 20 + 2 + sizeof KEEP;
-	for (size_t i = 0; i < nheaders; i++)
-		need += headers[i].name_len + headers[i].value_len + 4;
-	mc_buf *o = &c->out;
-	mc_buf_reset(o);
-	mc_buf_reserve(o, need);
-	char *p = o->data;
-	memcpy(p, "HTTP/1.1 ", 9);
-	p += 9;
-	p[0] = (char)('0' + status / 100);
-	p[1] = (char)('0' + status / 10 % 10);
-	p[2] = (char)('0' + status % 10);
-	p[3] = ' ';
-	p += 4;
-	memcpy(p, reason, rlen);
-	p += rlen;
-	*p++ = '\r';
-	*p++ = '\n';
-	for (size_t i = 0; i < nheaders; i++) {
-		const mc_http_header *h = &headers[i];
-		if (!raw_field_ok(h))
-			continue;
-		memcpy(p, h->name, h->name_len);
-		p += h->name_len;
-		*p++ = ':';
-		*p++ = ' ';
-		memcpy(p, h->value, h->value_len);
-		p += h->value_len;
-		*p++ = '\r';
-		*p++ = '\n';
-	}
-	memcpy(p, raw, raw_len);
-	p += raw_len;
-	if (!bodyless) {
-		memcpy(p, "Content-Length: ", 16);
-		p += 16;
-		char digits[20];
-		size_t nd = 0;
-		do {
-			digits[nd++] = (char)('0' + announced % 10);
-			announced /= 10;
-		} while (announced);
-		while (nd)
-			*p++ = digits[--nd];
-		*p++ = '\r';
-		*p++ = '\n';
-	}
-	const char *conn_line = c->close_after ? CLOSE : KEEP;
-	size_t cl_n = c->close_after ? sizeof CLOSE - 1 : sizeof KEEP - 1;
-	memcpy(p, conn_line, cl_n);
-	p += cl_n;
-	o->len = (size_t)(p - o->data);
-	MC_ASSERT(o->len <= need);
-	o->data[o->len] = '\0';
-
-	rc = raw_write(c, (const char *)body, send_len);
-out:
-	conn_unref(c);
 	return rc;
 }

@@ -1,8 +1,11 @@
 /* Pieces shared by the HTTP/1.1 server and client: header lookup, reason
  * phrases, the message head accumulator filled from llhttp callbacks, and small
  * formatting helpers. */
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "http/http_int.h"
 
@@ -103,13 +106,8 @@ const char *mc_http_reason(int status)
 
 void mc_http_buf_u64(mc_buf *b, uint64_t v)
 {
-	char tmp[24];
-	size_t i = sizeof tmp;
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	mc_buf_append(b, tmp + i, sizeof tmp - i);
+	char tmp[20];
+	mc_buf_append(b, tmp, (size_t)(mc_http_put_u64(tmp, v) - tmp));
 }
 
 int mc_http_token_valid(const char *s, size_t n)
@@ -128,13 +126,98 @@ int mc_http_token_valid(const char *s, size_t n)
 	return 1;
 }
 
-int mc_http_field_safe(const char *s, size_t n)
+int mc_http_try_send(uv_tcp_t *t, const char *p, size_t n)
 {
+	uv_os_fd_t fd;
+	if (t->write_queue_size != 0 || uv_is_closing((uv_handle_t *)t))
+		return UV_EAGAIN;
+	if (uv_fileno((uv_handle_t *)t, &fd) < 0)
+		return UV_EBADF;
+	if (n > INT_MAX)
+		n = INT_MAX;
+	ssize_t w;
+	do
+		w = send(fd, p, n, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w >= 0)
+		return (int)w;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+		return UV_EAGAIN;
+	return -errno; /* libuv's error codes are negated errno values on Unix */
+}
+
+char *mc_http_put_u64(char *p, uint64_t v)
+{
+	/* a few per response: digits counted first, then written backwards in
+	 * place, two at a time (no temporary, no memcpy call) */
+	static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+				       "25262728293031323334353637383940414243444546474849"
+				       "50515253545556575859606162636465666768697071727374"
+				       "75767778798081828384858687888990919293949596979899";
+	size_t n = 1;
+	for (uint64_t t = v; t >= 10; t /= 10)
+		n++;
+	char *e = p + n;
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+		v /= 100;
+		*--e = pairs[2 * r + 1];
+		*--e = pairs[2 * r];
+	}
+	if (v >= 10) {
+		*--e = pairs[2 * v + 1];
+		*--e = pairs[2 * v];
+	} else {
+		*--e = (char)('0' + v);
+	}
+	return p + n;
+}
+
+/* Eight bytes at a time: nonzero when one byte of v is zero (exact as a yes/no
+ * answer), so the checks below cost a few instructions per word of a header. */
+static inline uint64_t has_zero(uint64_t v)
+{
+	return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull;
+}
+
+static inline uint64_t has_byte(uint64_t v, unsigned char b)
+{
+	return has_zero(v ^ (0x0101010101010101ull * b));
+}
+
+static inline int word_unsafe(const char *p, int colon)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return (has_zero(v) | has_byte(v, '\r') | has_byte(v, '\n') |
+		(colon ? has_byte(v, ':') : 0)) != 0;
+}
+
+/* 1 when s[0..n) has none of CR, LF, NUL and, with colon, ':'. From 8 bytes on,
+ * the last word overlaps the one before instead of a byte loop. */
+static int bytes_safe(const char *s, size_t n, int colon)
+{
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8)
+			if (word_unsafe(s + i, colon))
+				return 0;
+		return !word_unsafe(s + n - 8, colon);
+	}
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0' || (colon && s[i] == ':'))
 			return 0;
 	}
 	return 1;
+}
+
+int mc_http_field_safe(const char *s, size_t n)
+{
+	return bytes_safe(s, n, 0);
+}
+
+int mc_http_name_safe(const char *s, size_t n)
+{
+	return bytes_safe(s, n, 1);
 }
 
 /* ---- head accumulator ------------------------------------------------------------ */

@@ -445,6 +445,18 @@ def test_proxy_forwarding_headers(procs, tmp_path, metrocell_bin):
         for i in range(50):
             assert hdrs["x-many-%d" % i] == str(i)
         assert hdrs["x-metrocell-outcome"] == "local"
+        # more request fields than the proxy holds without an allocation, then
+        # few again (its per-request state is reused)
+        many = {"X-Req-%d" % i: "v%d" % i for i in range(40)}
+        for fields in (many, {"X-App": "b"}, many):
+            status, _, body = http_request(c.cell_http, "GET", "/app/h", headers=fields)
+            assert status == 200
+            seen = json.loads(body)
+            for k, v in fields.items():
+                assert seen[k.lower()] == v
+            assert seen["x-forwarded-for"] == "127.0.0.1"
+            assert len([k for k in seen if k.startswith("x-req-")]) == \
+                (40 if fields is many else 0)
     finally:
         srv.shutdown()
         srv.server_close()

@@ -1098,10 +1098,40 @@ static void test_header_find_and_reason(void **state)
 	assert_string_equal(mc_http_reason(599), "Server Error");
 }
 
+static void test_percent_decode_and_put_u64(void **state)
+{
+	(void)state;
+	mc_buf b;
+	mc_buf_init(&b);
+	assert_int_equal(mc_http_percent_decode("a%20b%2Fc", 9, &b), 0);
+	assert_int_equal(b.len, 5);
+	assert_string_equal(b.data, "a b/c");
+	assert_int_equal(mc_http_percent_decode("plain-key", 9, &b), 0);
+	assert_string_equal(b.data, "plain-key");
+	assert_int_equal(mc_http_percent_decode("%41%62", 6, &b), 0);
+	assert_string_equal(b.data, "Ab");
+	const char *bad[] = {"%zz", "%00", "abc%4", "abc%", "%", "a%g1"};
+	for (size_t i = 0; i < MC_ARRAY_LEN(bad); i++)
+		assert_int_equal(mc_http_percent_decode(bad[i], strlen(bad[i]), &b), MC_EINVAL);
+	assert_int_equal(mc_http_percent_decode("", 0, &b), 0);
+	assert_int_equal(b.len, 0);
+	mc_buf_fini(&b);
+
+	char out[24];
+	const uint64_t v[] = {0, 7, 10, 99, 1000, 18446744073709551615ull};
+	const char *want[] = {"0", "7", "10", "99", "1000", "18446744073709551615"};
+	for (size_t i = 0; i < MC_ARRAY_LEN(v); i++) {
+		char *e = mc_http_put_u64(out, v[i]);
+		assert_int_equal((size_t)(e - out), strlen(want[i]));
+		assert_memory_equal(out, want[i], strlen(want[i]));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_header_find_and_reason),
+	    cmocka_unit_test(test_percent_decode_and_put_u64),
 	    cmocka_unit_test(test_get_put_and_reuse),
 	    cmocka_unit_test(test_pipelining),
 	    cmocka_unit_test(test_target_lengths),

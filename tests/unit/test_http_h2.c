@@ -72,6 +72,20 @@ static void handler(void *ctx, mc_http_exchange *ex)
 		assert_int_equal(mc_http_h2_write_body(ex, "first;", 6), 0);
 		return;
 	}
+	if (strcmp(r->path, "/trusted") == 0) {
+		/* trusted fields are joined with the others and checked by HTTP/2 */
+		mc_http_header own[] = {{"X-Own", 5, "yes", 3}, {"Connection", 10, "close", 5}};
+		mc_http_header other = {"X-Other", 7, "v", 1};
+		assert_int_equal(mc_http_respond_trusted(ex, 200, own, 2, &other, 1, NULL, 0, "t", 1), 0);
+		return;
+	}
+	if (strcmp(r->path, "/strusted") == 0) {
+		mc_http_header own = {"X-Own", 5, "yes", 3};
+		assert_int_equal(mc_http_exchange_start_trusted(ex, 200, &own, 1, NULL, 0, 2), 0);
+		assert_int_equal(mc_http_exchange_write_body(ex, "st", 2), 0);
+		assert_int_equal(mc_http_exchange_end(ex, 0), 0);
+		return;
+	}
 	size_t hl = 0, cl = 0;
 	const char *host = mc_http_header_find(r->headers, r->nheaders, "host", &hl);
 	const char *cookie = mc_http_header_find(r->headers, r->nheaders, "cookie", &cl);
@@ -391,6 +405,31 @@ static void test_request_maps_to_exchange(void **state)
 	env_finish(e);
 }
 
+/* mc_http_respond_trusted / mc_http_exchange_start_trusted over HTTP/2: the
+ * trusted fields come first, and HTTP/2's own rules still apply to them. */
+static void test_trusted_headers(void **state)
+{
+	(void)state;
+	env *e = env_start();
+	int32_t id = client_request(&e->c, "GET", "/trusted", NULL);
+	resp *r = resp_of(&e->c, id);
+	run_until(e, &r->closed, 10000);
+	assert_int_equal(r->status, 200);
+	assert_int_equal(r->body_len, 1);
+	const char *own = strstr(r->hdrs, "x-own: yes\n"), *other = strstr(r->hdrs, "x-other: v\n");
+	assert_true(own && other && own < other);
+	assert_false(has_header(r, "connection"));
+	id = client_request(&e->c, "GET", "/strusted", NULL);
+	r = resp_of(&e->c, id);
+	run_until(e, &r->closed, 10000);
+	assert_int_equal(r->status, 200);
+	assert_true(has_header(r, "x-own: yes\n"));
+	assert_true(has_header(r, "content-length: 2\n"));
+	assert_int_equal(r->body_len, 2);
+	assert_memory_equal(r->body, "st", 2);
+	env_finish(e);
+}
+
 static void test_answer_after_reset(void **state)
 {
 	(void)state;
@@ -488,6 +527,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_request_maps_to_exchange),
+	    cmocka_unit_test(test_trusted_headers),
 	    cmocka_unit_test(test_answer_after_reset),
 	    cmocka_unit_test(test_answer_after_server_free),
 	    cmocka_unit_test(test_drain_sends_goaway_and_finishes),
