@@ -69,6 +69,9 @@ class Settings:
         self.max_other = float(env.get("BENCH_MAX_OTHER") or 0.25)
         self.retries = int(env.get("BENCH_RETRIES") or (0 if args.quick else 2))
         self.bin = env.get("BENCH_BIN") or os.path.join(REPO, "build", "metrocell")
+        # Another metrocell binary (e.g. a build of main) measured as one more peer,
+        # "metrocell_base", with the same config: before/after in the same run.
+        self.base_bin = env.get("BENCH_BASE_BIN") or None
         self.out_dir = os.path.abspath(args.out or os.path.join(REPO, "build", "bench"))
         try:
             self.cell_conf_extra = json.loads(env.get("BENCH_CELL_CONF") or "{}")
@@ -596,6 +599,7 @@ class Ctx:
         self.procs = procs
         self.backend = None  # Server of the scenario's backend, if any
         self.region = None  # Server of the scenario's region, if any (extra["repl"])
+        self.cell_suffix = ""  # appended to the cell's name (the base binary's cell)
 
     def path(self, *parts):
         return os.path.join(self.s.out_dir, *parts)
@@ -667,7 +671,7 @@ def start_cell(routes=None, pools=None, setup=None, conf=None):
                                         ([{"name": "proxy", "prefix": "/", "kind": "proxy",
                                            "pool": "backend"}] if ctx.backend else []))
         doc = {
-            "cell": "bench",
+            "cell": "bench" + ctx.cell_suffix,
             "listen": {"http": "127.0.0.1:%d" % port, "admin": "127.0.0.1:%d" % admin},
             "data_dir": data_dir,
             # Without a region in the scenario, writes stay in the local write log, as
@@ -1230,9 +1234,28 @@ def fmt_ms(v):
     return "-" if v is None else "%.2f" % v
 
 
+def with_bin(start, path):
+    """A starter that runs start() with another metrocell binary."""
+
+    def st(ctx, name):
+        saved = ctx.s.bin
+        ctx.s.bin = path
+        ctx.cell_suffix = "-base"  # its own name towards a shared region
+        try:
+            return start(ctx, name)
+        finally:
+            ctx.s.bin = saved
+            ctx.cell_suffix = ""
+
+    return st
+
+
 def run_scenario(ctx, sc, results, table):
     s = ctx.s
     sides = [("metrocell", sc.metrocell)]
+    if s.base_bin:
+        m = sc.metrocell
+        sides.append(("metrocell_base", Side(with_bin(m.start, s.base_bin), m.drive, m.probe)))
     skipped = {}
     for peer, side in sc.peers.items():
         missing = [n for n in side.needs if not shutil.which(n)]
@@ -1437,7 +1460,8 @@ def print_table(table, results, s):
 def versions():
     out = {}
     for name, argv in (("nginx", ["nginx", "-v"]), ("haproxy", ["haproxy", "-v"]),
-                       ("redis", ["redis-server", "--version"]), ("wrk", ["wrk", "-v"])):
+                       ("redis", ["redis-server", "--version"]), ("wrk", ["wrk", "-v"]),
+                       ("varnish", ["varnishd", "-V"])):
         if shutil.which(argv[0]):
             try:
                 p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -1481,6 +1505,8 @@ def main(argv=None):
             raise SystemExit("bench: %s is not installed (make bench installs it)" % tool)
     if not os.access(s.bin, os.X_OK):
         raise SystemExit("bench: no metrocell binary at %s (run make)" % s.bin)
+    if s.base_bin and not os.access(s.base_bin, os.X_OK):
+        raise SystemExit("bench: no metrocell binary at BENCH_BASE_BIN=%s" % s.base_bin)
     os.makedirs(s.out_dir, exist_ok=True)
     procs = Procs(s)
 
@@ -1496,6 +1522,7 @@ def main(argv=None):
                      "paced_delay_ms": s.paced_delay_ms, "server_cpu": s.server_cpu,
                      "max_other_core_share": s.max_other, "retries": s.retries,
                      "load_cpu": s.load_cpu, "quick": s.quick, "body_bytes": BODY_BYTES,
+                     "base_bin": s.base_bin,
                      "cell_conf_extra": s.cell_conf_extra},
         "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -29,16 +29,29 @@ struct cell_cache {
 	named_engine *engines;
 	size_t nroutes; /* engines held */
 	uint64_t purge_frames; /* PURGE frames received from the region */
+	struct creq *spare;    /* freed requests kept for reuse (CREQ_SPARE_MAX) */
+	size_t nspare;
+	int64_t clock_wall_ms;	/* the engines' clock: wall time at clock_loop_ms */
+	uint64_t clock_loop_ms; /* loop time of the last resync; 0 before the first */
 };
+
+/* Requests with room for this many client fields are reused, up to
+ * CREQ_SPARE_MAX of them: a hit then allocates nothing here. */
+#define CREQ_HDRS 16
+#define CREQ_SPARE_MAX 64
 
 /* One request of a cache route, alive until the engine answers. One allocation
  * with the client's fields in the cache's layout; what goes upstream is built
  * only when the engine needs it (creq_fwd_prepare): a hit never does. */
 typedef struct creq {
 	cell_req *r;
+	cell_cache *cc;
+	size_t cap;	   /* room in hdrs */
+	struct creq *next; /* in cc->spare */
 	mc_cache_request q;
 	mc_cache_header *fwd; /* NULL until the first upstream request */
 	mc_buf xff;
+	bool *answered; /* set when the answer comes during mc_cache_engine_handle */
 	mc_cache_header hdrs[];
 } creq;
 
@@ -92,9 +105,48 @@ static int shield_fetch(void *ctx, const char *method, const char *target, const
 
 static void creq_free(creq *q)
 {
+	cell_cache *cc = q->cc;
 	free(q->fwd);
 	mc_buf_fini(&q->xff);
+	if (q->cap == CREQ_HDRS && cc->nspare < CREQ_SPARE_MAX) {
+		q->next = cc->spare;
+		cc->spare = q;
+		cc->nspare++;
+		return;
+	}
 	free(q);
+}
+
+static creq *creq_new(cell_cache *cc, size_t nheaders)
+{
+	creq *q;
+	if (nheaders <= CREQ_HDRS && cc->spare) {
+		q = cc->spare;
+		cc->spare = q->next;
+		cc->nspare--;
+	} else {
+		size_t cap = MC_MAX(nheaders, (size_t)CREQ_HDRS);
+		q = mc_alloc(sizeof *q + cap * sizeof q->hdrs[0]);
+		q->cap = cap;
+	}
+	q->cc = cc;
+	q->fwd = NULL;
+	mc_buf_init(&q->xff);
+	return q;
+}
+
+/* The engines' wall clock: the loop's cached time (no system call per hit) on a
+ * wall-clock base read again once a second, so a step of the system clock
+ * shows within a second. Ages and lifetimes are whole seconds on the wire. */
+static int64_t cell_wall_ms(void *arg)
+{
+	cell_cache *cc = arg;
+	uint64_t now = uv_now(cc->c->loop);
+	if (cc->clock_loop_ms == 0 || now - cc->clock_loop_ms >= 1000) {
+		cc->clock_wall_ms = (int64_t)mc_wall_ms();
+		cc->clock_loop_ms = now ? now : 1;
+	}
+	return cc->clock_wall_ms + (int64_t)(now - cc->clock_loop_ms);
 }
 
 static bool named(const mc_cache_header *h, const char *name)
@@ -125,6 +177,8 @@ static void on_answer(void *arg, const mc_cache_answer *a)
 	creq *q = arg;
 	cell_req *r = q->r;
 	const cell *c = r->c;
+	if (q->answered)
+		*q->answered = true;
 	if (a->err < 0) {
 		int timeout = a->err == MC_ETIMEDOUT, full = a->err == MC_EFULL;
 		mc_cell_finish_error(r,
@@ -214,10 +268,10 @@ void mc_cell_cache_handle(cell_req *r)
 {
 	const mc_http_request *req = mc_http_exchange_request(r->ex);
 	MC_ASSERT(r->c->cache && r->route->engine);
-	creq *q = mc_alloc(sizeof *q + req->nheaders * sizeof q->hdrs[0]);
+	creq *q = creq_new(r->c->cache, req->nheaders);
 	q->r = r;
-	q->fwd = NULL;
-	mc_buf_init(&q->xff);
+	bool answered = false;
+	q->answered = &answered;
 	const char *host = NULL;
 	size_t hl = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
@@ -238,9 +292,15 @@ void mc_cell_cache_handle(cell_req *r)
 				  .fwd_arg = q,
 				  .body = req->body,
 				  .body_len = req->body_len};
-	r->seg_name = "region";
-	r->seg_start_ns = mc_now_ns();
 	mc_cache_engine_handle(r->route->engine, &q->q, on_answer, q);
+	/* Not answered yet (q and r are still ours): it waits on the shield, and the
+	 * region segment of Server-Timing starts now. A hit has none, and reads no
+	 * clock for it. */
+	if (!answered) {
+		q->answered = NULL;
+		r->seg_name = "region";
+		r->seg_start_ns = mc_now_ns();
+	}
 }
 
 /* ---- lifecycle, metrics, purge --------------------------------------------------------------- */
@@ -304,7 +364,11 @@ int mc_cell_cache_route_init(cell *c, cell_route *rt, char *err, size_t errcap)
 			return 0;
 		}
 	}
-	mc_cache_engine_opts eo = {.tier = "cell", .fetch = shield_fetch, .fetch_ctx = cc};
+	mc_cache_engine_opts eo = {.tier = "cell",
+				   .fetch = shield_fetch,
+				   .fetch_ctx = cc,
+				   .clock_ms = cell_wall_ms,
+				   .clock_arg = cc};
 	mc_cache_engine *e = NULL;
 	if ((rc = mc_cache_engine_new(&e, cc->store, &eo)) < 0) {
 		snprintf(err, errcap, "route %s: cannot create its cache engine: %s",
@@ -330,6 +394,11 @@ void mc_cell_cache_fini(cell *c)
 		free(cc->engines[i].route);
 	}
 	free(cc->engines);
+	while (cc->spare) {
+		creq *q = cc->spare;
+		cc->spare = q->next;
+		free(q);
+	}
 	mc_cache_free(cc->store);
 	free(cc);
 	c->cache = NULL;

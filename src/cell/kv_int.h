@@ -10,6 +10,7 @@
 
 #define KV_MAX_WAITERS 65536   /* ack:region writes waiting for the region at once */
 #define KV_REGION_RETRY_MS 500 /* after a failed call, the region counts as down this long */
+#define KV_SWEEP_STEP 10000    /* records the sweeper examines per state.sweep_interval_ms */
 
 typedef enum {
 	KV_GET = 1,

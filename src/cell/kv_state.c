@@ -219,18 +219,15 @@ static void on_invalidate(void *arg, const char *key, size_t klen, uint64_t vers
 		MC_WARN(COMP, "dropping an invalidation from the region: %s", mc_strerror(rc));
 }
 
-static void sweep_next(cell_kv *kv);
-
 static void on_swept(void *arg, const mc_sweep_result *res)
 {
 	cell_kv *kv = arg;
 	kv->sweeping = 0;
-	if (res->err < 0) {
+	if (res->err < 0)
 		MC_WARN(COMP, "TTL sweep: %s", mc_strerror(res->err));
-		return;
-	}
-	if (!res->wrapped && !kv->closing)
-		sweep_next(kv); /* finish the pass; the timer starts the next one */
+	/* One step per tick, as in the region: the next tick resumes where this one
+	 * stopped. Finishing the pass at once scanned the whole store every interval,
+	 * in the writer thread (about 50 ms of CPU per million records here). */
 }
 
 static void sweep_next(cell_kv *kv)
@@ -238,7 +235,7 @@ static void sweep_next(cell_kv *kv)
 	const mc_state_conf *sc = &kv->c->conf->state;
 	mc_sweep_opts o = {.tombstone_retention_ms = sc->tombstone_retention_ms,
 			   .copy_max_age_ms = kv->copy_max_age_ms,
-			   .max_examine = 10000};
+			   .max_examine = KV_SWEEP_STEP};
 	if (kv->sweeping || kv->closing || !kv->c->store)
 		return;
 	if (mc_store_sweep(kv->c->store, &o, on_swept, kv) == 0)

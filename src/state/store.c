@@ -26,9 +26,10 @@
 #define RTXN_POOL 64	   /* reset read transactions kept for reuse */
 #define TRIM_PER_TXN 50000 /* log deletions per commit, bounds dirty pages */
 /* data.mdb is kept zero-filled up to PREALLOC_STEP beyond LMDB's last page, topped
- * up when less than PREALLOC_LOW is left (see preallocate). */
-#define PREALLOC_STEP ((uint64_t)2 << 20)
-#define PREALLOC_LOW ((uint64_t)512 << 10)
+ * up when less than PREALLOC_LOW is left (see preallocate): a top-up of about 256 KiB
+ * every few dozen commits, whose zeros the next commit's fdatasync carries. */
+#define PREALLOC_STEP ((uint64_t)512 << 10)
+#define PREALLOC_LOW ((uint64_t)256 << 10)
 /* Group-commit linger (see linger): a lingering writer stops once nothing arrived
  * for LINGER_GAP_NS. It stops lingering while less than half of the requests it
  * waited for came (moving average), except once every LINGER_PROBE_EVERY chances. */

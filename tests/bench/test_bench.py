@@ -87,6 +87,25 @@ def test_scenario_table_is_complete():
                      ("cache_hit", "varnish_unpinned")}
 
 
+def test_base_binary_starter_swaps_the_binary_and_the_cell_name():
+    b = load_bench()
+
+    class S:
+        bin = "/new/metrocell"
+
+    class C:
+        s = S()
+        cell_suffix = ""
+
+    seen = []
+    st = b.with_bin(lambda ctx, name: seen.append((ctx.s.bin, ctx.cell_suffix, name)) or "srv",
+                    "/old/metrocell")
+    ctx = C()
+    assert st(ctx, "x") == "srv"
+    assert seen == [("/old/metrocell", "-base", "x")]
+    assert ctx.s.bin == "/new/metrocell" and ctx.cell_suffix == ""
+
+
 REQUIRED = ("name", "peer", "metrocell_rps_per_cpu", "peer_rps_per_cpu", "ratio",
             "metrocell_p99_ms", "peer_p99_ms", "metrocell_rps", "peer_rps",
             "metrocell_bytes_per_response", "peer_bytes_per_response")

@@ -82,6 +82,10 @@ def test_hit_sends_the_stored_fields_once_and_the_same_body(cc):
     assert field(f2, "content-length") == "3000"
     assert field(f2, "connection") == "keep-alive"
     assert field(f2, "age") is not None
+    # the miss waited on the shield (a region segment), the hit did not
+    assert "region;dur=" in field(f1, "server-timing")
+    assert field(f2, "server-timing").startswith("edge;dur=")
+    assert "region" not in field(f2, "server-timing")
     # the origin's fields, each once, exactly as the miss relayed them
     assert stored_fields(f2) == stored_fields(f1)
     assert {n for n, _ in stored_fields(f2)} >= {"content-type", "cache-control", "etag", "date"}
