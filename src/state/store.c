@@ -805,14 +805,6 @@ fail:
 	return 0;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void ts_of(struct timespec *ts, uint64_t ns)
 {
 	ts->tv_sec = (time_t)(ns / 1000000000u);
@@ -841,7 +833,7 @@ static void linger(mc_store *s)
 		return;
 	if (s->linger_score < LINGER_SCORE_MIN && ++s->linger_skips % LINGER_PROBE_EVERY != 0)
 		return;
-	now = mono_ns();
+	now = mc_now_ns();
 	end = now + s->linger_ns;
 	s->want = want;
 	s->w_waiting = 1;
@@ -849,7 +841,7 @@ static void linger(mc_store *s)
 	while (s->delivered != s->posted && s->q_n < want && !s->stop && now < end) {
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
 			break;
-		now = mono_ns();
+		now = mc_now_ns();
 	}
 	while (s->q_n < want && !s->stop && now < end) {
 		size_t before = s->q_n;
@@ -858,7 +850,7 @@ static void linger(mc_store *s)
 		while (s->q_n < want && !s->stop)
 			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
 				break;
-		now = mono_ns();
+		now = mc_now_ns();
 		if (s->q_n == before)
 			break;
 	}
@@ -1208,7 +1200,7 @@ int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o)
 	}
 	pthread_mutex_init(&s->mu, NULL);
 	{
-		/* Linger deadlines are monotonic. */
+		/* Linger deadlines are monotonic (mc_now_ns). */
 		pthread_condattr_t ca;
 
 		pthread_condattr_init(&ca);
