@@ -31,8 +31,9 @@
 #define PREALLOC_STEP ((uint64_t)512 << 10)
 #define PREALLOC_LOW ((uint64_t)256 << 10)
 /* Group-commit linger (see linger): a lingering writer stops once nothing arrived
- * for LINGER_GAP_NS. It stops lingering while less than half of the requests it
- * waited for came (moving average), except once every LINGER_PROBE_EVERY chances. */
+ * for LINGER_GAP_NS. A linger succeeds when at least 7/8 of the requests it waited
+ * for came; lingering stops while most of the recent ones failed (moving average),
+ * except once every LINGER_PROBE_EVERY chances. */
 #define LINGER_GAP_NS (100u * 1000u)
 #define LINGER_SCORE_ONE 1024u
 #define LINGER_SCORE_MIN (LINGER_SCORE_ONE / 2)
@@ -804,14 +805,6 @@ fail:
 	return 0;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void ts_of(struct timespec *ts, uint64_t ns)
 {
 	ts->tv_sec = (time_t)(ns / 1000000000u);
@@ -826,8 +819,9 @@ static void ts_of(struct timespec *ts, uint64_t ns)
  * of the first few and another of the rest. It waits first until the loop has
  * handed out the answers (deliver), then for as long as requests keep coming, looking
  * every LINGER_GAP_NS. Submitters wake it only once the expected count is queued.
- * When clients do not send again promptly (a paced load), lingering stops paying
- * and the score turns it off. */
+ * When the requests do not come back promptly as a group (paced clients, or
+ * independent ones whose arrivals only look like it now and then), lingering does
+ * not pay and the score turns it off. */
 static void linger(mc_store *s)
 {
 	size_t start_n = s->q_n, want, got;
@@ -839,7 +833,7 @@ static void linger(mc_store *s)
 		return;
 	if (s->linger_score < LINGER_SCORE_MIN && ++s->linger_skips % LINGER_PROBE_EVERY != 0)
 		return;
-	now = mono_ns();
+	now = mc_now_ns();
 	end = now + s->linger_ns;
 	s->want = want;
 	s->w_waiting = 1;
@@ -847,7 +841,7 @@ static void linger(mc_store *s)
 	while (s->delivered != s->posted && s->q_n < want && !s->stop && now < end) {
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
 			break;
-		now = mono_ns();
+		now = mc_now_ns();
 	}
 	while (s->q_n < want && !s->stop && now < end) {
 		size_t before = s->q_n;
@@ -856,17 +850,18 @@ static void linger(mc_store *s)
 		while (s->q_n < want && !s->stop)
 			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
 				break;
-		now = mono_ns();
+		now = mc_now_ns();
 		if (s->q_n == before)
 			break;
 	}
 	s->w_waiting = 0;
 	s->want = 0;
 	got = MC_MIN(s->q_n - start_n, want - start_n);
-	s->linger_score =
-	    (s->linger_score * 3 + (unsigned)(got * LINGER_SCORE_ONE / (want - start_n))) / 4;
-	if (got * 2 >= want - start_n)
-		s->linger_score = MC_MAX(s->linger_score, LINGER_SCORE_MIN);
+	if (got * 8 >= (want - start_n) * 7)
+		s->linger_score =
+		    MC_MAX((s->linger_score * 3 + LINGER_SCORE_ONE) / 4, LINGER_SCORE_MIN);
+	else
+		s->linger_score = s->linger_score * 3 / 4;
 }
 
 /* A commit's fdatasync that follows writes which grew data.mdb also writes the
@@ -962,8 +957,10 @@ static void *writer_main(void *arg)
 		if (head || seq)
 			s->posted++;
 		/* The clients of this batch get their answers now: when they were all
-		 * waiting for it, they send again at once (see linger). */
-		s->expect = s->q_n * 2 <= n ? n + s->q_n : 0;
+		 * waiting for it (next to nothing arrived meanwhile), they send again at
+		 * once (see linger). Under open-loop traffic about as much arrives during
+		 * a commit as it held. */
+		s->expect = s->q_n * 4 <= n ? n + s->q_n : 0;
 		/* Woken after the unlock: the loop thread shares a core with this one
 		 * and would otherwise run only to block on mu. */
 		pthread_mutex_unlock(&s->mu);
@@ -1203,7 +1200,7 @@ int mc_store_open(mc_store **out, uv_loop_t *loop, const mc_store_opts *o)
 	}
 	pthread_mutex_init(&s->mu, NULL);
 	{
-		/* Linger deadlines are monotonic. */
+		/* Linger deadlines are monotonic (mc_now_ns). */
 		pthread_condattr_t ca;
 
 		pthread_condattr_init(&ca);
