@@ -4,6 +4,7 @@ and tiny HTTP helpers that return what came over the wire."""
 
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -28,12 +29,33 @@ def metrocell_bin():
     return b
 
 
+_PORTS_HANDED_OUT = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port to listen on, below the kernel's ephemeral range: a port picked by
+    binding port 0 comes from that range, and an outgoing connection (a cell to
+    its region, a client) may take it before the test's process binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    hi = max(low, 10001)
+    for _ in range(1000):
+        port = random.randrange(10000, hi)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _PORTS_HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Proc:
