@@ -8,6 +8,7 @@
 
 #include "cell/cell.h"
 #include "cell/cell_int.h"
+#include "cell/edge.h"
 #include "net/net.h"
 
 #define COMP "cell"
@@ -132,8 +133,106 @@ static void record(cell_req *r, cell_outcome outcome, int status, uint64_t now)
 	series_for(r->c, r->route, outcome, &count, &lat);
 	count->value += 1;
 	mc_hist_record(lat->hist, total / 1000);
-	mc_cell_fleet_observe(r->c, status, total / 1000);
-	mc_cell_telemetry_record(r->c, outcome, total / 1000);
+	cell *m = r->c->main;
+	mc_cell_obs_lock(m);
+	mc_cell_fleet_observe(m, status, total / 1000);
+	mc_cell_telemetry_record(m, outcome, total / 1000);
+	mc_cell_obs_unlock(m);
+}
+
+/* ---- requests handed to the main thread (KV, multi-get, cache) -------------------------- */
+
+typedef struct hop {
+	mc_http_exchange *ex;
+	cell *home;
+} hop;
+
+/* An answer the main thread built for another thread's exchange: the headers,
+ * raw block and body copied into one allocation. */
+typedef struct hop_reply {
+	mc_http_exchange *ex;
+	cell *home;
+	int status;
+	size_t ntrusted, nextra;
+	mc_http_header *h;
+	char *raw;
+	size_t raw_len;
+	char *body;
+	size_t body_len;
+} hop_reply;
+
+static void hop_answered(cell *home)
+{
+	home->hops--;
+	if (home->stopping && home->hops == 0 && home->mbox) {
+		mc_mailbox_close(home->mbox);
+		home->mbox = NULL;
+	}
+}
+
+static void hop_reply_task(void *arg)
+{
+	hop_reply *hr = arg;
+	mc_http_respond_trusted(hr->ex, hr->status, hr->h, hr->ntrusted, hr->h + hr->ntrusted,
+				hr->nextra, hr->raw, hr->raw_len, hr->body, hr->body_len);
+	hop_answered(hr->home);
+	free(hr);
+}
+
+static size_t hdr_bytes(const mc_http_header *h, size_t n)
+{
+	size_t b = 0;
+	for (size_t i = 0; i < n; i++)
+		b += h[i].name_len + h[i].value_len;
+	return b;
+}
+
+static char *hdr_copy(mc_http_header *dst, const mc_http_header *src, size_t n, char *p)
+{
+	for (size_t i = 0; i < n; i++) {
+		memcpy(p, src[i].name, src[i].name_len);
+		dst[i].name = p;
+		dst[i].name_len = src[i].name_len;
+		p += src[i].name_len;
+		memcpy(p, src[i].value, src[i].value_len);
+		dst[i].value = p;
+		dst[i].value_len = src[i].value_len;
+		p += src[i].value_len;
+	}
+	return p;
+}
+
+/* finish() of a request whose exchange belongs to r->home: the answer goes
+ * back to that thread. */
+static void hop_respond(cell_req *r, int status, const mc_http_header *trusted, size_t ntrusted,
+			const mc_http_header *extra, size_t nextra, const char *raw,
+			size_t raw_len, const void *body, size_t body_len)
+{
+	size_t nh = ntrusted + nextra;
+	size_t size = sizeof(hop_reply) + nh * sizeof(mc_http_header) +
+		      hdr_bytes(trusted, ntrusted) + hdr_bytes(extra, nextra) + raw_len + body_len;
+	hop_reply *hr = mc_alloc(size);
+	hr->ex = r->ex;
+	hr->home = r->home;
+	hr->status = status;
+	hr->ntrusted = ntrusted;
+	hr->nextra = nextra;
+	hr->h = (mc_http_header *)(void *)(hr + 1);
+	char *p = (char *)(hr->h + nh);
+	p = hdr_copy(hr->h, trusted, ntrusted, p);
+	p = hdr_copy(hr->h + ntrusted, extra, nextra, p);
+	hr->raw = p;
+	hr->raw_len = raw_len;
+	if (raw_len)
+		memcpy(p, raw, raw_len);
+	p += raw_len;
+	hr->body = p;
+	hr->body_len = body_len;
+	if (body_len)
+		memcpy(p, body, body_len);
+	/* the home thread keeps its mailbox open while it has requests here */
+	int rc = mc_mailbox_post(r->home->mbox, hop_reply_task, hr);
+	MC_ASSERT(rc == 0);
 }
 
 /* Answers r: the standard headers and own[0..nown) trusted, extra checked, then
@@ -149,8 +248,11 @@ static void finish(cell_req *r, int status, cell_outcome outcome, const mc_http_
 	if (nown)
 		memcpy(h + n, own, nown * sizeof *h);
 	record(r, outcome, status, now);
-	mc_http_respond_trusted(r->ex, status, h, n + nown, extra, nextra, raw, raw_len, body,
-				body_len);
+	if (r->home)
+		hop_respond(r, status, h, n + nown, extra, nextra, raw, raw_len, body, body_len);
+	else
+		mc_http_respond_trusted(r->ex, status, h, n + nown, extra, nextra, raw, raw_len,
+					body, body_len);
 	if (h != stack)
 		free(h);
 	req_free(r);
@@ -181,6 +283,7 @@ int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc
 {
 	char timing[TIMING_CAP];
 	mc_http_header h[4];
+	MC_ASSERT(!r->home); /* streams stay on the exchange's thread */
 	uint64_t now = mc_now_ns();
 	size_t n = std_headers(r, outcome, now, timing, h);
 	record(r, outcome, status, now);
@@ -207,10 +310,8 @@ void mc_cell_finish_error(cell_req *r, int status, cell_outcome outcome, const c
 	mc_buf_fini(&body);
 }
 
-static void on_request(void *ctx, mc_http_exchange *ex)
+static cell_req *req_new(cell *c, mc_http_exchange *ex)
 {
-	cell *c = ctx;
-	const mc_http_request *req = mc_http_exchange_request(ex);
 	/* malloc + memset, not calloc: calloc bypasses glibc's thread cache, and the
 	 * frees that follow then consolidate the heap on every request */
 	cell_req *r = mc_alloc(sizeof *r);
@@ -220,19 +321,12 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	r->ex = ex;
 	mc_buf_init(&r->key);
 	mc_buf_init(&r->xff);
-	if ((r->route = mc_cell_kv_mget_route(r->snap, req->path, req->path_len)) != NULL) {
-		mc_cell_kv_mget(r);
-		return;
-	}
-	r->route = mc_cell_route_match(r->snap, req->path, req->path_len);
-	mc_cell_edge_account(c, r->route, req);
-	if (!r->route) {
-		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "no_route",
-				     "no route of cell %s matches %s", c->conf->cell, req->path);
-		return;
-	}
-	if (r->route->quota && mc_cell_quota_admit(r))
-		return;
+	return r;
+}
+
+/* Runs r's route handler (r->route set). */
+static void dispatch(cell_req *r)
+{
 	switch (r->route->conf->kind) {
 	case MC_ROUTE_KV:
 		mc_cell_kv_handle(r);
@@ -248,6 +342,85 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 		return;
 	}
 	mc_cell_finish_error(r, 500, OUTCOME_REFUSED, "internal", "route kind not handled");
+}
+
+static void on_request(void *ctx, mc_http_exchange *ex)
+{
+	cell *c = ctx;
+	const mc_http_request *req = mc_http_exchange_request(ex);
+	cell_req *r = req_new(c, ex);
+	int other = c != c->main; /* KV and cache requests go to the main thread */
+	if ((r->route = mc_cell_kv_mget_route(r->snap, req->path, req->path_len)) != NULL) {
+		if (other)
+			mc_cell_hop(r);
+		else
+			mc_cell_kv_mget(r);
+		return;
+	}
+	r->route = mc_cell_route_match(r->snap, req->path, req->path_len);
+	mc_cell_edge_account(c, r->route, req);
+	if (!r->route) {
+		mc_cell_finish_error(r, 404, OUTCOME_REFUSED, "no_route",
+				     "no route of cell %s matches %s", c->conf->cell, req->path);
+		return;
+	}
+	if (r->route->quota && mc_cell_quota_admit(r))
+		return;
+	if (other && (r->route->conf->kind == MC_ROUTE_KV || r->route->conf->kind == MC_ROUTE_CACHE)) {
+		mc_cell_hop(r);
+		return;
+	}
+	dispatch(r);
+}
+
+/* On the main thread: a request another thread handed over. Its locality,
+ * first-request and quota accounting were done there. */
+static void hop_arrive(void *arg)
+{
+	hop *h = arg;
+	cell *c = h->home->main;
+	cell_req *r = req_new(c, h->ex);
+	r->home = h->home;
+	free(h);
+	const mc_http_request *req = mc_http_exchange_request(r->ex);
+	if (c->stopping) {
+		mc_cell_finish_error(r, 503, OUTCOME_REFUSED, "stopping", "cell %s is stopping",
+				     c->conf->cell);
+		return;
+	}
+	if ((r->route = mc_cell_kv_mget_route(r->snap, req->path, req->path_len)) != NULL) {
+		mc_cell_kv_mget(r);
+		return;
+	}
+	r->route = mc_cell_route_match(r->snap, req->path, req->path_len);
+	if (!r->route || (r->route->conf->kind != MC_ROUTE_KV &&
+			  r->route->conf->kind != MC_ROUTE_CACHE)) {
+		/* the config changed between the threads: the client may retry */
+		r->route = NULL;
+		mc_cell_finish_error(r, 503, OUTCOME_REFUSED, "route_changed",
+				     "the routes of cell %s changed while %s was in flight; retry",
+				     c->conf->cell, req->path);
+		return;
+	}
+	dispatch(r);
+}
+
+void mc_cell_hop(cell_req *r)
+{
+	cell *c = r->c;
+	mc_http_exchange *ex = r->ex;
+	req_free(r);
+	hop *h = mc_alloc(sizeof *h);
+	h->ex = ex;
+	h->home = c;
+	c->hops++;
+	if (mc_mailbox_post(c->main->mbox, hop_arrive, h) == 0)
+		return;
+	free(h);
+	c->hops--;
+	r = req_new(c, ex);
+	mc_cell_finish_error(r, 503, OUTCOME_REFUSED, "stopping", "cell %s is stopping",
+			     c->conf->cell);
 }
 
 /* ---- admin listener ------------------------------------------------------------------ */
@@ -357,6 +530,13 @@ static void admin_status(cell *c, mc_http_exchange *ex)
 	free(rs);
 }
 
+/* /metrics with several threads: one exposition of every thread's registry. */
+static void metrics_gathered(void *arg, mc_metrics *merged)
+{
+	mc_http_respond_metrics(arg, merged);
+	mc_metrics_free(merged);
+}
+
 static void on_admin(void *ctx, mc_http_exchange *ex)
 {
 	cell *c = ctx;
@@ -375,7 +555,10 @@ static void on_admin(void *ctx, mc_http_exchange *ex)
 		mc_repl_shipper_stats *rs = mc_alloc(sizeof *rs);
 		refresh_gauges(c, rs);
 		free(rs);
-		mc_http_respond_metrics(ex, c->metrics);
+		if (c->nthreads > 1)
+			mc_cell_gather(c, 1, metrics_gathered, ex);
+		else
+			mc_http_respond_metrics(ex, c->metrics);
 	} else if (strcmp(req->path, "/v1/status") == 0) {
 		admin_status(c, ex);
 	} else {
@@ -394,6 +577,8 @@ static void stop(cell *c)
 	MC_INFO(COMP, "cell %s stopping", c->conf->cell);
 	mc_cell_fleet_stop(c);
 	mc_cell_telemetry_stop(c);
+	mc_http_drain_cancel(c->drain);
+	c->drain = NULL;
 	mc_http_server_free(c->http);
 	c->http = NULL;
 	mc_http_server_free(c->admin);
@@ -408,12 +593,30 @@ static void stop(cell *c)
 	 * store's last handle closes and uv_run() returns. */
 	mc_store_close(c->store);
 	c->store = NULL;
-	mc_http_graceful_close(&c->graceful);
+	mc_net_stop_signals_close(&c->signals);
+	/* the other threads end their loops; the main thread's mailbox closes
+	 * once the last one has exited */
+	mc_cell_threads_stop(c);
 }
 
-static void on_stop(void *arg)
+static void on_drained(cell *c)
 {
-	stop(arg);
+	stop(c);
+}
+
+/* SIGTERM / SIGINT: the first drains every thread's listeners (at most
+ * limits.drain_timeout_ms), the second stops at once. */
+static void on_stop_signal(void *arg)
+{
+	cell *c = arg;
+	if (c->draining || c->stopping) {
+		stop(c);
+		return;
+	}
+	c->draining = 1;
+	MC_INFO(COMP, "cell %s: draining (at most %u ms)", c->conf->cell,
+		(unsigned)c->conf->limits.drain_timeout_ms);
+	mc_cell_threads_drain(c, on_drained);
 }
 
 /* Requests the HTTP server refuses itself (malformed, too large, too slow) never
@@ -431,6 +634,24 @@ static void on_reject(void *ctx, int status)
 			  MC_METRIC_COUNTER, labels.data)
 		->value += 1;
 	mc_buf_fini(&labels);
+}
+
+static void server_opts(const mc_limits_conf *l, mc_http_server_opts *o);
+static size_t route_body_limit(void *ctx, const char *method, const char *path, size_t len);
+
+int mc_cell_listen(cell *c, const char *hostport)
+{
+	mc_http_server_opts ho;
+	server_opts(&c->conf->limits, &ho);
+	ho.body_limit = route_body_limit;
+	ho.error_headers = c->reject_headers;
+	ho.nerror_headers = MC_ARRAY_LEN(c->reject_headers);
+	ho.on_reject = on_reject;
+	ho.on_conn = mc_cell_tls_on_conn;
+	/* the threads' listeners share the ports: the main thread's binds first */
+	if (c->main->nthreads > 1)
+		ho.reuseport = c == c->main ? MC_NET_REUSEPORT_FIRST : MC_NET_REUSEPORT_JOIN;
+	return mc_http_server_new(&c->http, c->loop, hostport, &ho, on_request, c);
 }
 
 static void server_opts(const mc_limits_conf *l, mc_http_server_opts *o)
@@ -493,24 +714,19 @@ static int start(cell *c)
 	if ((rc = mc_cell_fleet_boot(c)) < 0)
 		return rc;
 
-	mc_http_server_opts ho;
-	server_opts(&cf->limits, &ho);
-	ho.body_limit = route_body_limit;
 	c->reject_headers[0] = (mc_http_header){"X-Metrocell-Cell", 16, cf->cell, strlen(cf->cell)};
 	c->reject_headers[1] = (mc_http_header){"X-Metrocell-Outcome", 19, "refused", 7};
 	c->reject_headers[2] = (mc_http_header){"X-Metrocell-Route", 17, "-", 1};
 	c->reject_headers[3] = (mc_http_header){"Server-Timing", 13, "edge;dur=0", 10};
-	ho.error_headers = c->reject_headers;
-	ho.nerror_headers = MC_ARRAY_LEN(c->reject_headers);
-	ho.on_reject = on_reject;
-	ho.on_conn = mc_cell_tls_on_conn;
-	rc = mc_http_server_new(&c->http, c->loop, cf->listen_http, &ho, on_request, c);
+	rc = mc_cell_listen(c, cf->listen_http);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot listen on %s (listen.http): %s\n",
 			cf->listen_http, mc_strerror(rc));
 		return rc;
 	}
 	if ((rc = mc_cell_tls_start(c)) < 0)
+		return rc;
+	if ((rc = mc_cell_threads_start(c)) < 0)
 		return rc;
 	mc_http_server_opts ao;
 	mc_http_server_opts_default(&ao);
@@ -540,15 +756,14 @@ static int start(cell *c)
 		return rc;
 	}
 	mc_cell_kv_start(c);
-	mc_http_graceful_start(&c->graceful, c->loop, c->http, cf->limits.drain_timeout_ms,
-			       "cell", on_stop, c);
+	mc_net_stop_signals_start(&c->signals, c->loop, on_stop_signal, c);
 	mc_cell_fleet_start(c);
 	char hh[64], ah[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);
 	mc_parse_hostport(cf->listen_admin, ah, sizeof ah, &port);
-	printf("cell %s ready http=%s:%u admin=%s:%u\n", cf->cell, hh,
-	       mc_http_server_port(c->http), ah, mc_http_server_port(c->admin));
+	printf("cell %s ready http=%s:%u admin=%s:%u threads=%u\n", cf->cell, hh,
+	       mc_http_server_port(c->http), ah, mc_http_server_port(c->admin), c->nthreads);
 	fflush(stdout);
 	MC_INFO(COMP, "cell %s serving http on %s, admin on %s, shipping to %s", cf->cell,
 		cf->listen_http, cf->listen_admin, cf->region_repl);
@@ -575,6 +790,14 @@ int mc_cell_main(int argc, char **argv)
 	uv_loop_t loop;
 	uv_loop_init(&loop);
 	c.loop = &loop;
+	c.main = &c;
+	c.nthreads = mc_cell_threads_wanted(c.conf);
+	pthread_mutex_init(&c.obs_lock, NULL);
+	c.quotas = mc_cell_quota_reg_new();
+	if (mc_mailbox_new(&c.mbox, &loop) < 0) {
+		fprintf(stderr, "metrocell cell: cannot create the main thread's mailbox\n");
+		return 1;
+	}
 
 	int code = 0;
 	mc_net_stop_signals_defer(1);
@@ -586,9 +809,12 @@ int mc_cell_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		MC_WARN(COMP, "event loop still had open handles at exit");
+	mc_cell_threads_free(&c);
 	mc_cell_telemetry_fini(&c);
 	mc_cell_edge_fini(&c);
 	mc_cell_kv_free(&c);
+	mc_cell_quota_reg_free(c.quotas);
+	pthread_mutex_destroy(&c.obs_lock);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);
 	mc_cell_conf_free(c.conf);

@@ -2,6 +2,8 @@
 #ifndef MC_CELL_INT_H
 #define MC_CELL_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <uv.h>
 
 #include "common/common.h"
@@ -63,7 +65,10 @@ typedef struct cell_route {
 	size_t prefix_len;
 	cell_pool *pool; /* proxy routes */
 	cell_quota *quota; /* NULL when the route has none */
-	int served;        /* a request reached it since start (first_request cold start) */
+	/* A request reached it since start (first_request cold start), shared by
+	 * every thread: served points at the main thread's snapshot's flag. */
+	_Atomic int served_own;
+	_Atomic int *served;
 	mc_series *count[OUTCOME_COUNT];
 	mc_series *latency[OUTCOME_COUNT];
 	cell_route_proxy px;            /* proxy routes */
@@ -96,6 +101,9 @@ typedef struct cell_snapshot {
 	cell_quota **quotas; /* distinct quotas of the routes */
 	size_t nquotas;
 	mc_buf flags_all;    /* body of GET {flags prefix}: every flag */
+	/* Another thread's snapshot: the main thread's snapshot it was built from
+	 * (one reference, released on the main thread), whose conf it uses. */
+	struct cell_snapshot *origin;
 	uv_timer_t reap;     /* frees the snapshot outside any callback */
 	int reaping;
 } cell_snapshot;
@@ -131,7 +139,8 @@ struct cell {
 	mc_metrics *metrics;
 	cell_cache *cache; /* cache routes' store, shield pool and engines; NULL without */
 	uint64_t start_ns;
-	mc_http_graceful graceful; /* SIGTERM: drain, then stop */
+	mc_net_stop_signals signals; /* main: SIGTERM/SIGINT drain, then stop */
+	int draining;
 	mc_http_header reject_headers[4]; /* on answers the HTTP server gives itself */
 	cell_edge *edge;
 	int stopping;
@@ -140,6 +149,26 @@ struct cell {
 	struct cell_telemetry *telem; /* summaries, event buffer, blind time (telemetry.c) */
 	uint64_t config_version;      /* applied fleet config version, 0 until one is applied */
 	struct cell_kv *kv; /* hot-state KV API (src/cell/kv*.c) */
+
+	/* ---- data-plane threads (src/cell/threads.c) ----
+	 * Every thread has a cell of its own: loop, listeners (SO_REUSEPORT), config
+	 * snapshots, worker pools, edge state, metrics registry. The main thread's
+	 * cell (idx 0) also owns what exists once per process: the store, the
+	 * shipper, the fleet watcher, telemetry, the cache, the KV API and the admin
+	 * listener; the other threads hand KV and cache requests to it. Pointers to
+	 * those are NULL in the other threads' cells. */
+	cell *main;                    /* the main thread's cell (itself there) */
+	unsigned idx;                  /* 0 on the main thread */
+	unsigned nthreads;             /* main: data-plane threads, itself included */
+	struct cell_thread **threads;  /* main: the other threads, [0..nthreads-1) */
+	mc_mailbox *mbox;              /* cross-thread calls into this cell's loop */
+	pthread_mutex_t obs_lock;      /* main: rollout window and telemetry summaries */
+	struct cell_quota_reg *quotas; /* main: token buckets shared by every thread */
+	size_t hops;                   /* requests handed to the main thread, unanswered */
+	mc_metrics *shards_view;       /* main: the other threads' metrics, last gathered */
+	int gathering;                 /* main: a gather for telemetry is under way */
+	struct drain_state *drain_state; /* main: a graceful drain under way */
+	mc_http_drain *drain;          /* main: its own listener's drain */
 };
 
 /* Per-request state carried through asynchronous handlers. */
@@ -148,6 +177,7 @@ typedef struct cell_req {
 	cell_snapshot *snap; /* the request's routes: one reference held until it ends */
 	mc_http_exchange *ex;
 	cell_route *route;
+	cell *home;              /* the thread whose listener owns ex, when not r->c's */
 	uint64_t seg_start_ns;   /* start of the state/upstream segment */
 	const char *seg_name;    /* "state" or "upstream" */
 	mc_buf key;              /* decoded KV key */
@@ -237,6 +267,51 @@ void mc_cell_snapshots_close(cell *c);
 /* Longest-prefix route of s for path, or NULL. */
 cell_route *mc_cell_route_match(cell_snapshot *s, const char *path, size_t len);
 
+/* Another thread's snapshot built from origin, a snapshot of the main thread
+ * (the reference the caller holds passes to it, also on failure); shares the
+ * pools of c's current snapshot that did not change. Runs on c's thread. */
+int mc_cell_snapshot_new_from(cell *c, cell_snapshot *origin, cell_snapshot **out, char *err,
+			      size_t errcap);
+/* On another thread c: drops a reference on the main thread's snapshot origin
+ * (posted to the main thread, which owns its reference count). */
+void mc_cell_snapshot_release_origin(cell *c, cell_snapshot *origin);
+
+/* ---- data-plane threads (src/cell/threads.c) ------------------------------------------ */
+
+/* The number of threads the config asks for ("threads", 0: online CPUs). */
+unsigned mc_cell_threads_wanted(const mc_cell_conf *conf);
+/* Starts the other data-plane threads once the main thread listens (their
+ * listeners share its ports). Returns 0, or a negative code after printing why. */
+int mc_cell_threads_start(cell *c);
+/* The first stop signal: every thread drains its listeners (at most
+ * limits.drain_timeout_ms), then done(c) runs on the main thread. */
+void mc_cell_threads_drain(cell *c, void (*done)(cell *c));
+/* Tells every other thread to stop (close listeners and pools, end its loop);
+ * the main thread's mailbox closes once the last one has exited. */
+void mc_cell_threads_stop(cell *c);
+/* After the main loop ended: joins and frees the threads. */
+void mc_cell_threads_free(cell *c);
+/* Sends a newly installed snapshot of the main thread to every other thread. */
+void mc_cell_threads_install(cell *c, cell_snapshot *s);
+/* Gives a new TLS context to every other thread's listener. */
+void mc_cell_threads_tls_ctx(cell *c, mc_tls_ctx *ctx);
+/* Creates c->http, the data-plane listener on hostport, with the limits of
+ * c->conf (src/cell/cell.c). Returns 0 or a negative code. */
+int mc_cell_listen(cell *c, const char *hostport);
+/* Hands request r (a KV, multi-get or cache route) of another thread to the
+ * main thread, which answers it through mc_cell_finish*(); frees r. */
+void mc_cell_hop(cell_req *r);
+/* Main thread: fn(arg, merged) with a registry (the caller's to free) holding
+ * the other threads' metrics (with_main: the main thread's too); fn may run
+ * from inside the call (one thread). */
+void mc_cell_gather(cell *c, int with_main, void (*fn)(void *arg, mc_metrics *merged), void *arg);
+/* Main thread: starts gathering the other threads' metrics into
+ * c->shards_view (telemetry reads the last one); nothing with one thread. */
+void mc_cell_threads_refresh_view(cell *c);
+/* Takes and releases the main thread's obs_lock when other threads run. */
+void mc_cell_obs_lock(cell *c);
+void mc_cell_obs_unlock(cell *c);
+
 /* ---- fleet config watcher (src/cell/fleet.c) ----------------------------------------------- */
 
 /* First thing at start (before the store opens): reads data_dir/config/lkg.json
@@ -304,6 +379,9 @@ void mc_cell_cold_start(cell *c, const char *kind);
  * Returns 0 or a negative code after printing why to stderr. */
 int mc_cell_tls_start(cell *c);
 void mc_cell_tls_stop(cell *c);
+/* Another thread's TLS listener on hostport (the main thread's bound TLS port)
+ * with the main thread's context, and its connection metrics. */
+int mc_cell_tls_start_thread(cell *c, const char *hostport);
 /* Replaces the ticket keys of the context new TLS connections get (open
  * connections keep theirs); keys->n == 0 keeps the current keys. Returns 0, or
  * a negative code with why in err (the old context stays). No-op without TLS. */

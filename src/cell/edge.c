@@ -83,8 +83,8 @@ void mc_cell_edge_account(cell *c, cell_route *rt, const mc_http_request *req)
 	if (!c->edge)
 		return;
 	mc_cell_locality_account(c->edge->loc, req);
-	if (rt && !rt->served) {
-		rt->served = 1;
+	/* once per route and process, whichever thread sees it first */
+	if (rt && !atomic_load_explicit(rt->served, memory_order_relaxed) &&
+	    !atomic_exchange(rt->served, 1))
 		mc_cell_cold_start(c, "first_request");
-	}
 }

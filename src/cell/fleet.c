@@ -215,6 +215,7 @@ static void report_send(cell_fleet *f)
 		mc_buf_printf(&b, ",\"error_version\":%" PRIu64 ",\"error\":", f->error_version);
 		mc_buf_append_json(&b, f->error, strlen(f->error));
 	}
+	mc_cell_obs_lock(c);
 	mc_buf_printf(&b,
 		      ",\"window\":{\"ms\":%" PRIu64 ",\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
 		      ",\"hist\":[",
@@ -230,6 +231,7 @@ static void report_send(cell_fleet *f)
 	mc_buf_append_str(&b, "]}}");
 	f->win_requests = f->win_errors = 0;
 	mc_hist_init(f->win_hist);
+	mc_cell_obs_unlock(c);
 	f->win_start_ms = now;
 	static const mc_http_header h[] = {{"Content-Type", 12, "application/json", 16}};
 	mc_http_pool_request(f->pool, "POST", REPORT_PATH, h, 1, b.data, b.len, on_report_answer,
@@ -251,6 +253,7 @@ void mc_cell_fleet_observe(cell *c, int status, uint64_t latency_us)
 	cell_fleet *f = c->fleet;
 	if (!f)
 		return;
+	/* the caller holds mc_cell_obs_lock() */
 	f->win_requests++;
 	if (status >= 500 && status <= 599)
 		f->win_errors++;

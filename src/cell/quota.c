@@ -7,6 +7,8 @@
  * even if not full (counted: such a key is forgiven its debt). See
  * docs/operations.md "Quotas". */
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +36,33 @@ typedef struct bucket {
 	char key[];
 } bucket;
 
-struct cell_quota {
+/* The buckets of one quota definition, shared by every data-plane thread of
+ * the cell (so a client's rate does not depend on the thread its connection
+ * landed on) and by the snapshots that define the quota identically. */
+typedef struct qstore {
+	struct qstore *next;       /* the registry's list */
 	const mc_quota_conf *conf; /* &own */
-	mc_quota_conf own;         /* a copy: the quota outlives the snapshot it came from */
-	int refs;                  /* snapshots sharing it (identical definitions) */
+	mc_quota_conf own;         /* a copy: the buckets outlive the snapshot they came from */
+	int refs;                  /* under the registry's lock (or one owner without one) */
+	pthread_mutex_t lock;      /* the table, the LRU list and the counters below */
 	bucket **table;
 	size_t tcap; /* power of two */
 	size_t n;
 	qlink lru; /* sentinel */
+	uint32_t evicted_idle, evicted_full; /* by the take in progress */
+} qstore;
+
+struct cell_quota_reg {
+	pthread_mutex_t lock;
+	qstore *head;
+};
+
+/* One thread's handle on a quota: its metrics, its reference on the buckets. */
+struct cell_quota {
+	const mc_quota_conf *conf; /* &st->own */
+	int refs;                  /* this thread's snapshots sharing it */
+	qstore *st;
+	cell_quota_reg *reg;       /* NULL: st is this handle's alone */
 	mc_series *allowed, *limited, *evict_idle, *evict_full, *gauge;
 };
 
@@ -61,7 +82,7 @@ static void lru_unlink(bucket *b)
 	b->l.lnext->lprev = b->l.lprev;
 }
 
-static void lru_push_front(cell_quota *q, bucket *b)
+static void lru_push_front(qstore *q, bucket *b)
 {
 	b->l.lnext = q->lru.lnext;
 	b->l.lprev = &q->lru;
@@ -70,12 +91,12 @@ static void lru_push_front(cell_quota *q, bucket *b)
 }
 
 /* The least recently used bucket, or NULL. */
-static bucket *lru_tail(cell_quota *q)
+static bucket *lru_tail(qstore *q)
 {
 	return q->lru.lprev == &q->lru ? NULL : (bucket *)(void *)q->lru.lprev;
 }
 
-static void table_grow(cell_quota *q)
+static void table_grow(qstore *q)
 {
 	size_t ncap = q->tcap ? q->tcap * 2 : 64;
 	bucket **nt = mc_calloc(ncap, sizeof *nt);
@@ -94,7 +115,7 @@ static void table_grow(cell_quota *q)
 	q->tcap = ncap;
 }
 
-static void bucket_remove(cell_quota *q, bucket *b)
+static void bucket_remove(qstore *q, bucket *b)
 {
 	bucket **pp = &q->table[b->hash & (q->tcap - 1)];
 	while (*pp != b)
@@ -106,7 +127,7 @@ static void bucket_remove(cell_quota *q, bucket *b)
 }
 
 /* Tokens of b at now, without changing it. */
-static double tokens_at(const cell_quota *q, const bucket *b, uint64_t now)
+static double tokens_at(const qstore *q, const bucket *b, uint64_t now)
 {
 	double t = b->tokens;
 	if (now > b->last_ns)
@@ -114,23 +135,105 @@ static double tokens_at(const cell_quota *q, const bucket *b, uint64_t now)
 	return t > (double)q->conf->burst ? (double)q->conf->burst : t;
 }
 
-static void gauge_set(cell_quota *q)
+static bool same_def(const mc_quota_conf *a, const mc_quota_conf *b)
 {
-	if (q->gauge)
-		q->gauge->value = (double)q->n;
+	return strcmp(a->name, b->name) == 0 && a->rate == b->rate && a->burst == b->burst &&
+	       a->key == b->key && a->max_keys == b->max_keys &&
+	       ((!a->header && !b->header) || (a->header && b->header && strcmp(a->header, b->header) == 0));
+}
+
+static qstore *qstore_new(const mc_quota_conf *conf)
+{
+	qstore *st = mc_calloc(1, sizeof *st);
+	st->own = *conf;
+	st->own.name = mc_strdup(conf->name);
+	st->own.header = conf->header ? mc_strdup(conf->header) : NULL;
+	st->conf = &st->own;
+	st->refs = 1;
+	pthread_mutex_init(&st->lock, NULL);
+	st->lru.lnext = st->lru.lprev = &st->lru;
+	table_grow(st);
+	return st;
+}
+
+static void qstore_free(qstore *st)
+{
+	free(st->own.name);
+	free(st->own.header);
+	qlink *l = st->lru.lnext;
+	while (l != &st->lru) {
+		qlink *next = l->lnext;
+		free(l);
+		l = next;
+	}
+	free(st->table);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+cell_quota_reg *mc_cell_quota_reg_new(void)
+{
+	cell_quota_reg *r = mc_calloc(1, sizeof *r);
+	pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+void mc_cell_quota_reg_free(cell_quota_reg *r)
+{
+	if (!r)
+		return;
+	MC_ASSERT(!r->head); /* every quota released first */
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+/* The registry's buckets for conf (one more reference), created on first use. */
+static qstore *qstore_get(cell_quota_reg *r, const mc_quota_conf *conf)
+{
+	if (!r)
+		return qstore_new(conf);
+	pthread_mutex_lock(&r->lock);
+	qstore *st = r->head;
+	while (st && !same_def(st->conf, conf))
+		st = st->next;
+	if (st) {
+		st->refs++;
+	} else {
+		st = qstore_new(conf);
+		st->next = r->head;
+		r->head = st;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return st;
+}
+
+static void qstore_put(cell_quota_reg *r, qstore *st)
+{
+	if (!r) {
+		qstore_free(st);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	int last = --st->refs == 0;
+	if (last) {
+		qstore **pp = &r->head;
+		while (*pp != st)
+			pp = &(*pp)->next;
+		*pp = st->next;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (last)
+		qstore_free(st);
 }
 
 cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf)
 {
 	cell_quota *q = mc_calloc(1, sizeof *q);
-	q->own = *conf;
-	q->own.name = mc_strdup(conf->name);
-	q->own.header = conf->header ? mc_strdup(conf->header) : NULL;
-	q->conf = &q->own;
+	q->reg = c && c->main ? c->main->quotas : NULL;
+	q->st = qstore_get(q->reg, conf);
+	q->conf = q->st->conf;
 	q->refs = 1;
 	conf = q->conf;
-	q->lru.lnext = q->lru.lprev = &q->lru;
-	table_grow(q);
 	if (c) {
 		q->allowed = mc_cell_series(c, "metrocell_quota_requests_total",
 					    "Requests checked against a quota, by result.",
@@ -167,15 +270,7 @@ void mc_cell_quota_free(cell_quota *q)
 {
 	if (!q || --q->refs > 0)
 		return;
-	free(q->own.name);
-	free(q->own.header);
-	qlink *l = q->lru.lnext;
-	while (l != &q->lru) {
-		qlink *next = l->lnext;
-		free(l);
-		l = next;
-	}
-	free(q->table);
+	qstore_put(q->reg, q->st);
 	free(q);
 }
 
@@ -186,30 +281,50 @@ const mc_quota_conf *mc_cell_quota_conf(const cell_quota *q)
 
 size_t mc_cell_quota_buckets(const cell_quota *q)
 {
-	return q->n;
+	pthread_mutex_lock(&q->st->lock);
+	size_t n = q->st->n;
+	pthread_mutex_unlock(&q->st->lock);
+	return n;
 }
 
 /* Drops full buckets at the cold end (they would be recreated identical), and
  * when room is still needed for a new one, the least recently used bucket. */
-static void make_room(cell_quota *q, uint64_t now, int need)
+static void make_room(qstore *q, uint64_t now, int need)
 {
 	for (int i = 0; i < IDLE_SWEEP && lru_tail(q); i++) {
 		bucket *t = lru_tail(q);
 		if (tokens_at(q, t, now) < (double)q->conf->burst)
 			break;
 		bucket_remove(q, t);
-		if (q->evict_idle)
-			q->evict_idle->value += 1;
+		q->evicted_idle++;
 	}
 	if (need && q->n >= q->conf->max_keys && lru_tail(q)) {
 		bucket_remove(q, lru_tail(q));
-		if (q->evict_full)
-			q->evict_full->value += 1;
+		q->evicted_full++;
 	}
 }
 
-void mc_cell_quota_take(cell_quota *q, const char *key, size_t klen, uint64_t now,
+static void take(qstore *q, const char *key, size_t klen, uint64_t now, quota_verdict *out);
+
+void mc_cell_quota_take(cell_quota *cq, const char *key, size_t klen, uint64_t now,
 			quota_verdict *out)
+{
+	qstore *st = cq->st;
+	pthread_mutex_lock(&st->lock);
+	st->evicted_idle = st->evicted_full = 0;
+	take(st, key, klen, now, out);
+	uint32_t idle = st->evicted_idle, full = st->evicted_full;
+	size_t n = st->n;
+	pthread_mutex_unlock(&st->lock);
+	if (cq->evict_idle)
+		cq->evict_idle->value += idle;
+	if (cq->evict_full)
+		cq->evict_full->value += full;
+	if (cq->gauge)
+		cq->gauge->value = (double)n;
+}
+
+static void take(qstore *q, const char *key, size_t klen, uint64_t now, quota_verdict *out)
 {
 	char shortened[KEY_MAX + 1];
 	uint64_t h = fnv1a(key, klen);
@@ -255,7 +370,6 @@ void mc_cell_quota_take(cell_quota *q, const char *key, size_t klen, uint64_t no
 	if (!out->allowed && out->retry_s < 1)
 		out->retry_s = 1;
 	out->reset_s = (uint64_t)ceil(((double)q->conf->burst - b->tokens) / rate);
-	gauge_set(q);
 }
 
 /* The bucket key of a request: the client address (without the port) or a

@@ -115,6 +115,19 @@ static cell_quota *quota_for(cell *c, cell_snapshot *s, const mc_quota_conf *qc)
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
+/* On the main thread: another thread's snapshot built from this one is gone. */
+static void origin_unref(void *arg)
+{
+	mc_cell_snapshot_unref(arg);
+}
+
+void mc_cell_snapshot_release_origin(cell *c, cell_snapshot *origin)
+{
+	if (mc_mailbox_post(c->main->mbox, origin_unref, origin) < 0)
+		MC_WARN(COMP, "cell %s: thread %u could not release a snapshot (main thread gone)",
+			c->conf->cell, c->idx);
+}
+
 static void snapshot_free(cell_snapshot *s)
 {
 	cell *c = s->c;
@@ -133,6 +146,8 @@ static void snapshot_free(cell_snapshot *s)
 	free(s->routes);
 	mc_buf_fini(&s->flags_all);
 	mc_fleet_conf_free(s->fleet);
+	if (s->origin)
+		mc_cell_snapshot_release_origin(c, s->origin);
 	free(s);
 }
 
@@ -168,16 +183,27 @@ void mc_cell_snapshot_unref(cell_snapshot *s)
 	uv_timer_start(&s->reap, on_reap, 0, 0);
 }
 
-int mc_cell_snapshot_new(cell *c, mc_fleet_conf *fleet, cell_snapshot **out, char *err,
-			 size_t errcap)
+/* Builds a snapshot of c from fleet (main thread) or from origin (another
+ * thread: a copy of the main thread's snapshot with this thread's pools). */
+static int build(cell *c, mc_fleet_conf *fleet, cell_snapshot *origin, cell_snapshot **out,
+		 char *err, size_t errcap)
 {
 	cell_snapshot *s = mc_calloc(1, sizeof *s);
 	int rc = 0;
 	s->c = c;
 	s->refs = 1;
 	s->fleet = fleet;
-	s->conf = fleet ? fleet->dyn : c->conf;
-	s->source = fleet ? "region" : "bootstrap";
+	s->origin = origin;
+	if (origin) {
+		s->conf = origin->conf;
+		s->source = origin->source;
+		s->version = origin->version;
+		memcpy(s->sha256, origin->sha256, sizeof s->sha256);
+		s->accepted_ms = origin->accepted_ms;
+	} else {
+		s->conf = fleet ? fleet->dyn : c->conf;
+		s->source = fleet ? "region" : "bootstrap";
+	}
 	mc_buf_init(&s->flags_all);
 	s->next = c->snaps;
 	c->snaps = s;
@@ -213,13 +239,20 @@ int mc_cell_snapshot_new(cell *c, mc_fleet_conf *fleet, cell_snapshot **out, cha
 		}
 		if (rt->conf->quota)
 			rt->quota = quota_for(c, s, rt->conf->quota);
-		if (rt->conf->kind == MC_ROUTE_CACHE &&
+		/* cache requests of other threads are served by the main thread's
+		 * engines (mc_cell_hop) */
+		if (rt->conf->kind == MC_ROUTE_CACHE && !origin &&
 		    (rc = mc_cell_cache_route_init(c, rt, err, errcap)) < 0)
 			goto out;
+		if (origin) {
+			rt->served = origin->routes[i].served;
+			continue;
+		}
+		rt->served = &rt->served_own;
 		/* a route served under the previous version is no cold start now */
 		for (size_t k = 0; c->snap && k < c->snap->nroutes; k++)
 			if (strcmp(c->snap->routes[k].conf->name, rt->conf->name) == 0)
-				rt->served = c->snap->routes[k].served;
+				atomic_store(&rt->served_own, atomic_load(c->snap->routes[k].served));
 	}
 	mc_cell_flags_render(cf, &s->flags_all);
 out:
@@ -231,6 +264,18 @@ out:
 	}
 	*out = s;
 	return 0;
+}
+
+int mc_cell_snapshot_new(cell *c, mc_fleet_conf *fleet, cell_snapshot **out, char *err,
+			 size_t errcap)
+{
+	return build(c, fleet, NULL, out, err, errcap);
+}
+
+int mc_cell_snapshot_new_from(cell *c, cell_snapshot *origin, cell_snapshot **out, char *err,
+			      size_t errcap)
+{
+	return build(c, NULL, origin, out, err, errcap);
 }
 
 void mc_cell_snapshot_install(cell *c, cell_snapshot *s)
@@ -246,6 +291,7 @@ void mc_cell_snapshot_install(cell *c, cell_snapshot *s)
 			c->conf->cell, (unsigned long long)s->version, s->source,
 			(unsigned long long)old->version, old->refs - 1);
 	mc_cell_snapshot_unref(old);
+	mc_cell_threads_install(c, s);
 }
 
 void mc_cell_snapshots_close(cell *c)

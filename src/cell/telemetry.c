@@ -56,15 +56,28 @@ struct cell_telemetry {
 
 static void drain_soon(cell_telemetry *t);
 
+static void drain_task(void *arg)
+{
+	cell *c = arg;
+	if (c->telem)
+		drain_soon(c->telem);
+}
+
 void mc_cell_event(cell *c, const char *type, ...)
 {
-	if (!c || !c->telem || !c->telem->events)
+	/* other threads write into the main thread's buffer (it locks) and ask
+	 * the main thread to ship it */
+	cell *m = c && c->main ? c->main : c;
+	if (!m || !m->telem || !m->telem->events)
 		return;
 	va_list ap;
 	va_start(ap, type);
-	mc_evbuf_emitv(c->telem->events, type, ap);
+	mc_evbuf_emitv(m->telem->events, type, ap);
 	va_end(ap);
-	drain_soon(c->telem);
+	if (m == c)
+		drain_soon(m->telem);
+	else
+		(void)mc_mailbox_post(m->mbox, drain_task, m);
 }
 
 void mc_cell_config_applied(cell *c, uint64_t version, const char *sha256)
@@ -246,6 +259,7 @@ void mc_cell_telemetry_record(cell *c, int outcome, uint64_t us)
 	cell_telemetry *t = c->telem;
 	if (!t || outcome < 0 || outcome >= OUTCOME_COUNT)
 		return;
+	/* the caller holds mc_cell_obs_lock() */
 	mc_hist_record(&t->lat[outcome], us);
 	t->total[outcome]++;
 }
@@ -313,6 +327,7 @@ static void summarize(cell_telemetry *t, mc_repl_telemetry *s)
 	s->uptime_ms = (now - c->start_ns) / 1000000;
 	s->config_version = mc_cell_config_version(c);
 	health(c, s);
+	mc_cell_obs_lock(c);
 	for (int o = 0; o < OUTCOME_COUNT; o++) {
 		if (!t->total[o])
 			continue;
@@ -326,14 +341,21 @@ static void summarize(cell_telemetry *t, mc_repl_telemetry *s)
 		x->p99_us = u32(mc_hist_quantile(h, 0.99));
 		mc_hist_init(&t->lat[o]);
 	}
+	mc_cell_obs_unlock(c);
 	t->interval_start_ns = now;
+	mc_cell_cache_metrics(c);
+	/* the other threads' counters as gathered at the previous tick */
 	mc_metrics *m = c->metrics;
+	if (c->shards_view) {
+		m = mc_metrics_new();
+		mc_metrics_merge(m, c->metrics);
+		mc_metrics_merge(m, c->shards_view);
+	}
 	double regional = mc_metrics_sum(m, "metrocell_regional_requests_total", NULL);
 	s->regional_total = (uint64_t)regional;
 	s->regional = delta(regional, &t->prev_regional);
 	if (s->regional > s->regional_total)
 		s->regional = s->regional_total;
-	mc_cell_cache_metrics(c);
 	s->cache_hit = delta(mc_metrics_sum(m, "metrocell_cache_requests_total", "result=\"hit\""),
 			     &t->prev_hit);
 	s->cache_stale =
@@ -344,6 +366,8 @@ static void summarize(cell_telemetry *t, mc_repl_telemetry *s)
 	s->locality_violations_total =
 	    (uint64_t)mc_metrics_sum(m, "metrocell_locality_violations_total", NULL);
 	s->cold_starts_total = (uint64_t)mc_metrics_sum(m, "metrocell_cold_starts_total", NULL);
+	if (m != c->metrics)
+		mc_metrics_free(m);
 	if (c->shipper) {
 		mc_repl_shipper_stats_get(c->shipper, t->rs);
 		s->repl_lag_entries = t->rs->lag_entries;
@@ -385,6 +409,7 @@ static void on_tick(uv_timer_t *h)
 	if (t->stopped)
 		return;
 	mc_repl_telemetry s;
+	mc_cell_threads_refresh_view(c);
 	summarize(t, &s);
 	const char *why;
 	if (mc_repl_telemetry_check(&s, &why) < 0)

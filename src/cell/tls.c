@@ -109,6 +109,7 @@ static void on_hup(uv_signal_t *h, int signum)
 		return;
 	}
 	mc_http_server_tls_ctx_set(c->http, n);
+	mc_cell_threads_tls_ctx(c, n);
 	mc_tls_ctx_unref(c->tls.ctx);
 	c->tls.ctx = n;
 	c->tls.reloads[0]->value += 1;
@@ -119,6 +120,29 @@ static void on_hup(uv_signal_t *h, int signum)
 		c->conf->tls.cert, desc);
 	mc_cell_event(c, "tls_reload", "b:ok", 1, "s:cert", c->conf->tls.cert, "s:certificate", desc,
 		      NULL);
+}
+
+static int listen_tls(cell *c, const char *hostport, mc_tls_ctx *ctx)
+{
+	const mc_tls_conf *tc = &c->conf->tls;
+	mc_http_tls_opts o = {.handshake_timeout_ms = tc->handshake_timeout_ms,
+			      .h2 = {.max_concurrent_streams = tc->h2.max_concurrent_streams,
+				     .initial_window_size = tc->h2.initial_window_size,
+				     .connection_window_size = tc->h2.connection_window_size}};
+	return mc_http_server_listen_tls(c->http, hostport, ctx, &o);
+}
+
+int mc_cell_tls_start_thread(cell *c, const char *hostport)
+{
+	metrics_init(c);
+	if (!c->conf->tls.enabled)
+		return 0;
+	/* the main thread waits for this thread to start: its context is stable */
+	int rc = listen_tls(c, hostport, c->main->tls.ctx);
+	if (rc < 0)
+		fprintf(stderr, "metrocell cell: thread %u cannot listen on %s (tls.listen): %s\n",
+			c->idx, hostport, mc_strerror(rc));
+	return rc;
 }
 
 int mc_cell_tls_start(cell *c)
@@ -155,11 +179,7 @@ int mc_cell_tls_start(cell *c)
 		fprintf(stderr, "metrocell cell: %s: tls: %s\n", c->conf->path, err);
 		return rc;
 	}
-	mc_http_tls_opts o = {.handshake_timeout_ms = tc->handshake_timeout_ms,
-			      .h2 = {.max_concurrent_streams = tc->h2.max_concurrent_streams,
-				     .initial_window_size = tc->h2.initial_window_size,
-				     .connection_window_size = tc->h2.connection_window_size}};
-	rc = mc_http_server_listen_tls(c->http, tc->listen, t->ctx, &o);
+	rc = listen_tls(c, tc->listen, t->ctx);
 	if (rc < 0) {
 		fprintf(stderr, "metrocell cell: cannot listen on %s (tls.listen): %s\n",
 			tc->listen, mc_strerror(rc));
@@ -222,6 +242,7 @@ int mc_cell_tls_set_ticket_keys(cell *c, const mc_ticket_keys_conf *keys, char *
 		t->nkeys = nsaved;
 	} else {
 		mc_http_server_tls_ctx_set(c->http, n);
+		mc_cell_threads_tls_ctx(c, n);
 		mc_tls_ctx_unref(t->ctx);
 		t->ctx = n;
 		MC_INFO(COMP,

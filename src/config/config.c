@@ -1363,7 +1363,7 @@ static int reject_cell_only(vctx *v, json_t *root)
 static const char *const CELL_KEYS[] = {"cell",	 "listen", "data_dir",	  "region", "log",
 					"state", "limits", "replication", "pools",  "routes",
 					"flags", "locality", "tls",
-					"cache", "state_classes", "telemetry"};
+					"cache", "state_classes", "telemetry", "threads"};
 static const char *const CELL_REQUIRED[] = {"cell", "listen", "data_dir", "region", "routes", NULL};
 static const char *const REGION_LINK_KEYS[] = {"repl", "http"};
 static const char *const REGION_LINK_REQUIRED[] = {"repl", NULL};
@@ -2168,6 +2168,7 @@ static int cell_build(vctx *v, json_t *root, mc_cell_conf *c)
 	CHECK(check_keys(v, root, CELL_KEYS, MC_ARRAY_LEN(CELL_KEYS), CELL_REQUIRED));
 	CHECK(req_name(v, root, "cell", false, &c->cell));
 	CHECK(parse_listen(v, root, "http", &c->listen_http, "admin", &c->listen_admin));
+	CHECK(opt_u32(v, root, "threads", 0, MC_CELL_THREADS_MAX, &c->threads));
 	CHECK(req_data_dir(v, root, &c->data_dir));
 	CHECK(parse_region_link(v, root, c));
 	CHECK(parse_log(v, root, &c->log));

@@ -265,11 +265,16 @@ typedef struct mc_telemetry_conf {
 				    * 65536..1099511627776 */
 } mc_telemetry_conf;
 
+#define MC_CELL_THREADS_MAX 64
+
 typedef struct mc_cell_conf {
 	char *path;         /* the file it came from */
 	char *cell;         /* [a-z0-9-]{1,31} */
 	char *listen_http;  /* "host:port" */
 	char *listen_admin; /* "host:port" (metrics) */
+	/* Data-plane event-loop threads, each with its own SO_REUSEPORT listeners
+	 * (docs/config.md "threads"); 0: one per online CPU. */
+	uint32_t threads;
 	char *data_dir;
 	char *region_repl;  /* "host:port" of the region's replication listener */
 	char *region_http;  /* "host:port" of the region's HTTP API (optional, may be NULL) */

@@ -150,7 +150,8 @@ typedef struct mc_http_server_opts {
 	uint32_t idle_timeout_ms;  /* keep-alive idle close (default 60000) */
 	uint32_t request_timeout_ms; /* whole request must arrive within (default 30000) */
 	size_t max_connections;    /* further accepts get 503 and are closed (default 10000) */
-	int reuseport;             /* set SO_REUSEPORT on the listener */
+	int reuseport;             /* SO_REUSEPORT on the listeners: 0, MC_NET_REUSEPORT_JOIN or
+				    * _FIRST (see mc_net_listen) */
 	uint32_t header_timeout_ms; /* a request head must arrive within (default 10000) */
 	uint32_t body_timeout_ms;  /* a body must progress in every window this long (default
 				    * 10000): at least max(1, body_min_rate * window) bytes */

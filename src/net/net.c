@@ -59,17 +59,32 @@ int mc_net_listen(uv_loop_t *loop, uv_tcp_t *handle, const char *hostport, int r
 	int rc = mc_net_addr_parse(hostport, &ss);
 	if (rc < 0)
 		return rc;
+	socklen_t len = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						: sizeof(struct sockaddr_in6);
+	int one = 1;
+	uint16_t port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						      : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	if (reuseport == MC_NET_REUSEPORT_FIRST && port != 0) {
+		/* SO_REUSEPORT would let this bind join another process's listener
+		 * (a second cell started on the same port would silently get half
+		 * the connections): a plain bind first proves the address free */
+		int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			return -errno;
+		setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		rc = bind(probe, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+		close(probe);
+		if (rc < 0)
+			return rc;
+	}
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
 		rc = -errno;
 		goto out;
 	}
-	socklen_t len = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-						: sizeof(struct sockaddr_in6);
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
 		rc = -errno;
 		goto out;

@@ -15,6 +15,13 @@ int mc_net_addr_parse(const char *hostport, struct sockaddr_storage *out);
 /* Formats an address as "host:port" into buf (at least 64 bytes). */
 void mc_net_addr_format(const struct sockaddr *sa, char *buf, size_t cap);
 
+/* reuseport values of mc_net_listen(). FIRST: the first socket of a group
+ * (several threads' listeners on one port): SO_REUSEPORT, after a plain bind
+ * has shown that no other socket holds the address. JOIN: SO_REUSEPORT, to
+ * join the group. */
+#define MC_NET_REUSEPORT_JOIN 1
+#define MC_NET_REUSEPORT_FIRST 2
+
 /* Creates a TCP socket bound to hostport with SO_REUSEADDR and (when reuseport)
  * SO_REUSEPORT set before bind, hands it to libuv with uv_tcp_open on the
  * caller-owned, uninitialised handle, and starts listening with cb.
@@ -46,5 +53,20 @@ void mc_net_stop_signals_close(mc_net_stop_signals *s);
 
 /* Returns the local port a listening handle is bound to (0 on error). */
 uint16_t mc_net_local_port(const uv_tcp_t *handle);
+
+/* A mailbox: any thread posts fn(arg), the owner loop's thread runs it, in post
+ * order, from a uv_async callback (src/net/mailbox.c). */
+typedef struct mc_mailbox mc_mailbox;
+typedef void (*mc_mailbox_fn)(void *arg);
+
+/* Creates a mailbox on loop (call on loop's thread). Returns 0 or a negative code. */
+int mc_mailbox_new(mc_mailbox **out, uv_loop_t *loop);
+/* Queues fn(arg) from any thread and wakes the loop. Returns 0, or MC_ECLOSED
+ * after mc_mailbox_close() (fn is not called then: arg stays the caller's). */
+int mc_mailbox_post(mc_mailbox *mb, mc_mailbox_fn fn, void *arg);
+/* On the owner's thread: refuses further posts, runs what is still queued,
+ * then closes the handle; the memory goes with the handle's close callback, so
+ * no thread may touch mb once the owner's loop has run after this call. */
+void mc_mailbox_close(mc_mailbox *mb);
 
 #endif

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -41,6 +42,9 @@ struct mc_evbuf {
 	uint64_t meta_bytes;
 	uint64_t emitted, dropped, write_errors;
 	int warned_write;
+	/* Every public call after open holds it: the cell's data-plane threads emit
+	 * events while its main thread drains and acknowledges them. */
+	pthread_mutex_t lock;
 };
 
 static void errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -314,6 +318,7 @@ int mc_evbuf_open(mc_evbuf **out, const mc_evbuf_opts *o, char *err, size_t errc
 	eb->source = o->source ? mc_strdup(o->source) : NULL;
 	eb->max_bytes = o->max_bytes;
 	eb->fd = -1;
+	pthread_mutex_init(&eb->lock, NULL);
 	/* at least four segments under the cap, and room for one maximal line each */
 	eb->seg_max = MC_MIN((uint64_t)MC_EVBUF_SEGMENT_MAX, (o->max_bytes - META_RESERVE) / 4);
 	MC_ASSERT(eb->seg_max >= MC_EVBUF_LINE_MAX + 1);
@@ -352,6 +357,7 @@ void mc_evbuf_close(mc_evbuf *eb)
 	free(eb->segs);
 	free(eb->dir);
 	free(eb->source);
+	pthread_mutex_destroy(&eb->lock);
 	free(eb);
 }
 
@@ -424,7 +430,7 @@ fail:
 	return rc;
 }
 
-int mc_evbuf_append(mc_evbuf *eb, uint64_t seq, const char *line, size_t len)
+static int mc_evbuf_append_unlocked(mc_evbuf *eb, uint64_t seq, const char *line, size_t len)
 {
 	uint64_t got;
 	if (seq <= eb->last_seq || len > MC_EVBUF_LINE_MAX || len < 2 || line[len - 1] != '}' ||
@@ -477,7 +483,7 @@ static int member(mc_buf *b, const char *spec, va_list *ap)
 	}
 }
 
-uint64_t mc_evbuf_emitv(mc_evbuf *eb, const char *type, va_list ap)
+static uint64_t mc_evbuf_emitv_unlocked(mc_evbuf *eb, const char *type, va_list ap)
 {
 	if (!eb)
 		return 0;
@@ -532,7 +538,7 @@ uint64_t mc_evbuf_emit(mc_evbuf *eb, const char *type, ...)
 
 /* ---- reading and acknowledging ---------------------------------------------------------- */
 
-int mc_evbuf_read(mc_evbuf *eb, uint64_t after, size_t max_n, size_t max_bytes,
+static int mc_evbuf_read_unlocked(mc_evbuf *eb, uint64_t after, size_t max_n, size_t max_bytes,
 		  int (*cb)(void *arg, uint64_t seq, const char *line, size_t len), void *arg)
 {
 	int delivered = 0;
@@ -580,7 +586,7 @@ done:
 	return rc < 0 ? rc : delivered;
 }
 
-int mc_evbuf_ack(mc_evbuf *eb, uint64_t seq)
+static int mc_evbuf_ack_unlocked(mc_evbuf *eb, uint64_t seq)
 {
 	if (seq > eb->last_seq)
 		seq = eb->last_seq;
@@ -590,7 +596,7 @@ int mc_evbuf_ack(mc_evbuf *eb, uint64_t seq)
 	return meta_write(eb);
 }
 
-int mc_evbuf_set_stream(mc_evbuf *eb, uint64_t stream)
+static int mc_evbuf_set_stream_unlocked(mc_evbuf *eb, uint64_t stream)
 {
 	if (stream == eb->stream)
 		return 0;
@@ -600,7 +606,7 @@ int mc_evbuf_set_stream(mc_evbuf *eb, uint64_t stream)
 	return meta_write(eb);
 }
 
-void mc_evbuf_stats_get(const mc_evbuf *eb, mc_evbuf_stats *out)
+static void mc_evbuf_stats_get_unlocked(const mc_evbuf *eb, mc_evbuf_stats *out)
 {
 	memset(out, 0, sizeof *out);
 	out->stream = eb->stream;
@@ -617,4 +623,56 @@ void mc_evbuf_stats_get(const mc_evbuf *eb, mc_evbuf_stats *out)
 	out->emitted = eb->emitted;
 	out->dropped = eb->dropped;
 	out->write_errors = eb->write_errors;
+}
+
+/* ---- the locked public entry points ---------------------------------------------------- */
+
+int mc_evbuf_append(mc_evbuf *eb, uint64_t seq, const char *line, size_t len)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&eb->lock);
+	int rc = mc_evbuf_append_unlocked(eb, seq, line, len);
+	pthread_mutex_unlock((pthread_mutex_t *)&eb->lock);
+	return rc;
+}
+
+uint64_t mc_evbuf_emitv(mc_evbuf *eb, const char *type, va_list ap)
+{
+	if (!eb)
+		return 0;
+	pthread_mutex_lock((pthread_mutex_t *)&eb->lock);
+	uint64_t rc = mc_evbuf_emitv_unlocked(eb, type, ap);
+	pthread_mutex_unlock((pthread_mutex_t *)&eb->lock);
+	return rc;
+}
+
+int mc_evbuf_read(mc_evbuf *eb, uint64_t after, size_t max_n, size_t max_bytes,
+		  int (*cb)(void *arg, uint64_t seq, const char *line, size_t len), void *arg)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&eb->lock);
+	int rc = mc_evbuf_read_unlocked(eb, after, max_n, max_bytes, cb, arg);
+	pthread_mutex_unlock((pthread_mutex_t *)&eb->lock);
+	return rc;
+}
+
+int mc_evbuf_ack(mc_evbuf *eb, uint64_t seq)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&eb->lock);
+	int rc = mc_evbuf_ack_unlocked(eb, seq);
+	pthread_mutex_unlock((pthread_mutex_t *)&eb->lock);
+	return rc;
+}
+
+int mc_evbuf_set_stream(mc_evbuf *eb, uint64_t stream)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&eb->lock);
+	int rc = mc_evbuf_set_stream_unlocked(eb, stream);
+	pthread_mutex_unlock((pthread_mutex_t *)&eb->lock);
+	return rc;
+}
+
+void mc_evbuf_stats_get(const mc_evbuf *eb, mc_evbuf_stats *out)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&eb->lock);
+	mc_evbuf_stats_get_unlocked(eb, out);
+	pthread_mutex_unlock((pthread_mutex_t *)&eb->lock);
 }

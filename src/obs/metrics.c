@@ -47,8 +47,8 @@ void mc_metrics_free(mc_metrics *m)
 	free(m);
 }
 
-mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
-			     mc_metric_type type, const char *labels)
+static family *family_get(mc_metrics *m, const char *name, const char *help,
+			  mc_metric_type type)
 {
 	family *f = NULL;
 	for (size_t i = 0; i < m->nfams; i++) {
@@ -69,6 +69,13 @@ mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
 		f->type = type;
 	}
 	MC_ASSERT(f->type == type);
+	return f;
+}
+
+mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
+			     mc_metric_type type, const char *labels)
+{
+	family *f = family_get(m, name, help, type);
 	for (size_t j = 0; j < f->nseries; j++)
 		if (strcmp(f->series[j]->labels, labels) == 0)
 			return f->series[j];
@@ -84,6 +91,25 @@ mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
 	}
 	f->series[f->nseries++] = s;
 	return s;
+}
+
+void mc_metrics_merge(mc_metrics *dst, const mc_metrics *src)
+{
+	for (size_t i = 0; i < src->nfams; i++) {
+		const family *f = &src->fams[i];
+		for (size_t j = 0; j < f->nseries; j++) {
+			const mc_series *s = f->series[j];
+			mc_series *d = mc_metrics_series(dst, f->name, f->help, f->type, s->labels);
+			if (f->type == MC_METRIC_HIST)
+				mc_hist_merge(d->hist, s->hist);
+			else if (f->type == MC_METRIC_COUNTER)
+				d->value += s->value;
+			else if (s->value > d->value)
+				d->value = s->value;
+		}
+		if (f->nseries == 0) /* the family renders even without series */
+			(void)family_get(dst, f->name, f->help, f->type);
+	}
 }
 
 double mc_metrics_sum(const mc_metrics *m, const char *name, const char *label_sub)

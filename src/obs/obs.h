@@ -34,6 +34,12 @@ void mc_metrics_free(mc_metrics *m); /* accepts NULL */
 mc_series *mc_metrics_series(mc_metrics *m, const char *name, const char *help,
 			     mc_metric_type type, const char *labels);
 
+/* Adds every series of src into dst (creating families and series as needed):
+ * counters and histograms add up, a gauge keeps the largest value (the
+ * registries of several threads seeing one thing: a worker healthy, buckets
+ * held). Used to render one /metrics from per-thread registries. */
+void mc_metrics_merge(mc_metrics *dst, const mc_metrics *src);
+
 /* Sum of the values of family name's series whose label string contains
  * label_sub (NULL: every series); 0 when the family does not exist. For
  * histograms, the sum of their counts. */
