@@ -679,6 +679,9 @@ def start_cell(routes=None, pools=None, setup=None, conf=None):
             "region": ({"repl": ctx.region.extra["repl"], "http": ctx.region.addr}
                        if ctx.region else {"repl": "127.0.0.1:%d" % repl}),
             "log": {"level": "warn"},
+            # one event-loop thread, as the peers get one worker each (the default,
+            # the CPUs the process may use, is 1 under taskset too)
+            "threads": 1,
             "pools": p,
             "routes": r,
         }

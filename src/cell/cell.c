@@ -350,6 +350,7 @@ static void on_request(void *ctx, mc_http_exchange *ex)
 	const mc_http_request *req = mc_http_exchange_request(ex);
 	cell_req *r = req_new(c, ex);
 	int other = c != c->main; /* KV and cache requests go to the main thread */
+	c->m_thread_requests->value += 1;
 	if ((r->route = mc_cell_kv_mget_route(r->snap, req->path, req->path_len)) != NULL) {
 		if (other)
 			mc_cell_hop(r);
@@ -490,6 +491,7 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 		  MC_METRIC_COUNTER, (double)ss.writes);
 	set_gauge(c, "metrocell_uptime_seconds", "Seconds since the cell started.",
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
+	mc_cell_pools_gauges(c);
 	mc_cell_cache_metrics(c);
 	mc_cell_fleet_metrics(c);
 	mc_cell_telemetry_metrics(c);
@@ -507,13 +509,14 @@ static void admin_status(cell *c, mc_http_exchange *ex)
 	mc_buf_append_str(&b, "{\"cell\":");
 	mc_buf_append_json(&b, c->conf->cell, strlen(c->conf->cell));
 	mc_buf_printf(&b,
-		      ",\"uptime_s\":%.3f,\"replication\":{\"connected\":%s,\"last_seq\":%llu,"
+		      ",\"uptime_s\":%.3f,\"threads\":%u,\"replication\":{\"connected\":%s,\"last_seq\":%llu,"
 		      "\"acked_seq\":%llu,\"lag_entries\":%llu,\"backlog_entries\":%llu,"
 		      "\"backlog_bytes\":%llu,"
 		      "\"oldest_unacked_ms\":%llu,\"lag_p50_ms\":%.3f,\"lag_p95_ms\":%.3f,"
 		      "\"lag_p99_ms\":%.3f,\"lag_max_ms\":%.3f,\"lag_count\":%llu,"
 		      "\"reconnects\":%llu,\"sent_entries\":%llu}",
-		      (double)(mc_now_ns() - c->start_ns) / 1e9, rs->connected ? "true" : "false",
+		      (double)(mc_now_ns() - c->start_ns) / 1e9, c->nthreads,
+		      rs->connected ? "true" : "false",
 		      (unsigned long long)ls.last_seq, (unsigned long long)rs->acked_seq,
 		      (unsigned long long)(ls.last_seq > rs->acked_seq ? ls.last_seq - rs->acked_seq : 0),
 		      (unsigned long long)ls.entries, (unsigned long long)ls.bytes,
@@ -649,8 +652,10 @@ int mc_cell_listen(cell *c, const char *hostport)
 	ho.on_reject = on_reject;
 	ho.on_conn = mc_cell_tls_on_conn;
 	/* the threads' listeners share the ports: the main thread's binds first */
-	if (c->main->nthreads > 1)
+	if (c->main->nthreads > 1) {
 		ho.reuseport = c == c->main ? MC_NET_REUSEPORT_FIRST : MC_NET_REUSEPORT_JOIN;
+		ho.shared = &c->main->limits;
+	}
 	return mc_http_server_new(&c->http, c->loop, hostport, &ho, on_request, c);
 }
 
@@ -697,6 +702,7 @@ static int start(cell *c)
 	so.max_batch = cf->state.max_batch;
 	so.linger_us = cf->state.commit_linger_us;
 	so.home = cf->cell;
+	mc_cell_thread_metrics(c);
 	mc_cell_fleet_load(c);
 	mc_cell_kv_new(c);
 	mc_cell_kv_store_opts(c, &so);
@@ -794,6 +800,7 @@ int mc_cell_main(int argc, char **argv)
 	c.nthreads = mc_cell_threads_wanted(c.conf);
 	pthread_mutex_init(&c.obs_lock, NULL);
 	c.quotas = mc_cell_quota_reg_new();
+	c.pool_reg = mc_cell_pool_reg_new();
 	if (mc_mailbox_new(&c.mbox, &loop) < 0) {
 		fprintf(stderr, "metrocell cell: cannot create the main thread's mailbox\n");
 		return 1;
@@ -814,6 +821,7 @@ int mc_cell_main(int argc, char **argv)
 	mc_cell_edge_fini(&c);
 	mc_cell_kv_free(&c);
 	mc_cell_quota_reg_free(c.quotas);
+	mc_cell_pool_reg_free(c.pool_reg);
 	pthread_mutex_destroy(&c.obs_lock);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);

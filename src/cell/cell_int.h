@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <uv.h>
 
 #include "common/common.h"
@@ -38,7 +39,7 @@ typedef struct cell_pool {
 	cell *c;
 	cell_worker **workers;
 	size_t nworkers;
-	size_t outstanding; /* requests in flight or queued on any worker */
+	struct cell_pool_shared *sh; /* health and counts shared by every thread's copy */
 	uint64_t picks;     /* pick sequence: least recently picked wins a tie */
 	uint64_t rng;       /* xorshift state for the two random choices */
 	/* Config snapshots share a pool whose definition did not change, so its
@@ -165,6 +166,9 @@ struct cell {
 	pthread_mutex_t obs_lock;      /* main: rollout window and telemetry summaries */
 	struct cell_quota_reg *quotas; /* main: token buckets shared by every thread */
 	size_t hops;                   /* requests handed to the main thread, unanswered */
+	mc_series *m_thread_requests;  /* metrocell_thread_requests_total{thread} */
+	mc_http_shared_limits limits;  /* main: max_connections / max_inflight of all threads */
+	struct cell_pool_reg *pool_reg; /* main: pool health shared by every thread (pool.c) */
 	mc_metrics *shards_view;       /* main: the other threads' metrics, last gathered */
 	int gathering;                 /* main: a gather for telemetry is under way */
 	struct drain_state *drain_state; /* main: a graceful drain under way */
@@ -291,6 +295,8 @@ void mc_cell_threads_drain(cell *c, void (*done)(cell *c));
 void mc_cell_threads_stop(cell *c);
 /* After the main loop ended: joins and frees the threads. */
 void mc_cell_threads_free(cell *c);
+/* Creates c's per-thread series (call on c's thread). */
+void mc_cell_thread_metrics(cell *c);
 /* Sends a newly installed snapshot of the main thread to every other thread. */
 void mc_cell_threads_install(cell *c, cell_snapshot *s);
 /* Gives a new TLS context to every other thread's listener. */
@@ -390,29 +396,38 @@ int mc_cell_tls_set_ticket_keys(cell *c, const mc_ticket_keys_conf *keys, char *
 void mc_cell_tls_on_conn(void *ctx, const mc_http_conn_info *info);
 /* ---- worker pools (src/cell/pool.c) ---------------------------------------------------- */
 
-struct cell_worker {
-	cell_pool *pool;
-	size_t idx;
-	const char *addr;
-	mc_http_pool *http;  /* keep-alive connections for requests */
-	mc_http_pool *probe; /* health probes (NULL without probes) */
-	uv_timer_t probe_timer, eject_timer;
-	int open_handles;    /* timers not closed yet; the worker is freed at 0 */
-	int closing;
-	int healthy;         /* the probes' verdict; 1 without probes and at start */
-	int probing;         /* a probe is in flight */
-	uint32_t probe_ok, probe_fail; /* consecutive probe results */
-	uint64_t ejected_until_ms;     /* 0 when not ejected */
+/* What every thread's copy of a worker shares: its health, its outlier state
+ * and its outstanding requests (src/cell/pool.c). */
+typedef struct cell_worker_shared {
+	_Atomic int healthy;                /* the probes' verdict (the main thread probes) */
+	_Atomic uint64_t ejected_until_ms;  /* 0 when not ejected */
+	_Atomic size_t outstanding;         /* every thread's requests on the worker */
+	/* under the pool's lock */
 	uint64_t last_uneject_ms;
-	uint32_t times_ejected;        /* drives the ejection time; decays */
+	uint32_t times_ejected; /* drives the ejection time; decays */
 	uint32_t consecutive_failures;
 	struct {
 		uint64_t epoch; /* now_ms / bucket length when last used */
 		uint32_t total, failures;
 	} win[10]; /* the failure-percentage window in 10 buckets */
-	size_t outstanding;
+} cell_worker_shared;
+
+struct cell_worker {
+	cell_pool *pool;
+	size_t idx;
+	const char *addr;
+	cell_worker_shared *sh;
+	mc_http_pool *http;  /* keep-alive connections for requests (this thread's) */
+	mc_http_pool *probe; /* health probes (NULL without probes, or off the main thread) */
+	uv_timer_t probe_timer, eject_timer;
+	int open_handles;    /* timers not closed yet; the worker is freed at 0 */
+	int closing;
+	int probing;         /* a probe is in flight */
+	uint32_t probe_ok, probe_fail; /* consecutive probe results */
 	uint64_t last_pick;
-	mc_series *m_healthy, *m_ejected, *m_ejections, *m_outstanding;
+	/* gauges: the main thread's pools only, refreshed from sh (mc_cell_pools_gauges) */
+	mc_series *m_healthy, *m_ejected, *m_outstanding;
+	mc_series *m_ejections;
 };
 
 /* Sets the pool up (workers' connection pools, probes, metrics). Returns 0 or a
@@ -423,6 +438,17 @@ int mc_cell_pool_init(cell *c, cell_pool *p, const mc_pool_conf *conf);
 void mc_cell_pool_fini(cell_pool *p);
 /* 1 when w may get requests at now_ms: healthy by its probes and not ejected. */
 int mc_cell_worker_eligible(const cell_worker *w, uint64_t now_ms);
+/* Requests in flight or queued on any worker of the pool, every thread's. */
+size_t mc_cell_pool_outstanding(const cell_pool *p);
+/* Registry of shared pool state (main thread's cell->pool_reg), keyed by the
+ * pool definition; freed after every pool. */
+typedef struct cell_pool_reg cell_pool_reg;
+cell_pool_reg *mc_cell_pool_reg_new(void);
+void mc_cell_pool_reg_free(cell_pool_reg *r); /* accepts NULL */
+/* Two pool definitions that behave the same (name included). */
+bool mc_cell_pool_conf_same(const mc_pool_conf *a, const mc_pool_conf *b);
+/* Main thread, before /metrics: the worker gauges of the current pools. */
+void mc_cell_pools_gauges(cell *c);
 /* Power of two choices on outstanding requests among eligible workers other than
  * avoid (may be NULL); a tie goes to the least recently picked. NULL when none. */
 cell_worker *mc_cell_pool_pick(cell_pool *p, const cell_worker *avoid, uint64_t now_ms);

@@ -2,6 +2,7 @@
  * probes and passive outlier ejection) and which one gets the next request
  * (power of two choices on outstanding requests). docs/operations.md "Worker
  * pools" describes the rules; this file is their only implementation. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,156 @@ static uint64_t rng_next(cell_pool *p)
 	return x * 2685821657736338717ull;
 }
 
+/* ---- state shared by the threads ------------------------------------------------------ */
+
+/* One pool definition's worker state, shared by the copy of the pool each
+ * data-plane thread has (each copy keeps its own connections): a worker is
+ * healthy, ejected or busy for the whole cell, and max_outstanding bounds every
+ * thread's requests together. Reads on the request path are atomic loads;
+ * outlier bookkeeping takes the lock. */
+typedef struct cell_pool_shared cell_pool_shared;
+
+struct cell_pool_shared {
+	struct cell_pool_shared *next; /* the registry's list */
+	mc_pool_conf def;              /* the definition it belongs to (a copy) */
+	int refs;                      /* pools using it, under the registry's lock */
+	pthread_mutex_t lock;
+	_Atomic size_t outstanding;
+	size_t nworkers;
+	cell_worker_shared *w;
+};
+
+struct cell_pool_reg {
+	pthread_mutex_t lock;
+	cell_pool_shared *head;
+};
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+bool mc_cell_pool_conf_same(const mc_pool_conf *a, const mc_pool_conf *b)
+{
+	if (strcmp(a->name, b->name) != 0 || a->nworkers != b->nworkers ||
+	    a->connect_timeout_ms != b->connect_timeout_ms || a->timeout_ms != b->timeout_ms ||
+	    a->max_conns != b->max_conns || a->max_queue != b->max_queue ||
+	    a->max_outstanding != b->max_outstanding)
+		return false;
+	for (size_t i = 0; i < a->nworkers; i++)
+		if (strcmp(a->workers[i], b->workers[i]) != 0)
+			return false;
+	const mc_health_conf *ha = &a->health, *hb = &b->health;
+	if (ha->enabled != hb->enabled ||
+	    (ha->enabled &&
+	     (!str_eq(ha->path, hb->path) || ha->interval_ms != hb->interval_ms ||
+	      ha->timeout_ms != hb->timeout_ms || ha->rise != hb->rise || ha->fall != hb->fall)))
+		return false;
+	return memcmp(&a->outlier, &b->outlier, sizeof a->outlier) == 0;
+}
+
+cell_pool_reg *mc_cell_pool_reg_new(void)
+{
+	cell_pool_reg *r = mc_calloc(1, sizeof *r);
+	pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+void mc_cell_pool_reg_free(cell_pool_reg *r)
+{
+	if (!r)
+		return;
+	MC_ASSERT(!r->head); /* every pool released first */
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+static cell_pool_shared *shared_new(const mc_pool_conf *conf)
+{
+	cell_pool_shared *sh = mc_calloc(1, sizeof *sh);
+	sh->def = *conf;
+	sh->def.name = mc_strdup(conf->name);
+	sh->def.workers = mc_calloc(conf->nworkers ? conf->nworkers : 1, sizeof *sh->def.workers);
+	for (size_t i = 0; i < conf->nworkers; i++)
+		sh->def.workers[i] = mc_strdup(conf->workers[i]);
+	sh->def.health.path = conf->health.path ? mc_strdup(conf->health.path) : NULL;
+	sh->refs = 1;
+	pthread_mutex_init(&sh->lock, NULL);
+	sh->nworkers = conf->nworkers;
+	sh->w = mc_calloc(sh->nworkers ? sh->nworkers : 1, sizeof *sh->w);
+	for (size_t i = 0; i < sh->nworkers; i++)
+		sh->w[i].healthy = 1; /* until its probes say otherwise: docs/operations.md */
+	return sh;
+}
+
+static void shared_free(cell_pool_shared *sh)
+{
+	free(sh->def.name);
+	for (size_t i = 0; i < sh->def.nworkers; i++)
+		free(sh->def.workers[i]);
+	free(sh->def.workers);
+	free(sh->def.health.path);
+	pthread_mutex_destroy(&sh->lock);
+	free(sh->w);
+	free(sh);
+}
+
+/* The registry's state for conf (one more reference), created on first use. */
+static cell_pool_shared *shared_get(cell_pool_reg *r, const mc_pool_conf *conf)
+{
+	if (!r)
+		return shared_new(conf);
+	pthread_mutex_lock(&r->lock);
+	cell_pool_shared *sh = r->head;
+	while (sh && !mc_cell_pool_conf_same(&sh->def, conf))
+		sh = sh->next;
+	if (sh) {
+		sh->refs++;
+	} else {
+		sh = shared_new(conf);
+		sh->next = r->head;
+		r->head = sh;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return sh;
+}
+
+static void shared_put(cell_pool_reg *r, cell_pool_shared *sh)
+{
+	if (!r) {
+		shared_free(sh);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	int last = --sh->refs == 0;
+	if (last) {
+		cell_pool_shared **pp = &r->head;
+		while (*pp != sh)
+			pp = &(*pp)->next;
+		*pp = sh->next;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (last)
+		shared_free(sh);
+}
+
+/* The pool copy that probes and exposes the gauges: the main thread's (a
+ * cell without threads, such as a unit test's, is its own main thread). */
+static int is_main(const cell_pool *p)
+{
+	return !p->c->main || p->c->main == p->c;
+}
+
+static cell_pool_reg *registry(const cell_pool *p)
+{
+	return p->c->main ? p->c->main->pool_reg : NULL;
+}
+
+size_t mc_cell_pool_outstanding(const cell_pool *p)
+{
+	return atomic_load_explicit(&p->sh->outstanding, memory_order_relaxed);
+}
+
 /* ---- metrics ------------------------------------------------------------------------ */
 
 static mc_series *worker_series(cell_worker *w, const char *name, const char *help,
@@ -51,19 +202,40 @@ static mc_series *worker_series(cell_worker *w, const char *name, const char *he
 
 static void worker_metrics(cell_worker *w)
 {
+	w->m_ejections = worker_series(w, "metrocell_upstream_ejections_total",
+				       "Outlier ejections of the worker.", MC_METRIC_COUNTER);
+	if (!is_main(w->pool))
+		return; /* one set of gauges per cell, from the shared state */
 	w->m_healthy = worker_series(
 	    w, "metrocell_upstream_worker_healthy",
 	    "1 while the worker's health probes pass (always 1 without probes).", MC_METRIC_GAUGE);
 	w->m_ejected =
 	    worker_series(w, "metrocell_upstream_worker_ejected",
 			  "1 while the worker is ejected by outlier detection.", MC_METRIC_GAUGE);
-	w->m_ejections = worker_series(w, "metrocell_upstream_ejections_total",
-				       "Outlier ejections of the worker.", MC_METRIC_COUNTER);
 	w->m_outstanding =
 	    worker_series(w, "metrocell_upstream_outstanding",
 			  "Requests in flight or queued on the worker (streams until they end).",
 			  MC_METRIC_GAUGE);
-	w->m_healthy->value = w->healthy;
+	w->m_healthy->value = atomic_load(&w->sh->healthy);
+}
+
+static int is_ejected(const cell_worker *w, uint64_t now_ms);
+
+void mc_cell_pools_gauges(cell *c)
+{
+	cell_snapshot *s = c->snap;
+	uint64_t now = mc_cell_now_ms();
+	for (size_t i = 0; s && i < s->npools; i++) {
+		cell_pool *p = s->pools[i];
+		for (size_t k = 0; k < p->nworkers; k++) {
+			cell_worker *w = p->workers[k];
+			if (!w->m_healthy)
+				continue;
+			w->m_healthy->value = atomic_load(&w->sh->healthy);
+			w->m_ejected->value = is_ejected(w, now);
+			w->m_outstanding->value = (double)atomic_load(&w->sh->outstanding);
+		}
+	}
 }
 
 /* ---- outlier ejection --------------------------------------------------------------------- */
@@ -79,22 +251,25 @@ static void window_sum(const cell_worker *w, uint64_t now_ms, uint32_t *total, u
 {
 	uint64_t cur = now_ms / bucket_ms(w->pool);
 	*total = *failures = 0;
+	const cell_worker_shared *sh = w->sh;
 	for (size_t i = 0; i < WIN_BUCKETS; i++) {
-		if (w->win[i].epoch + WIN_BUCKETS > cur && w->win[i].epoch <= cur) {
-			*total += w->win[i].total;
-			*failures += w->win[i].failures;
+		if (sh->win[i].epoch + WIN_BUCKETS > cur && sh->win[i].epoch <= cur) {
+			*total += sh->win[i].total;
+			*failures += sh->win[i].failures;
 		}
 	}
 }
 
 static int is_ejected(const cell_worker *w, uint64_t now_ms)
 {
-	return w->ejected_until_ms != 0 && now_ms < w->ejected_until_ms;
+	uint64_t until = atomic_load_explicit(&w->sh->ejected_until_ms, memory_order_relaxed);
+	return until != 0 && now_ms < until;
 }
 
 int mc_cell_worker_eligible(const cell_worker *w, uint64_t now_ms)
 {
-	return w->healthy && !is_ejected(w, now_ms);
+	return atomic_load_explicit(&w->sh->healthy, memory_order_relaxed) &&
+	       !is_ejected(w, now_ms);
 }
 
 size_t mc_cell_pool_ejected(const cell_pool *p, uint64_t now_ms)
@@ -114,12 +289,11 @@ static size_t max_ejectable(const cell_pool *p)
 	return n ? n : 1;
 }
 
+/* Under the pool's lock. */
 static void uneject(cell_worker *w, uint64_t now_ms)
 {
-	w->ejected_until_ms = 0;
-	w->last_uneject_ms = now_ms;
-	if (w->m_ejected)
-		w->m_ejected->value = 0;
+	atomic_store(&w->sh->ejected_until_ms, 0);
+	w->sh->last_uneject_ms = now_ms;
 	MC_INFO(COMP_POOL, "pool %s: worker %s back from ejection", w->pool->conf->name, w->addr);
 	mc_cell_event(w->pool->c, "worker_returned", "s:pool", w->pool->conf->name, "s:worker",
 		      w->addr, NULL);
@@ -128,62 +302,72 @@ static void uneject(cell_worker *w, uint64_t now_ms)
 static void on_eject_timer(uv_timer_t *t)
 {
 	cell_worker *w = t->data;
-	if (!w->closing && w->ejected_until_ms)
-		uneject(w, mc_cell_now_ms());
+	if (w->closing)
+		return;
+	cell_pool_shared *ps = w->pool->sh;
+	uint64_t now = mc_cell_now_ms();
+	pthread_mutex_lock(&ps->lock);
+	/* another thread may have ejected it again meanwhile (with its own timer) */
+	uint64_t until = atomic_load(&w->sh->ejected_until_ms);
+	if (until && now >= until)
+		uneject(w, now);
+	pthread_mutex_unlock(&ps->lock);
 }
 
+/* Under the pool's lock. */
 static void eject(cell_worker *w, uint64_t now_ms, const char *why)
 {
 	const mc_outlier_conf *o = &w->pool->conf->outlier;
+	cell_worker_shared *sh = w->sh;
 	/* the multiplier decays: a worker that stayed in for the longest ejection
 	 * time starts over at the base time */
-	if (w->times_ejected && now_ms - w->last_uneject_ms > o->max_ejection_ms)
-		w->times_ejected = 0;
-	w->times_ejected++;
-	uint64_t ms = (uint64_t)o->base_ejection_ms * w->times_ejected;
+	if (sh->times_ejected && now_ms - sh->last_uneject_ms > o->max_ejection_ms)
+		sh->times_ejected = 0;
+	sh->times_ejected++;
+	uint64_t ms = (uint64_t)o->base_ejection_ms * sh->times_ejected;
 	if (ms > o->max_ejection_ms)
 		ms = o->max_ejection_ms;
-	w->ejected_until_ms = now_ms + ms;
-	w->consecutive_failures = 0;
-	memset(w->win, 0, sizeof w->win);
-	if (w->m_ejected) {
+	atomic_store(&sh->ejected_until_ms, now_ms + ms);
+	sh->consecutive_failures = 0;
+	memset(sh->win, 0, sizeof sh->win);
+	if (w->m_ejected)
 		w->m_ejected->value = 1;
-		w->m_ejections->value += 1;
-	}
+	w->m_ejections->value += 1;
 	if (w->pool->c && w->pool->c->loop)
 		uv_timer_start(&w->eject_timer, on_eject_timer, ms, 0);
 	MC_WARN(COMP_POOL, "pool %s: worker %s ejected for %llu ms (%s; ejection %u)",
-		w->pool->conf->name, w->addr, (unsigned long long)ms, why, w->times_ejected);
+		w->pool->conf->name, w->addr, (unsigned long long)ms, why, sh->times_ejected);
 	mc_cell_event(w->pool->c, "worker_ejected", "s:pool", w->pool->conf->name, "s:worker",
 		      w->addr, "u:ejection_ms", ms, "s:reason", why, "u:ejections",
-		      (uint64_t)w->times_ejected, NULL);
+		      (uint64_t)sh->times_ejected, NULL);
 }
 
-int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms)
+static int observe(cell_worker *w, int failed, uint64_t now_ms)
 {
 	cell_pool *p = w->pool;
+	cell_worker_shared *sh = w->sh;
 	const mc_outlier_conf *o = &p->conf->outlier;
 	if (is_ejected(w, now_ms))
 		return 0; /* answers of requests sent before the ejection */
-	if (w->ejected_until_ms)
+	if (atomic_load(&sh->ejected_until_ms))
 		uneject(w, now_ms); /* its timer has not run yet */
 	uint64_t cur = now_ms / bucket_ms(p);
 	size_t b = (size_t)(cur % WIN_BUCKETS);
-	if (w->win[b].epoch != cur) {
-		w->win[b].epoch = cur;
-		w->win[b].total = w->win[b].failures = 0;
+	if (sh->win[b].epoch != cur) {
+		sh->win[b].epoch = cur;
+		sh->win[b].total = sh->win[b].failures = 0;
 	}
-	w->win[b].total++;
+	sh->win[b].total++;
 	if (!failed) {
-		w->consecutive_failures = 0;
+		sh->consecutive_failures = 0;
 		return 0;
 	}
-	w->win[b].failures++;
-	w->consecutive_failures++;
+	sh->win[b].failures++;
+	sh->consecutive_failures++;
 	char why[96];
 	int should = 0;
-	if (o->consecutive_failures && w->consecutive_failures >= o->consecutive_failures) {
-		snprintf(why, sizeof why, "%u consecutive failures", w->consecutive_failures);
+	if (o->consecutive_failures && sh->consecutive_failures >= o->consecutive_failures) {
+		snprintf(why, sizeof why, "%u consecutive failures", sh->consecutive_failures);
 		should = 1;
 	} else if (o->failure_percent) {
 		uint32_t total, failures;
@@ -207,6 +391,16 @@ int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms)
 	return 1;
 }
 
+int mc_cell_worker_observe(cell_worker *w, int failed, uint64_t now_ms)
+{
+	/* the outcome of every thread's requests counts for the one verdict */
+	cell_pool_shared *ps = w->pool->sh;
+	pthread_mutex_lock(&ps->lock);
+	int rc = observe(w, failed, now_ms);
+	pthread_mutex_unlock(&ps->lock);
+	return rc;
+}
+
 /* ---- choosing a worker -------------------------------------------------------------------- */
 
 cell_worker *mc_cell_pool_pick(cell_pool *p, const cell_worker *avoid, uint64_t now_ms)
@@ -227,8 +421,10 @@ cell_worker *mc_cell_pool_pick(cell_pool *p, const cell_worker *avoid, uint64_t 
 		if (b >= a)
 			b++;
 		cell_worker *x = cand[a], *y = cand[b];
-		if (x->outstanding != y->outstanding)
-			best = x->outstanding < y->outstanding ? x : y;
+		size_t xo = atomic_load_explicit(&x->sh->outstanding, memory_order_relaxed);
+		size_t yo = atomic_load_explicit(&y->sh->outstanding, memory_order_relaxed);
+		if (xo != yo)
+			best = xo < yo ? x : y;
 		else
 			best = x->last_pick <= y->last_pick ? x : y;
 	}
@@ -238,19 +434,15 @@ cell_worker *mc_cell_pool_pick(cell_pool *p, const cell_worker *avoid, uint64_t 
 
 void mc_cell_worker_begin(cell_worker *w)
 {
-	w->outstanding++;
-	w->pool->outstanding++;
-	if (w->m_outstanding)
-		w->m_outstanding->value = (double)w->outstanding;
+	atomic_fetch_add_explicit(&w->sh->outstanding, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->pool->sh->outstanding, 1, memory_order_relaxed);
 }
 
 void mc_cell_worker_end(cell_worker *w)
 {
-	MC_ASSERT(w->outstanding > 0 && w->pool->outstanding > 0);
-	w->outstanding--;
-	w->pool->outstanding--;
-	if (w->m_outstanding)
-		w->m_outstanding->value = (double)w->outstanding;
+	size_t was = atomic_fetch_sub_explicit(&w->sh->outstanding, 1, memory_order_relaxed);
+	size_t pwas = atomic_fetch_sub_explicit(&w->pool->sh->outstanding, 1, memory_order_relaxed);
+	MC_ASSERT(was > 0 && pwas > 0);
 }
 
 /* ---- health probes ------------------------------------------------------------------------ */
@@ -266,8 +458,8 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 	if (ok) {
 		w->probe_fail = 0;
 		w->probe_ok++;
-		if (!w->healthy && w->probe_ok >= h->rise) {
-			w->healthy = 1;
+		if (!atomic_load(&w->sh->healthy) && w->probe_ok >= h->rise) {
+			atomic_store(&w->sh->healthy, 1);
 			MC_INFO(COMP_POOL, "pool %s: worker %s healthy (%u probes passed)",
 				w->pool->conf->name, w->addr, w->probe_ok);
 			mc_cell_event(w->pool->c, "worker_healthy", "s:pool", w->pool->conf->name,
@@ -276,8 +468,8 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 	} else {
 		w->probe_ok = 0;
 		w->probe_fail++;
-		if (w->healthy && w->probe_fail >= h->fall) {
-			w->healthy = 0;
+		if (atomic_load(&w->sh->healthy) && w->probe_fail >= h->fall) {
+			atomic_store(&w->sh->healthy, 0);
 			if (err)
 				MC_WARN(COMP_POOL,
 					"pool %s: worker %s unhealthy (%u probes failed: %s)",
@@ -293,7 +485,8 @@ static void on_probe_answer(void *arg, int err, const mc_http_response *res)
 				      "i:status", (int64_t)(err ? 0 : res->status), NULL);
 		}
 	}
-	w->m_healthy->value = w->healthy;
+	if (w->m_healthy)
+		w->m_healthy->value = atomic_load(&w->sh->healthy);
 }
 
 static void on_probe_timer(uv_timer_t *t)
@@ -338,6 +531,9 @@ int mc_cell_pool_init(cell *c, cell_pool *p, const mc_pool_conf *conf)
 	p->nworkers = conf->nworkers;
 	p->workers = mc_calloc(p->nworkers ? p->nworkers : 1, sizeof *p->workers);
 	p->rng = (mc_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)p) | 1;
+	p->sh = shared_get(registry(p), conf);
+	/* the main thread probes for every thread */
+	int probes = conf->health.enabled && is_main(p);
 	mc_http_pool_opts o;
 	mc_http_pool_opts_default(&o);
 	o.connect_timeout_ms = conf->connect_timeout_ms;
@@ -361,7 +557,7 @@ int mc_cell_pool_init(cell *c, cell_pool *p, const mc_pool_conf *conf)
 		w->pool = p;
 		w->idx = i;
 		w->addr = conf->workers[i];
-		w->healthy = 1; /* until its probes say otherwise: see docs/operations.md */
+		w->sh = &p->sh->w[i];
 		uv_timer_init(c->loop, &w->probe_timer);
 		uv_timer_init(c->loop, &w->eject_timer);
 		w->probe_timer.data = w;
@@ -369,14 +565,14 @@ int mc_cell_pool_init(cell *c, cell_pool *p, const mc_pool_conf *conf)
 		w->open_handles = 2;
 		worker_metrics(w);
 		int rc = mc_http_pool_new(&w->http, c->loop, w->addr, &o);
-		if (rc == 0 && conf->health.enabled)
+		if (rc == 0 && probes)
 			rc = mc_http_pool_new(&w->probe, c->loop, w->addr, &po);
 		if (rc < 0) {
 			fprintf(stderr, "metrocell cell: pool %s: worker %s: %s\n", conf->name,
 				w->addr, mc_strerror(rc));
 			return rc;
 		}
-		if (conf->health.enabled) {
+		if (probes) {
 			/* spread the first probes over one interval */
 			uint64_t first = rng_next(p) % conf->health.interval_ms;
 			uv_timer_start(&w->probe_timer, on_probe_timer, first,
@@ -402,4 +598,7 @@ void mc_cell_pool_fini(cell_pool *p)
 	free(p->workers);
 	p->workers = NULL;
 	p->nworkers = 0;
+	if (p->sh)
+		shared_put(registry(p), p->sh);
+	p->sh = NULL;
 }

@@ -319,11 +319,12 @@ static int try_worker(proxy_req *px, const cell_worker *avoid, int retry, uint64
 	cell_pool *p = px->rt->pool;
 	const mc_pool_conf *pc = p->conf;
 	uint64_t now = now_ns / 1000000u; /* mc_cell_now_ms()'s clock */
-	if (pc->max_outstanding && p->outstanding >= pc->max_outstanding) {
+	size_t outstanding = mc_cell_pool_outstanding(p);
+	if (pc->max_outstanding && outstanding >= pc->max_outstanding) {
 		if (!retry)
 			px_note(px, CAUSE_OVERLOADED,
 				"pool %s has %zu requests outstanding (max_outstanding %u)",
-				pc->name, p->outstanding, pc->max_outstanding);
+				pc->name, outstanding, pc->max_outstanding);
 		return -1;
 	}
 	cell_worker *w = mc_cell_pool_pick(p, avoid, now);
@@ -331,7 +332,7 @@ static int try_worker(proxy_req *px, const cell_worker *avoid, int retry, uint64
 		if (!retry) {
 			size_t ejected = mc_cell_pool_ejected(p, now), unhealthy = 0;
 			for (size_t i = 0; i < p->nworkers; i++)
-				unhealthy += !p->workers[i]->healthy;
+				unhealthy += !atomic_load(&p->workers[i]->sh->healthy);
 			px_note(px, CAUSE_NO_HEALTHY_WORKER,
 				"no healthy worker in pool %s (%zu workers: %zu failing health "
 				"probes, %zu ejected)",

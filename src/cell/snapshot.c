@@ -20,26 +20,6 @@ static bool str_eq(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* Two pool definitions that behave the same (name included). */
-static bool pool_conf_same(const mc_pool_conf *a, const mc_pool_conf *b)
-{
-	if (strcmp(a->name, b->name) != 0 || a->nworkers != b->nworkers ||
-	    a->connect_timeout_ms != b->connect_timeout_ms || a->timeout_ms != b->timeout_ms ||
-	    a->max_conns != b->max_conns || a->max_queue != b->max_queue ||
-	    a->max_outstanding != b->max_outstanding)
-		return false;
-	for (size_t i = 0; i < a->nworkers; i++)
-		if (strcmp(a->workers[i], b->workers[i]) != 0)
-			return false;
-	const mc_health_conf *ha = &a->health, *hb = &b->health;
-	if (ha->enabled != hb->enabled ||
-	    (ha->enabled &&
-	     (!str_eq(ha->path, hb->path) || ha->interval_ms != hb->interval_ms ||
-	      ha->timeout_ms != hb->timeout_ms || ha->rise != hb->rise || ha->fall != hb->fall)))
-		return false;
-	return memcmp(&a->outlier, &b->outlier, sizeof a->outlier) == 0;
-}
-
 static void pool_conf_copy(mc_pool_conf *dst, const mc_pool_conf *src)
 {
 	*dst = *src;
@@ -82,7 +62,7 @@ static cell_pool *pool_reusable(cell *c, const mc_pool_conf *pc)
 {
 	cell_snapshot *cur = c->snap;
 	for (size_t i = 0; cur && i < cur->npools; i++)
-		if (!cur->pools[i]->closed && pool_conf_same(&cur->pools[i]->own, pc))
+		if (!cur->pools[i]->closed && mc_cell_pool_conf_same(&cur->pools[i]->own, pc))
 			return cur->pools[i];
 	return NULL;
 }

@@ -73,6 +73,17 @@ void mc_cell_obs_unlock(cell *c)
 		pthread_mutex_unlock(&c->main->obs_lock);
 }
 
+void mc_cell_thread_metrics(cell *c)
+{
+	char idx[16];
+	snprintf(idx, sizeof idx, "%u", c->idx);
+	c->m_thread_requests = mc_cell_series(
+	    c, "metrocell_thread_requests_total",
+	    "Requests that arrived on each data-plane thread's listeners (the kernel spreads "
+	    "connections over them).",
+	    MC_METRIC_COUNTER, "thread", idx, NULL, NULL);
+}
+
 /* "host:port" with the port the main thread's listener got (a config may say
  * port 0). */
 static void bound(const char *conf_hp, uint16_t port, char *out, size_t cap)
@@ -136,6 +147,7 @@ static void thread_main(void *arg)
 		return;
 	}
 	c->loop = &t->loop;
+	mc_cell_thread_metrics(c);
 	if ((rc = mc_mailbox_new(&c->mbox, c->loop)) < 0)
 		snprintf(err, sizeof err, "mailbox: %s", mc_strerror(rc));
 	if (rc == 0 && (rc = mc_cell_pools_init(c)) < 0)

@@ -6,6 +6,7 @@
 #ifndef MC_HTTP_H
 #define MC_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -172,7 +173,17 @@ typedef struct mc_http_server_opts {
 	 * (at accept, or after the TLS handshake), or when its TLS handshake
 	 * failed. The info is valid during the call only. */
 	void (*on_conn)(void *ctx, const struct mc_http_conn_info *info);
+	/* Counters shared by several servers (one per thread on one port, may be
+	 * NULL): max_connections and max_inflight then bound their sum. */
+	struct mc_http_shared_limits *shared;
 } mc_http_server_opts;
+
+/* The connection and in-flight counts of a group of servers (see
+ * mc_http_server_opts.shared); zero-initialise, outlives every server. */
+typedef struct mc_http_shared_limits {
+	_Atomic size_t conns;
+	_Atomic size_t inflight;
+} mc_http_shared_limits;
 
 /* Fills the defaults above. mc_http_server_new() also treats a zero field as its
  * default. */

@@ -171,6 +171,9 @@ static void inflight_end(conn *c)
 	if (c->inflight) {
 		c->inflight = 0;
 		c->srv->inflight--;
+		if (c->srv->opts.shared)
+			atomic_fetch_sub_explicit(&c->srv->opts.shared->inflight, 1,
+						  memory_order_relaxed);
 	}
 }
 
@@ -190,6 +193,9 @@ static void conn_close_how(conn *c, int reset)
 	if (c->counted) {
 		mc_http_list_remove(&c->link);
 		c->srv->nconns--;
+		if (c->srv->opts.shared)
+			atomic_fetch_sub_explicit(&c->srv->opts.shared->conns, 1,
+						  memory_order_relaxed);
 		c->counted = 0;
 	}
 	mc_http_h2_detach(c->h2);
@@ -704,8 +710,18 @@ static int cb_message_begin(llhttp_t *p)
 	mc_buf_reset(&c->body);
 	c->body_limit = s->opts.max_body_bytes;
 	if (!c->inflight) {
-		if (s->inflight >= s->opts.max_inflight)
+		if (s->opts.shared) {
+			/* the bound is on every thread's requests together */
+			size_t n = atomic_fetch_add_explicit(&s->opts.shared->inflight, 1,
+							     memory_order_relaxed);
+			if (n >= s->opts.max_inflight) {
+				atomic_fetch_sub_explicit(&s->opts.shared->inflight, 1,
+							  memory_order_relaxed);
+				return overload_fail(c);
+			}
+		} else if (s->inflight >= s->opts.max_inflight) {
 			return overload_fail(c);
+		}
 		c->inflight = 1;
 		s->inflight++;
 	}
@@ -1562,7 +1578,14 @@ static void on_connection(uv_stream_t *l, int status)
 	}
 	if (s->closing)
 		return;
-	if (s->nconns >= s->opts.max_connections) {
+	if (s->opts.shared) {
+		size_t n = atomic_fetch_add_explicit(&s->opts.shared->conns, 1, memory_order_relaxed);
+		if (n >= s->opts.max_connections) {
+			atomic_fetch_sub_explicit(&s->opts.shared->conns, 1, memory_order_relaxed);
+			server_reject(s, l);
+			return;
+		}
+	} else if (s->nconns >= s->opts.max_connections) {
 		server_reject(s, l);
 		return;
 	}
@@ -1570,6 +1593,8 @@ static void on_connection(uv_stream_t *l, int status)
 	c->srv = s;
 	c->refs = 1;
 	if (uv_tcp_init(s->loop, &c->tcp) < 0) {
+		if (s->opts.shared)
+			atomic_fetch_sub_explicit(&s->opts.shared->conns, 1, memory_order_relaxed);
 		free(c);
 		return;
 	}

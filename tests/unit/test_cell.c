@@ -111,7 +111,7 @@ static void test_pick_p2c_on_outstanding(void **state)
 	/* the busiest worker loses every comparison: two distinct workers are sampled */
 	for (int i = 0; i < 5; i++)
 		mc_cell_worker_begin(w[0]);
-	assert_int_equal(p->outstanding, 5);
+	assert_int_equal(mc_cell_pool_outstanding(p), 5);
 	for (int i = 0; i < 200; i++)
 		assert_ptr_not_equal(mc_cell_pool_pick(p, NULL, now), w[0]);
 	/* between w1 (2 outstanding) and w2 (0), w2 always wins */
@@ -122,20 +122,20 @@ static void test_pick_p2c_on_outstanding(void **state)
 	for (int i = 0; i < 100; i++)
 		assert_ptr_not_equal(mc_cell_pool_pick(p, w[1], now), w[1]);
 	/* only eligible workers: unhealthy and ejected ones are skipped */
-	w[2]->healthy = 0;
+	w[2]->sh->healthy = 0;
 	for (int i = 0; i < 50; i++)
 		assert_ptr_equal(mc_cell_pool_pick(p, w[0], now), w[1]);
-	w[1]->ejected_until_ms = now + 10;
+	w[1]->sh->ejected_until_ms = now + 10;
 	assert_null(mc_cell_pool_pick(p, w[0], now));
 	assert_ptr_equal(mc_cell_pool_pick(p, NULL, now), w[0]);
 	assert_ptr_equal(mc_cell_pool_pick(p, w[0], now + 10), w[1]); /* its ejection ended */
-	w[0]->healthy = 0;
+	w[0]->sh->healthy = 0;
 	assert_null(mc_cell_pool_pick(p, w[1], now));
 	for (int i = 0; i < 5; i++)
 		mc_cell_worker_end(w[0]);
 	mc_cell_worker_end(w[1]);
 	mc_cell_worker_end(w[1]);
-	assert_int_equal(p->outstanding, 0);
+	assert_int_equal(mc_cell_pool_outstanding(p), 0);
 	tpool_stop(&t);
 }
 
@@ -154,7 +154,7 @@ static void test_outlier_consecutive_cap_and_growth(void **state)
 	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 0);
 	assert_int_equal(mc_cell_worker_observe(w[0], 1, now), 1);
 	assert_false(mc_cell_worker_eligible(w[0], now));
-	assert_int_equal(w[0]->ejected_until_ms, now + 100);
+	assert_int_equal(w[0]->sh->ejected_until_ms, now + 100);
 	assert_int_equal(w[0]->m_ejections->value, 1);
 	assert_int_equal(w[0]->m_ejected->value, 1);
 	/* max_ejection_percent 50 of 2 workers: the second one stays in */
@@ -170,23 +170,72 @@ static void test_outlier_consecutive_cap_and_growth(void **state)
 	assert_int_equal(mc_cell_pool_ejected(&t.p, now), 0);
 	for (int i = 0; i < 3; i++)
 		mc_cell_worker_observe(w[0], 1, now);
-	assert_int_equal(w[0]->ejected_until_ms, now + 200);
+	assert_int_equal(w[0]->sh->ejected_until_ms, now + 200);
 	assert_int_equal(w[0]->m_ejected->value, 1);
 	now += 200;
 	for (int i = 0; i < 3; i++)
 		mc_cell_worker_observe(w[0], 1, now);
-	assert_int_equal(w[0]->ejected_until_ms, now + 250);
-	assert_int_equal(w[0]->times_ejected, 3);
+	assert_int_equal(w[0]->sh->ejected_until_ms, now + 250);
+	assert_int_equal(w[0]->sh->times_ejected, 3);
 	/* in for longer than the longest ejection: the multiplier starts over */
 	now += 250;
 	assert_int_equal(mc_cell_worker_observe(w[0], 0, now), 0);
 	now += 300;
 	for (int i = 0; i < 3; i++)
 		mc_cell_worker_observe(w[0], 1, now);
-	assert_int_equal(w[0]->ejected_until_ms, now + 100);
-	assert_int_equal(w[0]->times_ejected, 1);
+	assert_int_equal(w[0]->sh->ejected_until_ms, now + 100);
+	assert_int_equal(w[0]->sh->times_ejected, 1);
 	assert_int_equal(w[0]->m_ejections->value, 4);
 	tpool_stop(&t);
+}
+
+/* Two threads' copies of one pool (two cells sharing the main cell's registry):
+ * a verdict or a count on one is the other's too. */
+static void test_pool_state_shared_by_threads(void **state)
+{
+	(void)state;
+	tpool a;
+	tpool_start(&a, 2); /* a unit test's cell is its own main thread: no registry */
+	mc_cell_pool_fini(&a.p);
+	a.c.main = &a.c;
+	a.c.pool_reg = mc_cell_pool_reg_new();
+	assert_int_equal(mc_cell_pool_init(&a.c, &a.p, &a.pc), 0);
+	cell other;
+	memset(&other, 0, sizeof other);
+	other.loop = &a.loop;
+	other.conf = &a.cc;
+	other.metrics = mc_metrics_new();
+	other.main = &a.c;
+	other.idx = 1;
+	cell_pool q;
+	memset(&q, 0, sizeof q);
+	assert_int_equal(mc_cell_pool_init(&other, &q, &a.pc), 0);
+	cell_worker **wa = a.p.workers, **wb = q.workers;
+	assert_ptr_equal(wa[0]->sh, wb[0]->sh);
+	/* only the main thread's copy probes and has the gauges */
+	assert_non_null(wa[0]->m_healthy);
+	assert_null(wb[0]->m_healthy);
+	uint64_t now = 9000000;
+	/* failures seen by both threads add up to one ejection */
+	assert_int_equal(mc_cell_worker_observe(wa[0], 1, now), 0);
+	assert_int_equal(mc_cell_worker_observe(wb[0], 1, now), 0);
+	assert_int_equal(mc_cell_worker_observe(wa[0], 1, now), 1);
+	assert_false(mc_cell_worker_eligible(wb[0], now));
+	assert_int_equal(mc_cell_pool_ejected(&q, now), 1);
+	/* the cap counts the other thread's ejection */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(mc_cell_worker_observe(wb[1], 1, now), 0);
+	/* outstanding requests of both threads steer both */
+	mc_cell_worker_begin(wb[1]);
+	mc_cell_worker_begin(wa[1]);
+	assert_int_equal(mc_cell_pool_outstanding(&a.p), 2);
+	assert_int_equal(mc_cell_pool_outstanding(&q), 2);
+	mc_cell_worker_end(wb[1]);
+	mc_cell_worker_end(wa[1]);
+	mc_cell_pool_fini(&q);
+	mc_metrics_free(other.metrics);
+	tpool_stop(&a);
+	mc_cell_pool_reg_free(a.c.pool_reg);
 }
 
 static void test_outlier_failure_percentage(void **state)
@@ -382,6 +431,7 @@ int main(void)
 		cmocka_unit_test(test_pick_p2c_on_outstanding),
 		cmocka_unit_test(test_outlier_consecutive_cap_and_growth),
 		cmocka_unit_test(test_outlier_failure_percentage),
+		cmocka_unit_test(test_pool_state_shared_by_threads),
 		cmocka_unit_test(test_kv_mget_route_and_targets),
 	};
 	return cmocka_run_group_tests_name("cell", tests, NULL, NULL);

@@ -70,11 +70,40 @@ static void test_render_exact(void **state)
 	mc_metrics_free(m);
 }
 
+/* Per-thread registries rendered as one: counters and histograms add up, a
+ * gauge keeps the largest value, families only one side has are kept. */
+static void test_merge(void **state)
+{
+	(void)state;
+	mc_metrics *a = mc_metrics_new(), *b = mc_metrics_new(), *m = mc_metrics_new();
+	mc_metrics_series(a, "req_total", "h", MC_METRIC_COUNTER, "t=\"x\"")->value = 3;
+	mc_metrics_series(b, "req_total", "h", MC_METRIC_COUNTER, "t=\"x\"")->value = 4;
+	mc_metrics_series(b, "req_total", "h", MC_METRIC_COUNTER, "t=\"y\"")->value = 1;
+	mc_metrics_series(a, "up", "h", MC_METRIC_GAUGE, "")->value = 1;
+	mc_metrics_series(b, "up", "h", MC_METRIC_GAUGE, "")->value = 0;
+	mc_hist_record(mc_metrics_series(a, "lat", "h", MC_METRIC_HIST, "")->hist, 100);
+	mc_hist_record(mc_metrics_series(b, "lat", "h", MC_METRIC_HIST, "")->hist, 200);
+	mc_metrics_series(b, "only_b", "h", MC_METRIC_GAUGE, "")->value = 5;
+	mc_metrics_merge(m, a);
+	mc_metrics_merge(m, b);
+	assert_true(mc_metrics_sum(m, "req_total", "t=\"x\"") == 7);
+	assert_true(mc_metrics_sum(m, "req_total", NULL) == 8);
+	assert_true(mc_metrics_sum(m, "up", NULL) == 1);
+	assert_true(mc_metrics_sum(m, "lat", NULL) == 2);
+	assert_true(mc_metrics_sum(m, "only_b", NULL) == 5);
+	/* the sources are unchanged */
+	assert_true(mc_metrics_sum(a, "req_total", NULL) == 3);
+	mc_metrics_free(a);
+	mc_metrics_free(b);
+	mc_metrics_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_series_identity),
 		cmocka_unit_test(test_render_exact),
+		cmocka_unit_test(test_merge),
 	};
 	return cmocka_run_group_tests_name("obs", tests, NULL, NULL);
 }
