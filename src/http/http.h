@@ -183,6 +183,7 @@ typedef struct mc_http_server_opts {
 typedef struct mc_http_shared_limits {
 	_Atomic size_t conns;
 	_Atomic size_t inflight;
+	_Atomic size_t rejects; /* refused connections lingering with their 503 */
 } mc_http_shared_limits;
 
 /* Fills the defaults above. mc_http_server_new() also treats a zero field as its

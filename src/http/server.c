@@ -1457,6 +1457,8 @@ static void reject_close(reject *r)
 	r->closing = 1;
 	mc_http_list_remove(&r->link);
 	r->s->nrejects--;
+	if (r->s->opts.shared)
+		atomic_fetch_sub_explicit(&r->s->opts.shared->rejects, 1, memory_order_relaxed);
 	uv_close((uv_handle_t *)&r->tcp, on_reject_handle_close);
 	uv_close((uv_handle_t *)&r->timer, on_reject_handle_close);
 }
@@ -1492,6 +1494,8 @@ static int server_reject_busy(mc_http_server *s)
 {
 	reject *r = mc_calloc(1, sizeof *r);
 	if (uv_tcp_init(s->loop, &r->tcp) < 0) {
+		if (s->opts.shared)
+			atomic_fetch_sub_explicit(&s->opts.shared->rejects, 1, memory_order_relaxed);
 		free(r);
 		return -1;
 	}
@@ -1502,7 +1506,7 @@ static int server_reject_busy(mc_http_server *s)
 	r->open = 2;
 	s->handles++;
 	mc_http_list_push_back(&s->rejects, &r->link);
-	s->nrejects++;
+	s->nrejects++; /* the shared count was taken by server_reject() */
 	if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&r->tcp) < 0) {
 		reject_close(r);
 		return -1;
@@ -1551,9 +1555,20 @@ static void busy_build(mc_http_server *s)
 /* Accepts and closes at once: the connection limit is reached. */
 static void server_reject(mc_http_server *s, uv_stream_t *l)
 {
-	if (s->nrejects < REJECT_LINGER_MAX && s->busy.len > 0) {
-		server_reject_busy(s);
-		return;
+	if (s->busy.len > 0) {
+		/* the linger bound is the cell's, whatever the thread */
+		if (s->opts.shared) {
+			size_t n = atomic_fetch_add_explicit(&s->opts.shared->rejects, 1,
+							     memory_order_relaxed);
+			if (n < REJECT_LINGER_MAX) {
+				server_reject_busy(s);
+				return;
+			}
+			atomic_fetch_sub_explicit(&s->opts.shared->rejects, 1, memory_order_relaxed);
+		} else if (s->nrejects < REJECT_LINGER_MAX) {
+			server_reject_busy(s);
+			return;
+		}
 	}
 	uv_tcp_t *t = mc_alloc(sizeof *t);
 	if (uv_tcp_init(s->loop, t) < 0) {

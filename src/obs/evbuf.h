@@ -2,7 +2,8 @@
  * directory of segment files, numbered by a sequence that survives restarts, so
  * a cell keeps its events while the region is unreachable and drains them in
  * order when it returns (docs/operations.md "Event buffer"). The region keeps
- * each cell's drained events with the same code. Used from one thread. */
+ * each cell's drained events with the same code. Every call after open takes the
+ * buffer's lock: a cell's data-plane threads emit while its main thread drains. */
 #ifndef MC_OBS_EVBUF_H
 #define MC_OBS_EVBUF_H
 
