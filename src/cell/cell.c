@@ -317,7 +317,8 @@ static cell_req *req_new(cell *c, mc_http_exchange *ex)
 	cell_req *r = mc_alloc(sizeof *r);
 	memset(r, 0, sizeof *r);
 	r->c = c;
-	r->snap = mc_cell_snapshot_ref(c->snap);
+	/* no snapshot once the main thread has stopped (a late hand-over) */
+	r->snap = c->snap ? mc_cell_snapshot_ref(c->snap) : NULL;
 	r->ex = ex;
 	mc_buf_init(&r->key);
 	mc_buf_init(&r->xff);
