@@ -39,6 +39,9 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g -fno-omit-frame-pointer -MMD -MP -Isrc 
 REL_CFLAGS := -O2 $(BASE_CFLAGS) $(WARN)
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 ASAN_CFLAGS := -O1 $(BASE_CFLAGS) $(WARN) $(ASAN_FLAGS)
+# ThreadSanitizer build (make tsan): the cell's data-plane threads.
+TSAN_FLAGS := -fsanitize=thread
+TSAN_CFLAGS := -O1 $(BASE_CFLAGS) $(WARN) $(TSAN_FLAGS)
 LDLIBS_ALL = $(PKG_LIBS) $(LLHTTP_LIBS) $(TLS_LIBS) -lpthread -lm
 
 # Modules in dependency order (a module may use only those after it).
@@ -79,6 +82,7 @@ REL_OBJS := $(SRCS:%.c=build/rel/%.o)
 ASAN_OBJS := $(SRCS:%.c=build/asan/%.o)
 LLHTTP_REL_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/rel/llhttp/%.o)
 LLHTTP_ASAN_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/asan/llhttp/%.o)
+LLHTTP_TSAN_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/tsan/llhttp/%.o)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%)
@@ -86,7 +90,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%)
 # archive list for a variant: $(call libs,VARIANT,MODS)
 libs = $(foreach m,$(2),build/$(1)/libmc_$(m).a)
 
-.PHONY: all deps test unit integ demo demo-quick bench bench-smoke clean help format fuzz
+.PHONY: all deps test unit integ tsan demo demo-quick bench bench-smoke clean help format fuzz
 all: deps
 	@$(MAKE) --no-print-directory build/metrocell
 
@@ -99,11 +103,16 @@ build/metrocell: build/rel/src/main.o $(call libs,rel,$(MODULES) llhttp)
 build/asan/metrocell: build/asan/src/main.o $(call libs,asan,$(MODULES) llhttp)
 	$(CC) $(ASAN_CFLAGS) -o $@ $< $(call libs,asan,$(MODULES) llhttp) $(LDLIBS_ALL)
 
+build/tsan/metrocell: build/tsan/src/main.o $(call libs,tsan,$(MODULES) llhttp)
+	$(CC) $(TSAN_CFLAGS) -o $@ $< $(call libs,tsan,$(MODULES) llhttp) $(LDLIBS_ALL)
+
 # Per-module archives, so a unit test links only what its module depends on.
 define module_rules
 build/rel/libmc_$(1).a: $$(patsubst %.c,build/rel/%.o,$$(call mod_srcs,$(1)))
 	@mkdir -p $$(@D); rm -f $$@; ar rcs $$@ $$^
 build/asan/libmc_$(1).a: $$(patsubst %.c,build/asan/%.o,$$(call mod_srcs,$(1)))
+	@mkdir -p $$(@D); rm -f $$@; ar rcs $$@ $$^
+build/tsan/libmc_$(1).a: $$(patsubst %.c,build/tsan/%.o,$$(call mod_srcs,$(1)))
 	@mkdir -p $$(@D); rm -f $$@; ar rcs $$@ $$^
 endef
 $(foreach m,$(MODULES),$(eval $(call module_rules,$(m))))
@@ -112,15 +121,20 @@ build/rel/libmc_llhttp.a: $(LLHTTP_REL_OBJS)
 	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
 build/asan/libmc_llhttp.a: $(LLHTTP_ASAN_OBJS)
 	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
+build/tsan/libmc_llhttp.a: $(LLHTTP_TSAN_OBJS)
+	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
 
-build/rel/src/net/%.o build/asan/src/net/%.o: MOD_CFLAGS = $(SSL_CFLAGS)
-build/rel/src/http/%.o build/asan/src/http/%.o: MOD_CFLAGS = $(NGHTTP2_CFLAGS)
+build/rel/src/net/%.o build/asan/src/net/%.o build/tsan/src/net/%.o: MOD_CFLAGS = $(SSL_CFLAGS)
+build/rel/src/http/%.o build/asan/src/http/%.o build/tsan/src/http/%.o: MOD_CFLAGS = $(NGHTTP2_CFLAGS)
 build/rel/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(MOD_CFLAGS) -c -o $@ $<
 build/asan/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(MOD_CFLAGS) -c -o $@ $<
+build/tsan/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(TSAN_CFLAGS) $(PKG_CFLAGS) $(LLHTTP_CFLAGS) $(MOD_CFLAGS) -c -o $@ $<
 
 # llhttp is generated C: compiled without our warning set, in its strict mode
 # (CRLF after chunk data, token-only header names; docs/operations.md).
@@ -131,6 +145,9 @@ build/rel/llhttp/%.o: build/llhttp/%.c Makefile
 build/asan/llhttp/%.o: build/llhttp/%.c Makefile
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O1 -g $(ASAN_FLAGS) $(LLHTTP_BUILD_FLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
+build/tsan/llhttp/%.o: build/llhttp/%.c Makefile
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O1 -g $(TSAN_FLAGS) $(LLHTTP_BUILD_FLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 .SECONDEXPANSION:
 # Unit tests: tests/unit/test_<module>.c links the archives in LIBS_<module>.
@@ -172,9 +189,18 @@ integ: deps
 	@$(MAKE) --no-print-directory build/asan/metrocell
 	METROCELL_BIN=$(CURDIR)/build/asan/metrocell /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integ
 
-test: deps ## cmocka unit tests + pytest integration tests, ASan+UBSan build
+test: deps ## cmocka unit tests + pytest integration tests, ASan+UBSan build; threads under TSan
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integ
+	@$(MAKE) --no-print-directory tsan
+
+# The multi-threaded cell under ThreadSanitizer: a data race makes the process
+# exit 66, which the fixtures report as a failure.
+TSAN_TESTS := tests/integ/test_threads.py tests/integ/test_proxy.py tests/integ/test_tls.py
+tsan: deps ## the thread tests (and proxy, TLS) against a ThreadSanitizer build
+	@$(MAKE) --no-print-directory build/tsan/metrocell
+	METROCELL_BIN=$(CURDIR)/build/tsan/metrocell TSAN_OPTIONS=halt_on_error=0:exitcode=66 \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider $(TSAN_TESTS)
 
 demo: all ## the main job: region + two cells + workers + links + load + report
 	./build/metrocell demo
