@@ -800,8 +800,8 @@ int mc_cell_main(int argc, char **argv)
 	c.main = &c;
 	c.nthreads = mc_cell_threads_wanted(c.conf);
 	pthread_mutex_init(&c.obs_lock, NULL);
-	c.quotas = mc_cell_quota_reg_new();
-	c.pool_reg = mc_cell_pool_reg_new();
+	c.quotas = mc_cell_shared_reg_new();
+	c.pool_reg = mc_cell_shared_reg_new();
 	if (mc_mailbox_new(&c.mbox, &loop) < 0) {
 		fprintf(stderr, "metrocell cell: cannot create the main thread's mailbox\n");
 		return 1;
@@ -821,8 +821,8 @@ int mc_cell_main(int argc, char **argv)
 	mc_cell_telemetry_fini(&c);
 	mc_cell_edge_fini(&c);
 	mc_cell_kv_free(&c);
-	mc_cell_quota_reg_free(c.quotas);
-	mc_cell_pool_reg_free(c.pool_reg);
+	mc_cell_shared_reg_free(c.quotas);
+	mc_cell_shared_reg_free(c.pool_reg);
 	pthread_mutex_destroy(&c.obs_lock);
 	mc_metrics_free(c.metrics);
 	MC_INFO(COMP, "cell %s stopped", c.conf->cell);

@@ -164,11 +164,11 @@ struct cell {
 	struct cell_thread **threads;  /* main: the other threads, [0..nthreads-1) */
 	mc_mailbox *mbox;              /* cross-thread calls into this cell's loop */
 	pthread_mutex_t obs_lock;      /* main: rollout window and telemetry summaries */
-	struct cell_quota_reg *quotas; /* main: token buckets shared by every thread */
+	struct cell_shared_reg *quotas;   /* main: token buckets shared by every thread */
 	size_t hops;                   /* requests handed to the main thread, unanswered */
 	mc_series *m_thread_requests;  /* metrocell_thread_requests_total{thread} */
 	mc_http_shared_limits limits;  /* main: max_connections / max_inflight of all threads */
-	struct cell_pool_reg *pool_reg; /* main: pool health shared by every thread (pool.c) */
+	struct cell_shared_reg *pool_reg; /* main: pool health shared by every thread (pool.c) */
 	mc_metrics *shards_view;       /* main: the other threads' metrics, last gathered */
 	int gathering;                 /* main: a gather for telemetry is under way */
 	struct drain_state *drain_state; /* main: a graceful drain under way */
@@ -281,6 +281,24 @@ int mc_cell_snapshot_new_from(cell *c, cell_snapshot *origin, cell_snapshot **ou
 void mc_cell_snapshot_release_origin(cell *c, cell_snapshot *origin);
 
 /* ---- data-plane threads (src/cell/threads.c) ------------------------------------------ */
+
+/* State the threads share, found by its definition in a registry of the main
+ * thread (quota buckets, pool health): embedded first in the shared struct. */
+typedef struct cell_shared {
+	struct cell_shared *next;
+	int refs; /* under the registry's lock */
+} cell_shared;
+typedef struct cell_shared_reg cell_shared_reg;
+cell_shared_reg *mc_cell_shared_reg_new(void);
+void mc_cell_shared_reg_free(cell_shared_reg *r); /* accepts NULL; every entry put back */
+/* The entry for which same(entry, key) holds, with one more reference, else
+ * make(key) (refs 1) added. With r NULL: make(key), shared with nobody. */
+cell_shared *mc_cell_shared_get(cell_shared_reg *r, const void *key,
+				bool (*same)(const cell_shared *e, const void *key),
+				cell_shared *(*make)(const void *key));
+/* Drops a reference; true when it was the last (then e is out of the registry
+ * and the caller frees it). */
+bool mc_cell_shared_put(cell_shared_reg *r, cell_shared *e);
 
 /* The number of threads the config asks for ("threads", 0: online CPUs). */
 unsigned mc_cell_threads_wanted(const mc_cell_conf *conf);
@@ -440,11 +458,6 @@ void mc_cell_pool_fini(cell_pool *p);
 int mc_cell_worker_eligible(const cell_worker *w, uint64_t now_ms);
 /* Requests in flight or queued on any worker of the pool, every thread's. */
 size_t mc_cell_pool_outstanding(const cell_pool *p);
-/* Registry of shared pool state (main thread's cell->pool_reg), keyed by the
- * pool definition; freed after every pool. */
-typedef struct cell_pool_reg cell_pool_reg;
-cell_pool_reg *mc_cell_pool_reg_new(void);
-void mc_cell_pool_reg_free(cell_pool_reg *r); /* accepts NULL */
 /* Two pool definitions that behave the same (name included). */
 bool mc_cell_pool_conf_same(const mc_pool_conf *a, const mc_pool_conf *b);
 /* Main thread, before /metrics: the worker gauges of the current pools. */

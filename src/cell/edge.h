@@ -27,12 +27,6 @@ typedef struct quota_verdict {
 	uint64_t reset_s;   /* seconds until the bucket is full again */
 } quota_verdict;
 
-/* The cell's registry of token buckets, shared by its threads (main thread's
- * cell->quotas); freed after every quota. */
-typedef struct cell_quota_reg cell_quota_reg;
-cell_quota_reg *mc_cell_quota_reg_new(void);
-void mc_cell_quota_reg_free(cell_quota_reg *r); /* accepts NULL */
-
 /* Token buckets for one quota, at most conf->max_keys of them; counters under
  * metrics (allowed, limited, evictions, buckets) when c is not NULL. */
 cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf);

@@ -40,18 +40,12 @@ static uint64_t rng_next(cell_pool *p)
 typedef struct cell_pool_shared cell_pool_shared;
 
 struct cell_pool_shared {
-	struct cell_pool_shared *next; /* the registry's list */
-	mc_pool_conf def;              /* the definition it belongs to (a copy) */
-	int refs;                      /* pools using it, under the registry's lock */
+	cell_shared link;  /* in the main thread's pool_reg; refs: pool copies using it */
+	mc_pool_conf def;  /* the definition it belongs to (a copy) */
 	pthread_mutex_t lock;
 	_Atomic size_t outstanding;
 	size_t nworkers;
 	cell_worker_shared *w;
-};
-
-struct cell_pool_reg {
-	pthread_mutex_t lock;
-	cell_pool_shared *head;
 };
 
 static bool str_eq(const char *a, const char *b)
@@ -78,24 +72,9 @@ bool mc_cell_pool_conf_same(const mc_pool_conf *a, const mc_pool_conf *b)
 	return memcmp(&a->outlier, &b->outlier, sizeof a->outlier) == 0;
 }
 
-cell_pool_reg *mc_cell_pool_reg_new(void)
+static cell_shared *shared_new(const void *key)
 {
-	cell_pool_reg *r = mc_calloc(1, sizeof *r);
-	pthread_mutex_init(&r->lock, NULL);
-	return r;
-}
-
-void mc_cell_pool_reg_free(cell_pool_reg *r)
-{
-	if (!r)
-		return;
-	MC_ASSERT(!r->head); /* every pool released first */
-	pthread_mutex_destroy(&r->lock);
-	free(r);
-}
-
-static cell_pool_shared *shared_new(const mc_pool_conf *conf)
-{
+	const mc_pool_conf *conf = key;
 	cell_pool_shared *sh = mc_calloc(1, sizeof *sh);
 	sh->def = *conf;
 	sh->def.name = mc_strdup(conf->name);
@@ -103,13 +82,17 @@ static cell_pool_shared *shared_new(const mc_pool_conf *conf)
 	for (size_t i = 0; i < conf->nworkers; i++)
 		sh->def.workers[i] = mc_strdup(conf->workers[i]);
 	sh->def.health.path = conf->health.path ? mc_strdup(conf->health.path) : NULL;
-	sh->refs = 1;
 	pthread_mutex_init(&sh->lock, NULL);
 	sh->nworkers = conf->nworkers;
 	sh->w = mc_calloc(sh->nworkers ? sh->nworkers : 1, sizeof *sh->w);
 	for (size_t i = 0; i < sh->nworkers; i++)
 		sh->w[i].healthy = 1; /* until its probes say otherwise: docs/operations.md */
-	return sh;
+	return &sh->link;
+}
+
+static bool shared_same(const cell_shared *e, const void *key)
+{
+	return mc_cell_pool_conf_same(&((const cell_pool_shared *)(const void *)e)->def, key);
 }
 
 static void shared_free(cell_pool_shared *sh)
@@ -124,45 +107,6 @@ static void shared_free(cell_pool_shared *sh)
 	free(sh);
 }
 
-/* The registry's state for conf (one more reference), created on first use. */
-static cell_pool_shared *shared_get(cell_pool_reg *r, const mc_pool_conf *conf)
-{
-	if (!r)
-		return shared_new(conf);
-	pthread_mutex_lock(&r->lock);
-	cell_pool_shared *sh = r->head;
-	while (sh && !mc_cell_pool_conf_same(&sh->def, conf))
-		sh = sh->next;
-	if (sh) {
-		sh->refs++;
-	} else {
-		sh = shared_new(conf);
-		sh->next = r->head;
-		r->head = sh;
-	}
-	pthread_mutex_unlock(&r->lock);
-	return sh;
-}
-
-static void shared_put(cell_pool_reg *r, cell_pool_shared *sh)
-{
-	if (!r) {
-		shared_free(sh);
-		return;
-	}
-	pthread_mutex_lock(&r->lock);
-	int last = --sh->refs == 0;
-	if (last) {
-		cell_pool_shared **pp = &r->head;
-		while (*pp != sh)
-			pp = &(*pp)->next;
-		*pp = sh->next;
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (last)
-		shared_free(sh);
-}
-
 /* The pool copy that probes and exposes the gauges: the main thread's (a
  * cell without threads, such as a unit test's, is its own main thread). */
 static int is_main(const cell_pool *p)
@@ -170,7 +114,7 @@ static int is_main(const cell_pool *p)
 	return !p->c->main || p->c->main == p->c;
 }
 
-static cell_pool_reg *registry(const cell_pool *p)
+static cell_shared_reg *registry(const cell_pool *p)
 {
 	return p->c->main ? p->c->main->pool_reg : NULL;
 }
@@ -531,7 +475,8 @@ int mc_cell_pool_init(cell *c, cell_pool *p, const mc_pool_conf *conf)
 	p->nworkers = conf->nworkers;
 	p->workers = mc_calloc(p->nworkers ? p->nworkers : 1, sizeof *p->workers);
 	p->rng = (mc_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)p) | 1;
-	p->sh = shared_get(registry(p), conf);
+	p->sh = (cell_pool_shared *)(void *)mc_cell_shared_get(registry(p), conf, shared_same,
+							       shared_new);
 	/* the main thread probes for every thread */
 	int probes = conf->health.enabled && is_main(p);
 	mc_http_pool_opts o;
@@ -598,7 +543,7 @@ void mc_cell_pool_fini(cell_pool *p)
 	free(p->workers);
 	p->workers = NULL;
 	p->nworkers = 0;
-	if (p->sh)
-		shared_put(registry(p), p->sh);
+	if (p->sh && mc_cell_shared_put(registry(p), &p->sh->link))
+		shared_free(p->sh);
 	p->sh = NULL;
 }

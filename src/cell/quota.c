@@ -40,10 +40,9 @@ typedef struct bucket {
  * the cell (so a client's rate does not depend on the thread its connection
  * landed on) and by the snapshots that define the quota identically. */
 typedef struct qstore {
-	struct qstore *next;       /* the registry's list */
+	cell_shared link;          /* in the main thread's registry; refs: handles using it */
 	const mc_quota_conf *conf; /* &own */
 	mc_quota_conf own;         /* a copy: the buckets outlive the snapshot they came from */
-	int refs;                  /* under the registry's lock (or one owner without one) */
 	pthread_mutex_t lock;      /* the table, the LRU list and the counters below */
 	bucket **table;
 	size_t tcap; /* power of two */
@@ -52,17 +51,12 @@ typedef struct qstore {
 	uint32_t evicted_idle, evicted_full; /* by the take in progress */
 } qstore;
 
-struct cell_quota_reg {
-	pthread_mutex_t lock;
-	qstore *head;
-};
-
 /* One thread's handle on a quota: its metrics, its reference on the buckets. */
 struct cell_quota {
 	const mc_quota_conf *conf; /* &st->own */
 	int refs;                  /* this thread's snapshots sharing it */
 	qstore *st;
-	cell_quota_reg *reg;       /* NULL: st is this handle's alone */
+	cell_shared_reg *reg;      /* NULL: st is this handle's alone */
 	mc_series *allowed, *limited, *evict_idle, *evict_full, *gauge;
 };
 
@@ -142,18 +136,23 @@ static bool same_def(const mc_quota_conf *a, const mc_quota_conf *b)
 	       ((!a->header && !b->header) || (a->header && b->header && strcmp(a->header, b->header) == 0));
 }
 
-static qstore *qstore_new(const mc_quota_conf *conf)
+static cell_shared *qstore_new(const void *key)
 {
+	const mc_quota_conf *conf = key;
 	qstore *st = mc_calloc(1, sizeof *st);
 	st->own = *conf;
 	st->own.name = mc_strdup(conf->name);
 	st->own.header = conf->header ? mc_strdup(conf->header) : NULL;
 	st->conf = &st->own;
-	st->refs = 1;
 	pthread_mutex_init(&st->lock, NULL);
 	st->lru.lnext = st->lru.lprev = &st->lru;
 	table_grow(st);
-	return st;
+	return &st->link;
+}
+
+static bool qstore_same(const cell_shared *e, const void *key)
+{
+	return same_def(((const qstore *)(const void *)e)->conf, key);
 }
 
 static void qstore_free(qstore *st)
@@ -171,66 +170,11 @@ static void qstore_free(qstore *st)
 	free(st);
 }
 
-cell_quota_reg *mc_cell_quota_reg_new(void)
-{
-	cell_quota_reg *r = mc_calloc(1, sizeof *r);
-	pthread_mutex_init(&r->lock, NULL);
-	return r;
-}
-
-void mc_cell_quota_reg_free(cell_quota_reg *r)
-{
-	if (!r)
-		return;
-	MC_ASSERT(!r->head); /* every quota released first */
-	pthread_mutex_destroy(&r->lock);
-	free(r);
-}
-
-/* The registry's buckets for conf (one more reference), created on first use. */
-static qstore *qstore_get(cell_quota_reg *r, const mc_quota_conf *conf)
-{
-	if (!r)
-		return qstore_new(conf);
-	pthread_mutex_lock(&r->lock);
-	qstore *st = r->head;
-	while (st && !same_def(st->conf, conf))
-		st = st->next;
-	if (st) {
-		st->refs++;
-	} else {
-		st = qstore_new(conf);
-		st->next = r->head;
-		r->head = st;
-	}
-	pthread_mutex_unlock(&r->lock);
-	return st;
-}
-
-static void qstore_put(cell_quota_reg *r, qstore *st)
-{
-	if (!r) {
-		qstore_free(st);
-		return;
-	}
-	pthread_mutex_lock(&r->lock);
-	int last = --st->refs == 0;
-	if (last) {
-		qstore **pp = &r->head;
-		while (*pp != st)
-			pp = &(*pp)->next;
-		*pp = st->next;
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (last)
-		qstore_free(st);
-}
-
 cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf)
 {
 	cell_quota *q = mc_calloc(1, sizeof *q);
 	q->reg = c && c->main ? c->main->quotas : NULL;
-	q->st = qstore_get(q->reg, conf);
+	q->st = (qstore *)(void *)mc_cell_shared_get(q->reg, conf, qstore_same, qstore_new);
 	q->conf = q->st->conf;
 	q->refs = 1;
 	conf = q->conf;
@@ -270,7 +214,8 @@ void mc_cell_quota_free(cell_quota *q)
 {
 	if (!q || --q->refs > 0)
 		return;
-	qstore_put(q->reg, q->st);
+	if (mc_cell_shared_put(q->reg, &q->st->link))
+		qstore_free(q->st);
 	free(q);
 }
 

@@ -98,6 +98,70 @@ static void bound(const char *conf_hp, uint16_t port, char *out, size_t cap)
 		snprintf(out, cap, "%s:%u", host, port);
 }
 
+/* ---- shared-state registries ---------------------------------------------------------- */
+
+struct cell_shared_reg {
+	pthread_mutex_t lock;
+	cell_shared *head;
+};
+
+cell_shared_reg *mc_cell_shared_reg_new(void)
+{
+	cell_shared_reg *r = mc_calloc(1, sizeof *r);
+	pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+void mc_cell_shared_reg_free(cell_shared_reg *r)
+{
+	if (!r)
+		return;
+	MC_ASSERT(!r->head);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+cell_shared *mc_cell_shared_get(cell_shared_reg *r, const void *key,
+				bool (*same)(const cell_shared *e, const void *key),
+				cell_shared *(*make)(const void *key))
+{
+	if (!r) {
+		cell_shared *e = make(key);
+		e->refs = 1;
+		return e;
+	}
+	pthread_mutex_lock(&r->lock);
+	cell_shared *e = r->head;
+	while (e && !same(e, key))
+		e = e->next;
+	if (e) {
+		e->refs++;
+	} else {
+		e = make(key);
+		e->refs = 1;
+		e->next = r->head;
+		r->head = e;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return e;
+}
+
+bool mc_cell_shared_put(cell_shared_reg *r, cell_shared *e)
+{
+	if (!r)
+		return true;
+	pthread_mutex_lock(&r->lock);
+	bool last = --e->refs == 0;
+	if (last) {
+		cell_shared **pp = &r->head;
+		while (*pp != e)
+			pp = &(*pp)->next;
+		*pp = e->next;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return last;
+}
+
 /* ---- a thread's life ------------------------------------------------------------------------ */
 
 static void exited_task(void *arg);
@@ -286,16 +350,38 @@ void mc_cell_threads_free(cell *m)
 
 /* ---- new snapshots and TLS contexts ---------------------------------------------------- */
 
-typedef struct install_msg {
+/* A message for one thread about a shared object (a snapshot, a TLS context). */
+typedef struct obj_msg {
 	cell_thread *t;
-	cell_snapshot *origin;
-} install_msg;
+	void *obj; /* one reference for the thread */
+} obj_msg;
+
+/* Posts fn(msg) to every running thread with a reference of obj each, taken
+ * by ref and dropped by unref when a post fails. */
+static void broadcast(cell *m, mc_mailbox_fn fn, void *obj, void *(*ref)(void *),
+		      void (*unref)(void *))
+{
+	if (m->main != m || m->stopping)
+		return;
+	for (unsigned i = 0; i + 1 < m->nthreads; i++) {
+		cell_thread *t = thr(m, i);
+		if (!t || t->stop_sent)
+			continue;
+		obj_msg *msg = mc_alloc(sizeof *msg);
+		msg->t = t;
+		msg->obj = ref(obj);
+		if (mc_mailbox_post(t->c.mbox, fn, msg) < 0) {
+			unref(msg->obj);
+			free(msg);
+		}
+	}
+}
 
 static void install_task(void *arg)
 {
-	install_msg *msg = arg;
+	obj_msg *msg = arg;
 	cell *c = &msg->t->c;
-	cell_snapshot *origin = msg->origin;
+	cell_snapshot *origin = msg->obj;
 	free(msg);
 	if (c->stopping) {
 		mc_cell_snapshot_release_origin(c, origin);
@@ -317,54 +403,44 @@ static void install_task(void *arg)
 	mc_cell_snapshot_unref(old);
 }
 
-void mc_cell_threads_install(cell *m, cell_snapshot *s)
+static void *snap_ref(void *s)
 {
-	if (m->main != m || m->stopping)
-		return;
-	for (unsigned i = 0; i + 1 < m->nthreads; i++) {
-		cell_thread *t = thr(m, i);
-		if (!t || t->stop_sent)
-			continue;
-		install_msg *msg = mc_alloc(sizeof *msg);
-		msg->t = t;
-		msg->origin = mc_cell_snapshot_ref(s);
-		if (mc_mailbox_post(t->c.mbox, install_task, msg) < 0) {
-			mc_cell_snapshot_unref(msg->origin);
-			free(msg);
-		}
-	}
+	return mc_cell_snapshot_ref(s);
 }
 
-typedef struct tls_msg {
-	cell_thread *t;
-	mc_tls_ctx *ctx;
-} tls_msg;
+static void snap_unref(void *s)
+{
+	mc_cell_snapshot_unref(s);
+}
+
+void mc_cell_threads_install(cell *m, cell_snapshot *s)
+{
+	broadcast(m, install_task, s, snap_ref, snap_unref);
+}
 
 static void tls_task(void *arg)
 {
-	tls_msg *msg = arg;
-	if (msg->t->c.http && !msg->t->c.stopping)
-		mc_http_server_tls_ctx_set(msg->t->c.http, msg->ctx);
-	mc_tls_ctx_unref(msg->ctx);
+	obj_msg *msg = arg;
+	cell *c = &msg->t->c;
+	if (c->http && !c->stopping)
+		mc_http_server_tls_ctx_set(c->http, msg->obj);
+	mc_tls_ctx_unref(msg->obj);
 	free(msg);
+}
+
+static void *ctx_ref(void *ctx)
+{
+	return mc_tls_ctx_ref(ctx);
+}
+
+static void ctx_unref(void *ctx)
+{
+	mc_tls_ctx_unref(ctx);
 }
 
 void mc_cell_threads_tls_ctx(cell *m, mc_tls_ctx *ctx)
 {
-	if (m->main != m || m->stopping)
-		return;
-	for (unsigned i = 0; i + 1 < m->nthreads; i++) {
-		cell_thread *t = thr(m, i);
-		if (!t || t->stop_sent)
-			continue;
-		tls_msg *msg = mc_alloc(sizeof *msg);
-		msg->t = t;
-		msg->ctx = mc_tls_ctx_ref(ctx);
-		if (mc_mailbox_post(t->c.mbox, tls_task, msg) < 0) {
-			mc_tls_ctx_unref(msg->ctx);
-			free(msg);
-		}
-	}
+	broadcast(m, tls_task, ctx, ctx_ref, ctx_unref);
 }
 
 /* ---- graceful drain --------------------------------------------------------------------- */

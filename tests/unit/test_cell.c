@@ -198,7 +198,7 @@ static void test_pool_state_shared_by_threads(void **state)
 	tpool_start(&a, 2); /* a unit test's cell is its own main thread: no registry */
 	mc_cell_pool_fini(&a.p);
 	a.c.main = &a.c;
-	a.c.pool_reg = mc_cell_pool_reg_new();
+	a.c.pool_reg = mc_cell_shared_reg_new();
 	assert_int_equal(mc_cell_pool_init(&a.c, &a.p, &a.pc), 0);
 	cell other;
 	memset(&other, 0, sizeof other);
@@ -235,7 +235,7 @@ static void test_pool_state_shared_by_threads(void **state)
 	mc_cell_pool_fini(&q);
 	mc_metrics_free(other.metrics);
 	tpool_stop(&a);
-	mc_cell_pool_reg_free(a.c.pool_reg);
+	mc_cell_shared_reg_free(a.c.pool_reg);
 }
 
 static void test_outlier_failure_percentage(void **state)
