@@ -44,6 +44,7 @@ struct mc_http_h2_stream {
 	uint8_t has_host, got_path, head_done, req_done, ready;
 	uint8_t dispatched, ex_active, answered, ng_open, head_req, resp_eof;
 	uint8_t drain_armed, closed_told; /* mc_http_exchange_watch() events */
+	uint8_t inflight; /* holds one of the server's max_inflight slots */
 };
 
 struct mc_http_h2 {
@@ -225,6 +226,16 @@ static void stream_error(stream *st, int status, const char *code, const char *m
 		h2_flush(h);
 }
 
+/* Gives st's max_inflight slot back (while the connection is there to take it). */
+static void inflight_drop(stream *st)
+{
+	if (!st->inflight)
+		return;
+	st->inflight = 0;
+	if (st->h->attached && st->h->host.inflight_drop)
+		st->h->host.inflight_drop(st->h->host.conn);
+}
+
 int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *headers,
 		       size_t nheaders, const void *body, size_t body_len)
 {
@@ -240,6 +251,7 @@ int mc_http_h2_respond(mc_http_exchange *ex, int status, const mc_http_header *h
 	ex->watch = NULL;
 	ex->watch_arg = NULL;
 	h->handlers--;
+	inflight_drop(st);
 	if (status < 200 || status > 999) {
 		MC_WARN("http", "handler answered with status %d; sending 500", status);
 		status = 500;
@@ -274,6 +286,7 @@ static void exchange_release(stream *st)
 	st->ex.watch = NULL;
 	st->ex.watch_arg = NULL;
 	h->handlers--;
+	inflight_drop(st);
 	if (!st->ng_open)
 		stream_free(st);
 }
@@ -607,6 +620,18 @@ static void dispatch_ready(mc_http_h2 *h)
 			continue;
 		}
 		st->ready = 0;
+		/* streams count against limits.max_inflight like HTTP/1.1 requests */
+		if (h->host.inflight_take) {
+			if (h->host.inflight_take(h->host.conn) < 0) {
+				char msg[96];
+				snprintf(msg, sizeof msg, "more than %zu requests in flight",
+					 h->host.opts->max_inflight);
+				stream_error(st, 503, "overloaded", msg);
+				l = l->next;
+				continue;
+			}
+			st->inflight = 1;
+		}
 		st->dispatched = 1;
 		mc_http_request *r = &st->ex.req;
 		mc_http_head *hd = &st->head;
@@ -814,6 +839,9 @@ void mc_http_h2_detach(mc_http_h2 *h)
 {
 	if (!h || !h->attached)
 		return;
+	/* the connection's slots go with it, as an HTTP/1.1 connection's */
+	for (mc_http_link *l = h->streams.next; l != &h->streams; l = l->next)
+		inflight_drop(MC_HTTP_CONTAINER(l, stream, link));
 	h->attached = 0;
 	/* streams nobody waits for go now; the others when their handler answers */
 	for (mc_http_link *l = h->streams.next; l != &h->streams;) {

@@ -143,6 +143,11 @@ typedef struct mc_http_h2_host {
 	void (*arm)(void *conn, uint32_t ms);
 	/* The session is over: graceful (close_notify, then close) or at once. */
 	void (*close)(void *conn, int graceful);
+	/* A request goes to the handler: takes one of the server's max_inflight
+	 * slots (0), or -1 when none is free (the stream gets 503). Optional. */
+	int (*inflight_take)(void *conn);
+	/* Gives the slot back: the handler answered, or the connection is gone. */
+	void (*inflight_drop)(void *conn);
 } mc_http_h2_host;
 
 /* Starts a server session (sends SETTINGS). Returns 0 or MC_ENOMEM. */

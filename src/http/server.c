@@ -1808,6 +1808,35 @@ static void conn_h2_arm(void *conn_, uint32_t ms)
 		timer_stop(c);
 }
 
+/* The max_inflight slot of an HTTP/2 stream (h2.c takes it when the request
+ * goes to the handler and gives it back when it is answered). */
+static int conn_h2_inflight_take(void *conn_)
+{
+	conn *c = conn_;
+	mc_http_server *s = c->srv;
+	if (s->opts.shared) {
+		size_t n =
+		    atomic_fetch_add_explicit(&s->opts.shared->inflight, 1, memory_order_relaxed);
+		if (n >= s->opts.max_inflight) {
+			atomic_fetch_sub_explicit(&s->opts.shared->inflight, 1, memory_order_relaxed);
+			return -1;
+		}
+	} else if (s->inflight >= s->opts.max_inflight) {
+		return -1;
+	}
+	s->inflight++;
+	return 0;
+}
+
+static void conn_h2_inflight_drop(void *conn_)
+{
+	conn *c = conn_;
+	mc_http_server *s = c->srv;
+	s->inflight--;
+	if (s->opts.shared)
+		atomic_fetch_sub_explicit(&s->opts.shared->inflight, 1, memory_order_relaxed);
+}
+
 static void conn_h2_close(void *conn_, int graceful)
 {
 	conn *c = conn_;
@@ -1849,7 +1878,9 @@ static void conn_on_handshake(void *arg, int status)
 					.ctx = s->ctx,
 					.peer = c->peer,
 					.arm = conn_h2_arm,
-					.close = conn_h2_close};
+					.close = conn_h2_close,
+					.inflight_take = conn_h2_inflight_take,
+					.inflight_drop = conn_h2_inflight_drop};
 		if (mc_http_h2_new(&c->h2, &host) < 0) {
 			conn_close(c);
 			return;

@@ -285,6 +285,34 @@ def test_concurrent_streams_share_one_connection(procs, tmp_path, metrocell_bin,
         assert (status, data) == (200, b"value-%d" % i)
 
 
+def test_http2_streams_count_against_max_inflight(procs, tmp_path, metrocell_bin, certs):
+    """Streams of one HTTP/2 connection take limits.max_inflight slots like HTTP/1.1
+    requests: with 3 slots and 8 slow streams at once, 3 reach the worker and 5 get
+    the server's own 503; once answered, the slots are free again."""
+    c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"], worker=True,
+                limits={"max_inflight": 3}, worker_args=["--work-ms", "1500"]).start()
+    base = "https://%s" % c.tls
+    n = 8
+    cfg = os.path.join(os.path.dirname(c.conf), "slow.curl")
+    with open(cfg, "w") as f:
+        f.write("\nnext\n".join(
+            'url = "%s/app/s%d"\noutput = "/dev/null"\nhttp2\ninsecure\nsilent\n'
+            'write-out = "%%{response_code} %%{num_connects}\\n"' % (base, i)
+            for i in range(n)) + "\n")
+    r = curl("--parallel", "--parallel-max", str(n), "-K", cfg)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.decode().splitlines() if line.strip()]
+    assert len(rows) == n
+    assert sum(int(row[1]) for row in rows) == 1  # one connection
+    codes = sorted(row[0] for row in rows)
+    assert codes == ["200"] * 3 + ["503"] * 5, codes
+    assert c.metric("metrocell_http_rejected_total", 'status="503"') == 5
+    # the slots came back once the streams were answered
+    for i in range(3):
+        res = curl("--http2", "-o", "/dev/null", "-w", "%{response_code}", base + "/app/again")
+        assert res.stdout == b"200", res.stdout
+
+
 def test_http1_over_tls(procs, tmp_path, metrocell_bin, certs):
     c = TlsCell(procs, tmp_path, metrocell_bin, "lax", *certs["a"]).start()
     base = "https://%s" % c.tls
