@@ -733,8 +733,6 @@ static int start(cell *c)
 	}
 	if ((rc = mc_cell_tls_start(c)) < 0)
 		return rc;
-	if ((rc = mc_cell_threads_start(c)) < 0)
-		return rc;
 	mc_http_server_opts ao;
 	mc_http_server_opts_default(&ao);
 	rc = mc_http_server_new(&c->admin, c->loop, cf->listen_admin, &ao, on_admin, c);
@@ -765,6 +763,10 @@ static int start(cell *c)
 	mc_cell_kv_start(c);
 	mc_net_stop_signals_start(&c->signals, c->loop, on_stop_signal, c);
 	mc_cell_fleet_start(c);
+	/* last: the other threads serve at once and reach the main thread's
+	 * telemetry, rollout window and mailbox, which all exist now */
+	if ((rc = mc_cell_threads_start(c)) < 0)
+		return rc;
 	char hh[64], ah[64];
 	uint16_t port;
 	mc_parse_hostport(cf->listen_http, hh, sizeof hh, &port);

@@ -477,7 +477,10 @@ void mc_cell_fleet_stop(cell *c)
 	cell_fleet *f = c->fleet;
 	if (!f)
 		return;
+	/* other threads read c->fleet under the lock (mc_cell_fleet_observe) */
+	mc_cell_obs_lock(c);
 	c->fleet = NULL;
+	mc_cell_obs_unlock(c);
 	f->stopping = 1;
 	mc_fleet_conf_free(f->lkg);
 	f->lkg = NULL;
