@@ -164,3 +164,60 @@ def test_sigterm_drains_requests_on_every_thread(procs, tmp_path, metrocell_bin)
         assert s.connect_ex(("127.0.0.1", int(c.cell_http.rsplit(":", 1)[1]))) != 0
     finally:
         s.close()
+
+
+def test_config_pushes_under_load_reach_every_thread(procs, tmp_path, metrocell_bin):
+    """Six fleet config versions pushed while clients keep every thread busy: no
+    request fails, and each version is served by every thread (fresh connections
+    land on all of them). Run under TSan by `make tsan` too."""
+    from test_fleet import CELLS, Fleet
+
+    f = Fleet(procs, tmp_path, metrocell_bin)
+    for name in CELLS:
+        f.cell_extra[name] = {"threads": THREADS}
+    f.worker("a")
+    f.worker("b")
+    f.start_all()
+    lax = f.cells["lax"]["http"]
+    errors, done = [], threading.Event()
+
+    def client(k):
+        n = 0
+        while not done.is_set() and n < 3000:
+            n += 1
+            try:
+                raw = raw_exchange(lax, ("GET /load%d HTTP/1.1\r\nHost: t\r\n"
+                                         "Connection: close\r\n\r\n" % k).encode())
+                status, _, body = split_response(raw)
+                if status != "HTTP/1.1 200 OK":
+                    errors.append((status, body[:200]))
+            except OSError as e:
+                errors.append(("exception", repr(e)))
+
+    clients = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(4)]
+    for t in clients:
+        t.start()
+    try:
+        for v in range(6):
+            worker = "ab"[v % 2]
+            color = "c%d" % v
+            f.push(f.doc(worker, flags={"color": color}), name="fleet%d.json" % v)
+
+            def every_thread_serves():
+                seen = set()
+                for _ in range(8 * THREADS):
+                    status, _, body = split_response(raw_exchange(
+                        lax, b"GET /flags/color HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+                    seen.add((status, body))
+                return seen == {("HTTP/1.1 200 OK", b'{"name":"color","value":"%s"}\n'
+                                 % color.encode())} or None
+            from conftest import wait_until
+            wait_until(every_thread_serves, timeout=5, what="version %d on every thread" % v)
+    finally:
+        done.set()
+        for t in clients:
+            t.join(30)
+    assert not errors, errors[:5]
+    text = metrics(type("C", (), {"cell_admin": f.cells["lax"]["admin"]})())
+    assert all(x and x > 0 for x in per_thread(text)), per_thread(text)
+    assert metric(None, 'metrocell_config_version{cell="lax"}', text) == 6
