@@ -80,6 +80,7 @@ struct conn {
 	char peer[64];
 	mc_tls_stream *tls; /* accepted on the TLS listener */
 	mc_http_h2 *h2;	    /* ALPN chose h2: the session owns the protocol */
+	mc_http_rd rd;	    /* plain TCP: read with recv() (rd.fd -1: libuv reads) */
 };
 
 struct mc_http_server {
@@ -104,18 +105,28 @@ struct mc_http_server {
 	mc_http_tls_opts tls_opts;
 	int has_tls;
 	uint16_t tls_port;
+	int rd_fd_cap; /* see mc_http_rd_init */
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
 
 /* Transport hooks: plain TCP, or the connection's TLS stream (same shapes). */
 static int conn_io_read_start(conn *c, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
 {
-	return c->tls ? mc_tls_stream_read_start(c->tls, alloc_cb, read_cb)
-		      : uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	if (c->tls)
+		return mc_tls_stream_read_start(c->tls, alloc_cb, read_cb);
+	if (c->rd.fd >= 0)
+		return mc_http_rd_start(&c->rd, alloc_cb, read_cb);
+	return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 static int conn_io_read_stop(conn *c)
 {
-	return c->tls ? mc_tls_stream_read_stop(c->tls) : uv_read_stop((uv_stream_t *)&c->tcp);
+	if (c->tls)
+		return mc_tls_stream_read_stop(c->tls);
+	if (c->rd.fd >= 0) {
+		mc_http_rd_stop(&c->rd);
+		return 0;
+	}
+	return uv_read_stop((uv_stream_t *)&c->tcp);
 }
 static int conn_io_write(conn *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
@@ -196,9 +207,11 @@ static void conn_close_how(conn *c, int reset)
 	c->h2 = NULL;
 	mc_tls_stream_free(c->tls); /* gives tcp->data back before the close */
 	c->tls = NULL;
+	int has_timer = c->open_handles - (c->rd.fd >= 0) == 2;
+	mc_http_rd_close(&c->rd, on_conn_close); /* first: see mc_http_rd_close */
 	if (!reset || uv_tcp_close_reset(&c->tcp, on_conn_close) < 0)
 		uv_close((uv_handle_t *)&c->tcp, on_conn_close);
-	if (c->open_handles == 2)
+	if (has_timer)
 		uv_close((uv_handle_t *)&c->timer, on_conn_close);
 }
 
@@ -1569,6 +1582,7 @@ static void on_connection(uv_stream_t *l, int status)
 	conn *c = mc_calloc(1, sizeof *c);
 	c->srv = s;
 	c->refs = 1;
+	c->rd.fd = -1;
 	if (uv_tcp_init(s->loop, &c->tcp) < 0) {
 		free(c);
 		return;
@@ -1600,6 +1614,8 @@ static void on_connection(uv_stream_t *l, int status)
 		if (conn_tls_begin(c) < 0)
 			return;
 	} else {
+		if (mc_http_rd_init(&c->rd, s->loop, &c->tcp, s->rd_fd_cap) == 0)
+			c->open_handles++;
 		conn_report(c, NULL);
 		timer_arm(c, MC_MIN(MC_MIN(s->opts.idle_timeout_ms, s->opts.request_timeout_ms),
 				    s->opts.header_timeout_ms));
@@ -1654,6 +1670,7 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 	s->loop = loop;
 	s->handler = handler;
 	s->ctx = ctx;
+	s->rd_fd_cap = mc_http_rd_fd_cap();
 	mc_http_list_init(&s->conns);
 	mc_http_list_init(&s->rejects);
 	s->listener.data = s;
