@@ -453,21 +453,16 @@ static void start_fallback(proxy_req *px)
 }
 
 /* The response starts: the worker's (or the region's) status and headers go to
- * the client now; the body follows as it arrives. */
-static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outcome)
+ * the client now (now_ns: mc_now_ns()); the body follows as it arrives. */
+static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outcome,
+		   uint64_t now_ns)
 {
 	cell_req *r = px->r;
 	px_timer_stop(px);
 	px->phase = PX_STREAM;
 	mc_http_header stack[32];
 	mc_http_header *h = res->nheaders <= 32 ? stack : mc_alloc(res->nheaders * sizeof *h);
-	size_t n = 0;
-	for (size_t i = 0; i < res->nheaders; i++) {
-		const mc_http_header *rh = &res->headers[i];
-		if (mc_http_header_end_to_end(res->headers, res->nheaders, rh) &&
-		    !answered_by_cell(rh->name, rh->name_len))
-			h[n++] = *rh;
-	}
+	size_t n = mc_http_relay_headers(res->headers, res->nheaders, h, answered_by_cell);
 	int64_t len = res->content_length;
 	if (px->head) {
 		/* a HEAD answer announces the length a GET would have had */
@@ -477,7 +472,7 @@ static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outc
 		uint64_t v;
 		len = cl && mc_parse_u64(cl, cl_len, INT64_MAX, &v) == 0 ? (int64_t)v : -1;
 	}
-	int rc = mc_cell_stream_start(r, res->status, outcome, h, n, len);
+	int rc = mc_cell_stream_start_at(r, res->status, outcome, h, n, len, now_ns);
 	if (h != stack)
 		free(h);
 	if (rc < 0) { /* the client left */
@@ -499,7 +494,7 @@ static void on_call_head(void *arg, const mc_http_response *res)
 					res->status, (int)MC_MIN(el, (size_t)100), e);
 			return;
 		}
-		commit(px, res, OUTCOME_FALLBACK);
+		commit(px, res, OUTCOME_FALLBACK, mc_now_ns());
 		return;
 	}
 	cell_worker *w = px->worker;
@@ -516,7 +511,8 @@ static void on_call_head(void *arg, const mc_http_response *res)
 		attempt_failed(px);
 		return;
 	}
-	commit(px, res, OUTCOME_LOCAL);
+	/* the first byte's time is the response's: the same clock reading */
+	commit(px, res, OUTCOME_LOCAL, now);
 }
 
 static void on_call_body(void *arg, const char *data, size_t len)
@@ -644,13 +640,7 @@ void mc_cell_proxy_handle(cell_req *r)
 	size_t cap = req->nheaders + 4;
 	px->fwd = cap <= PX_FWD_INLINE ? px->fwd_inline : mc_alloc(cap * sizeof *px->fwd);
 	mc_http_header *fwd = px->fwd;
-	size_t n = 0;
-	for (size_t i = 0; i < req->nheaders; i++) {
-		const mc_http_header *h = &req->headers[i];
-		if (mc_http_header_end_to_end(req->headers, req->nheaders, h) &&
-		    !set_by_cell(h->name, h->name_len))
-			fwd[n++] = *h;
-	}
+	size_t n = mc_http_relay_headers(req->headers, req->nheaders, fwd, set_by_cell);
 	size_t hl;
 	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
 	if (host)

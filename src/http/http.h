@@ -387,6 +387,11 @@ void mc_http_pool_free(mc_http_pool *p);
  * Trailer, Transfer-Encoding, Upgrade), not named by a Connection field, and not
  * Content-Length or Host, which the sender sets again. */
 int mc_http_header_end_to_end(const mc_http_header *all, size_t n, const mc_http_header *h);
+/* Copies the fields of in[0..n) that mc_http_header_end_to_end() relays and
+ * skip (may be NULL) does not reject into out (room for n), in order; returns
+ * how many. */
+size_t mc_http_relay_headers(const mc_http_header *in, size_t n, mc_http_header *out,
+			     int (*skip)(const char *name, size_t len));
 
 /* ---- response helpers (src/http/reply.c) --------------------------------------------- */
 
