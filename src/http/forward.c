@@ -77,18 +77,66 @@ int mc_http_header_end_to_end(const mc_http_header *all, size_t n, const mc_http
 	       !connection_listed(all, n, h->name, h->name_len);
 }
 
+/* The tokens of the Connection fields, collected once per message: up to
+ * RELAY_TOKENS, else has_more (then each field is checked the slow way). */
+#define RELAY_TOKENS 8
+typedef struct conn_tokens {
+	const char *s[RELAY_TOKENS];
+	size_t n[RELAY_TOKENS];
+	size_t count;
+	int has_more;
+} conn_tokens;
+
+static void tokens_collect(const mc_http_header *h, size_t n, conn_tokens *t)
+{
+	t->count = 0;
+	t->has_more = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!is_connection(&h[i]))
+			continue;
+		const char *v = h[i].value, *end = v + h[i].value_len;
+		while (v < end) {
+			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+				v++;
+			const char *tok = v;
+			while (v < end && *v != ',')
+				v++;
+			const char *te = v;
+			while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
+				te--;
+			if (te == tok)
+				continue;
+			if (t->count == RELAY_TOKENS) {
+				t->has_more = 1;
+				return;
+			}
+			t->s[t->count] = tok;
+			t->n[t->count++] = (size_t)(te - tok);
+		}
+	}
+}
+
+static int tokens_list(const conn_tokens *t, const char *name, size_t len)
+{
+	for (size_t i = 0; i < t->count; i++)
+		if (t->n[i] == len && strncasecmp(t->s[i], name, len) == 0)
+			return 1;
+	return 0;
+}
+
 size_t mc_http_relay_headers(const mc_http_header *in, size_t n, mc_http_header *out,
 			     int (*skip)(const char *name, size_t len))
 {
-	/* the Connection fields are looked up once, not once per field */
-	int has_conn = 0;
-	for (size_t i = 0; i < n && !has_conn; i++)
-		has_conn = is_connection(&in[i]);
+	/* the Connection fields are parsed once, not once per field (an upstream's
+	 * "Connection: keep-alive" is common) */
+	conn_tokens t;
+	tokens_collect(in, n, &t);
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
 		const mc_http_header *h = &in[i];
 		if (hop_by_hop(h->name, h->name_len) ||
-		    (has_conn && connection_listed(in, n, h->name, h->name_len)) ||
+		    (t.has_more ? connection_listed(in, n, h->name, h->name_len)
+				: tokens_list(&t, h->name, h->name_len)) ||
 		    (skip && skip(h->name, h->name_len)))
 			continue;
 		out[k++] = *h;
