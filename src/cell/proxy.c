@@ -499,7 +499,10 @@ static void on_call_head(void *arg, const mc_http_response *res)
 	}
 	cell_worker *w = px->worker;
 	const mc_pool_conf *pc = px->rt->pool->conf;
-	uint64_t now = mc_now_ns();
+	/* the answer arrived by the time the loop's poll returned */
+	uint64_t now = mc_http_exchange_now_ns(px->r->ex);
+	if (now < px->attempt_ns) /* cannot happen: the attempt began in an earlier iteration */
+		now = mc_now_ns();
 	mc_hist_record(px->pr->ttfb->hist, (now - px->attempt_ns) / 1000);
 	int is5xx = res->status >= 500 && res->status <= 599;
 	mc_cell_worker_observe(w, is5xx && pc->outlier.count_5xx, now / 1000000u);

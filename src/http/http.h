@@ -56,6 +56,12 @@ typedef struct mc_http_exchange mc_http_exchange;
 typedef void (*mc_http_handler)(void *ctx, mc_http_exchange *ex);
 
 const mc_http_request *mc_http_exchange_request(const mc_http_exchange *ex);
+/* The clock of the loop iteration that runs now: mc_now_ns() read the first
+ * time it is asked for after the loop's poll returned, then the same value for
+ * the rest of the iteration (an HTTP/2 exchange reads the clock). For the time
+ * an event arrived, such as a response from an upstream: it was there when the
+ * poll returned, and one clock read serves every event of the iteration. */
+uint64_t mc_http_exchange_now_ns(const mc_http_exchange *ex);
 /* Per-exchange slot the handler may use; NULL initially. */
 void **mc_http_exchange_userdata(mc_http_exchange *ex);
 

@@ -106,8 +106,36 @@ struct mc_http_server {
 	int has_tls;
 	uint16_t tls_port;
 	int rd_fd_cap; /* see mc_http_rd_init */
+	struct srv_clock *clock; /* see srv_now_ns */
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
+
+/* The loop iteration's clock (mc_http_exchange_now_ns): a prepare handle, run
+ * just before the loop polls, forgets the time; the first event handler after
+ * the poll that asks reads it. Allocated apart from the server so that it can
+ * close on its own. */
+struct srv_clock {
+	uv_prepare_t h;
+	uint64_t ns; /* 0: not read in this iteration */
+};
+
+static void on_clock_tick(uv_prepare_t *h)
+{
+	((struct srv_clock *)h)->ns = 0;
+}
+
+static void on_clock_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static uint64_t srv_now_ns(mc_http_server *s)
+{
+	struct srv_clock *k = s->clock;
+	if (!k->ns)
+		k->ns = mc_now_ns();
+	return k->ns;
+}
 
 /* Transport hooks: plain TCP, or the connection's TLS stream (same shapes). */
 static int conn_io_read_start(conn *c, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
@@ -710,7 +738,8 @@ static int cb_message_begin(llhttp_t *p)
 	mc_http_server *s = c->srv;
 	c->msg_active = 1;
 	c->in_body = 0;
-	c->start_ns = mc_now_ns();
+	/* the first byte arrived by the time the loop's poll returned */
+	c->start_ns = srv_now_ns(s);
 	mc_http_head_reset(&c->head);
 	if (c->body.cap > MC_HTTP_KEEP_BUF)
 		mc_buf_fini(&c->body);
@@ -1007,6 +1036,11 @@ static void on_timer(uv_timer_t *t)
 const mc_http_request *mc_http_exchange_request(const mc_http_exchange *ex)
 {
 	return &ex->req;
+}
+
+uint64_t mc_http_exchange_now_ns(const mc_http_exchange *ex)
+{
+	return ex->c && ex->c->srv ? srv_now_ns(ex->c->srv) : mc_now_ns();
 }
 
 void **mc_http_exchange_userdata(mc_http_exchange *ex)
@@ -1688,6 +1722,10 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 	s->listener.data = s;
 	s->handles = 1;
 	s->port = mc_net_local_port(&s->listener);
+	s->clock = mc_calloc(1, sizeof *s->clock);
+	uv_prepare_init(loop, &s->clock->h);
+	uv_prepare_start(&s->clock->h, on_clock_tick);
+	uv_unref((uv_handle_t *)&s->clock->h); /* does not keep the loop running */
 	busy_build(s);
 	*out = s;
 	s = NULL;
@@ -1737,6 +1775,8 @@ void mc_http_server_free(mc_http_server *s)
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
+	uv_close((uv_handle_t *)&s->clock->h, on_clock_closed);
+	s->clock = NULL;
 	if (s->flusher) {
 		while (!mc_http_list_empty(&s->flusher->q)) {
 			conn *c = MC_HTTP_CONTAINER(s->flusher->q.next, conn, flink);
