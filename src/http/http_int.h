@@ -195,6 +195,11 @@ typedef struct mc_http_rd {
 	uint8_t active, et;
 } mc_http_rd;
 
+/* send(fd, p, n, MSG_NOSIGNAL) and recv(fd, p, n, 0) without glibc's
+ * cancellation-point wrapper (util.c). */
+ssize_t mc_http_sys_send(int fd, const void *p, size_t n);
+ssize_t mc_http_sys_recv(int fd, void *p, size_t n);
+
 /* The descriptor bound for mc_http_rd_init: half of RLIMIT_NOFILE. */
 int mc_http_rd_fd_cap(void);
 /* Sets rd up for tcp (connected or accepted; its data is the owner, and the

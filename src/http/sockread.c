@@ -78,7 +78,7 @@ static void on_rd_poll(uv_poll_t *p, int status, int events)
 		rd->alloc_cb((uv_handle_t *)rd->tcp, MC_HTTP_SLAB, &buf);
 		ssize_t n;
 		do
-			n = recv(rd->fd, buf.base, buf.len, 0);
+			n = mc_http_sys_recv(rd->fd, buf.base, buf.len);
 		while (n < 0 && errno == EINTR);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (err) /* an error without a code: still the end */
