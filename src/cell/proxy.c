@@ -48,6 +48,7 @@ struct proxy_req {
 	proxy_req *next_free;
 	mc_buf xff;				/* the X-Forwarded-For value sent */
 	mc_http_header fwd_inline[PX_FWD_INLINE]; /* fwd when it fits */
+	char detail[256]; /* with cause: set by px_note before it is read */
 
 	cell_req *r; /* NULL once answered */
 	mc_http_header *fwd; /* forwarded request headers: fwd_inline or allocated */
@@ -64,7 +65,6 @@ struct proxy_req {
 	int head; /* a HEAD request */
 	uint64_t attempt_ns;
 	cell_cause cause; /* why the workers could not answer */
-	char detail[256];
 };
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -269,6 +269,7 @@ static proxy_req *px_new(cell *c)
 		mc_buf_init(&px->xff);
 	}
 	memset(&px->r, 0, sizeof *px - offsetof(proxy_req, r));
+	px->detail[0] = '\0';
 	return px;
 }
 

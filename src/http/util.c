@@ -144,10 +144,11 @@ ssize_t mc_http_sys_recv(int fd, void *p, size_t n)
 
 int mc_http_try_send(uv_tcp_t *t, const char *p, size_t n)
 {
-	uv_os_fd_t fd;
 	if (t->write_queue_size != 0 || uv_is_closing((uv_handle_t *)t))
 		return UV_EAGAIN;
-	if (uv_fileno((uv_handle_t *)t, &fd) < 0)
+	/* uv_fileno() without the call (libuv's Unix stream keeps it here) */
+	int fd = t->io_watcher.fd;
+	if (fd < 0)
 		return UV_EBADF;
 	if (n > INT_MAX)
 		n = INT_MAX;
