@@ -132,6 +132,8 @@ static void on_clock_closed(uv_handle_t *h)
 static uint64_t srv_now_ns(mc_http_server *s)
 {
 	struct srv_clock *k = s->clock;
+	if (!k) /* the server is being freed */
+		return mc_now_ns();
 	if (!k->ns)
 		k->ns = mc_now_ns();
 	return k->ns;
