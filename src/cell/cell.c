@@ -278,16 +278,23 @@ void mc_cell_finish_raw(cell_req *r, int status, cell_outcome outcome, const mc_
 	finish(r, status, outcome, NULL, 0, extra, nextra, raw, raw_len, body, body_len);
 }
 
-int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
-			 size_t nextra, int64_t content_length)
+int mc_cell_stream_start_at(cell_req *r, int status, cell_outcome outcome,
+			    const mc_http_header *extra, size_t nextra, int64_t content_length,
+			    uint64_t now)
 {
 	char timing[TIMING_CAP];
 	mc_http_header h[4];
 	MC_ASSERT(!r->home); /* streams stay on the exchange's thread */
-	uint64_t now = mc_now_ns();
 	size_t n = std_headers(r, outcome, now, timing, h);
 	record(r, outcome, status, now);
 	return mc_http_exchange_start_trusted(r->ex, status, h, n, extra, nextra, content_length);
+}
+
+int mc_cell_stream_start(cell_req *r, int status, cell_outcome outcome, const mc_http_header *extra,
+			 size_t nextra, int64_t content_length)
+{
+	return mc_cell_stream_start_at(r, status, outcome, extra, nextra, content_length,
+				       mc_now_ns());
 }
 
 void mc_cell_stream_end(cell_req *r, int abort)

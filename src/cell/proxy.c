@@ -48,6 +48,7 @@ struct proxy_req {
 	proxy_req *next_free;
 	mc_buf xff;				/* the X-Forwarded-For value sent */
 	mc_http_header fwd_inline[PX_FWD_INLINE]; /* fwd when it fits */
+	char detail[256]; /* with cause: set by px_note before it is read */
 
 	cell_req *r; /* NULL once answered */
 	mc_http_header *fwd; /* forwarded request headers: fwd_inline or allocated */
@@ -64,7 +65,6 @@ struct proxy_req {
 	int head; /* a HEAD request */
 	uint64_t attempt_ns;
 	cell_cause cause; /* why the workers could not answer */
-	char detail[256];
 };
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -269,6 +269,7 @@ static proxy_req *px_new(cell *c)
 		mc_buf_init(&px->xff);
 	}
 	memset(&px->r, 0, sizeof *px - offsetof(proxy_req, r));
+	px->detail[0] = '\0';
 	return px;
 }
 
@@ -454,21 +455,16 @@ static void start_fallback(proxy_req *px)
 }
 
 /* The response starts: the worker's (or the region's) status and headers go to
- * the client now; the body follows as it arrives. */
-static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outcome)
+ * the client now (now_ns: mc_now_ns()); the body follows as it arrives. */
+static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outcome,
+		   uint64_t now_ns)
 {
 	cell_req *r = px->r;
 	px_timer_stop(px);
 	px->phase = PX_STREAM;
 	mc_http_header stack[32];
 	mc_http_header *h = res->nheaders <= 32 ? stack : mc_alloc(res->nheaders * sizeof *h);
-	size_t n = 0;
-	for (size_t i = 0; i < res->nheaders; i++) {
-		const mc_http_header *rh = &res->headers[i];
-		if (mc_http_header_end_to_end(res->headers, res->nheaders, rh) &&
-		    !answered_by_cell(rh->name, rh->name_len))
-			h[n++] = *rh;
-	}
+	size_t n = mc_http_relay_headers(res->headers, res->nheaders, h, answered_by_cell);
 	int64_t len = res->content_length;
 	if (px->head) {
 		/* a HEAD answer announces the length a GET would have had */
@@ -478,7 +474,7 @@ static void commit(proxy_req *px, const mc_http_response *res, cell_outcome outc
 		uint64_t v;
 		len = cl && mc_parse_u64(cl, cl_len, INT64_MAX, &v) == 0 ? (int64_t)v : -1;
 	}
-	int rc = mc_cell_stream_start(r, res->status, outcome, h, n, len);
+	int rc = mc_cell_stream_start_at(r, res->status, outcome, h, n, len, now_ns);
 	if (h != stack)
 		free(h);
 	if (rc < 0) { /* the client left */
@@ -500,12 +496,15 @@ static void on_call_head(void *arg, const mc_http_response *res)
 					res->status, (int)MC_MIN(el, (size_t)100), e);
 			return;
 		}
-		commit(px, res, OUTCOME_FALLBACK);
+		commit(px, res, OUTCOME_FALLBACK, mc_now_ns());
 		return;
 	}
 	cell_worker *w = px->worker;
 	const mc_pool_conf *pc = px->rt->pool->conf;
-	uint64_t now = mc_now_ns();
+	/* the answer arrived by the time the loop's poll returned */
+	uint64_t now = mc_http_exchange_now_ns(px->r->ex);
+	if (now < px->attempt_ns) /* cannot happen: the attempt began in an earlier iteration */
+		now = mc_now_ns();
 	mc_hist_record(px->pr->ttfb->hist, (now - px->attempt_ns) / 1000);
 	int is5xx = res->status >= 500 && res->status <= 599;
 	mc_cell_worker_observe(w, is5xx && pc->outlier.count_5xx, now / 1000000u);
@@ -517,7 +516,8 @@ static void on_call_head(void *arg, const mc_http_response *res)
 		attempt_failed(px);
 		return;
 	}
-	commit(px, res, OUTCOME_LOCAL);
+	/* the first byte's time is the response's: the same clock reading */
+	commit(px, res, OUTCOME_LOCAL, now);
 }
 
 static void on_call_body(void *arg, const char *data, size_t len)
@@ -645,13 +645,7 @@ void mc_cell_proxy_handle(cell_req *r)
 	size_t cap = req->nheaders + 4;
 	px->fwd = cap <= PX_FWD_INLINE ? px->fwd_inline : mc_alloc(cap * sizeof *px->fwd);
 	mc_http_header *fwd = px->fwd;
-	size_t n = 0;
-	for (size_t i = 0; i < req->nheaders; i++) {
-		const mc_http_header *h = &req->headers[i];
-		if (mc_http_header_end_to_end(req->headers, req->nheaders, h) &&
-		    !set_by_cell(h->name, h->name_len))
-			fwd[n++] = *h;
-	}
+	size_t n = mc_http_relay_headers(req->headers, req->nheaders, fwd, set_by_cell);
 	size_t hl;
 	const char *host = mc_http_header_find(req->headers, req->nheaders, "host", &hl);
 	if (host)

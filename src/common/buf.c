@@ -18,7 +18,7 @@ void mc_buf_fini(mc_buf *b)
 	mc_buf_init(b);
 }
 
-void mc_buf_reserve(mc_buf *b, size_t extra)
+void mc_buf_grow(mc_buf *b, size_t extra)
 {
 	MC_ASSERT(b->len + extra >= b->len);
 	size_t need = b->len + extra + 1; /* room for a NUL terminator */
@@ -29,15 +29,6 @@ void mc_buf_reserve(mc_buf *b, size_t extra)
 		cap *= 2;
 	b->data = mc_realloc(b->data, cap);
 	b->cap = cap;
-}
-
-void mc_buf_append(mc_buf *b, const void *p, size_t n)
-{
-	mc_buf_reserve(b, n);
-	if (n)
-		memcpy(b->data + b->len, p, n);
-	b->len += n;
-	b->data[b->len] = '\0';
 }
 
 void mc_buf_append_str(mc_buf *b, const char *s)
@@ -62,13 +53,6 @@ void mc_buf_printf(mc_buf *b, const char *fmt, ...)
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	b->len += (size_t)n;
-}
-
-void mc_buf_reset(mc_buf *b)
-{
-	b->len = 0;
-	if (b->data)
-		b->data[0] = '\0';
 }
 
 void mc_buf_consume(mc_buf *b, size_t n)

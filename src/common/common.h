@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- errors --------------------------------------------------------------
  * Functions return 0 on success or a negative code: either -errno passed
@@ -110,11 +111,33 @@ typedef struct mc_buf {
 
 void mc_buf_init(mc_buf *b);
 void mc_buf_fini(mc_buf *b); /* frees data; accepts a zeroed buffer */
-void mc_buf_reserve(mc_buf *b, size_t extra);
-void mc_buf_append(mc_buf *b, const void *p, size_t n);
+/* mc_buf_reserve's slow path: grows the buffer for extra more bytes. */
+void mc_buf_grow(mc_buf *b, size_t extra);
+/* Reserve, append and reset are inline: they run many times per HTTP message
+ * (every header piece), and the call cost more than the work when there is
+ * room. */
+static inline void mc_buf_reserve(mc_buf *b, size_t extra)
+{
+	size_t need = b->len + extra + 1; /* room for a NUL terminator */
+	if (need > b->cap || need <= b->len)
+		mc_buf_grow(b, extra); /* asserts on overflow */
+}
+static inline void mc_buf_append(mc_buf *b, const void *p, size_t n)
+{
+	mc_buf_reserve(b, n);
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
 void mc_buf_append_str(mc_buf *b, const char *s);
 void mc_buf_printf(mc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void mc_buf_reset(mc_buf *b); /* len = 0, keeps capacity */
+static inline void mc_buf_reset(mc_buf *b) /* len = 0, keeps capacity */
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
 /* Removes the first n bytes. */
 void mc_buf_consume(mc_buf *b, size_t n);
 /* Appends s[0..n) as a quoted JSON string ("..." with escapes; bytes >= 0x80 are

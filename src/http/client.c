@@ -54,6 +54,7 @@ struct pconn {
 	uint8_t read_stopped; /* a streaming call paused reading */
 	uint8_t due_set, armed; /* see pconn_arm */
 	uint64_t due_ms, armed_ms;
+	mc_http_rd rd; /* read with recv() once connected (rd.fd -1: libuv reads) */
 };
 
 struct mc_http_pool {
@@ -71,6 +72,7 @@ struct mc_http_pool {
 	uv_idle_t idler;
 	int closing;
 	int in_cb; /* user callbacks running: dispatch waits until they return */
+	int rd_fd_cap; /* see mc_http_rd_init */
 	char slab[MC_HTTP_SLAB];
 };
 
@@ -221,6 +223,7 @@ static void pconn_close(pconn *c)
 	mc_http_list_remove(&c->link);
 	c->state = PC_CLOSING;
 	p->nconns--;
+	mc_http_rd_close(&c->rd, on_pconn_close); /* first: see mc_http_rd_close */
 	uv_close((uv_handle_t *)&c->tcp, on_pconn_close);
 	uv_close((uv_handle_t *)&c->timer, on_pconn_close);
 }
@@ -314,6 +317,21 @@ static void on_pconn_timer(uv_timer_t *t)
 static void on_pconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_pconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
+static int pconn_read_start(pconn *c)
+{
+	if (c->rd.fd >= 0)
+		return mc_http_rd_start(&c->rd, on_pconn_alloc, on_pconn_read);
+	return uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
+}
+
+static void pconn_read_stop(pconn *c)
+{
+	if (c->rd.fd >= 0)
+		mc_http_rd_stop(&c->rd);
+	else
+		uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
 /* Reading resumes on a connection a paused call had stopped (an idle
  * connection reads to notice the server closing it). Returns 0 or a uv error. */
 static int pconn_read_resume(pconn *c)
@@ -321,7 +339,7 @@ static int pconn_read_resume(pconn *c)
 	if (!c->read_stopped)
 		return 0;
 	c->read_stopped = 0;
-	return uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
+	return pconn_read_start(c);
 }
 
 static void pconn_park(pconn *c)
@@ -627,7 +645,7 @@ static void pconn_send(pconn *c, creq *r, int sync)
 	}
 	if (r->paused) {
 		/* paused before it was sent: nothing is read until resumed */
-		uv_read_stop((uv_stream_t *)&c->tcp);
+		pconn_read_stop(c);
 		c->read_stopped = 1;
 		return;
 	}
@@ -641,8 +659,10 @@ static void on_pconn_connect(uv_connect_t *req, int status)
 	if (c->state == PC_CLOSING)
 		return;
 	pconn_disarm(c);
+	if (status == 0 && mc_http_rd_init(&c->rd, p->loop, &c->tcp, p->rd_fd_cap) == 0)
+		c->open_handles++;
 	if (status == 0)
-		status = uv_read_start((uv_stream_t *)&c->tcp, on_pconn_alloc, on_pconn_read);
+		status = pconn_read_start(c);
 	if (status < 0) {
 		creq *r = pconn_detach(c);
 		pconn_close(c);
@@ -665,6 +685,7 @@ static void pconn_open(mc_http_pool *p, creq *r)
 {
 	pconn *c = mc_calloc(1, sizeof *c);
 	c->pool = p;
+	c->rd.fd = -1;
 	int rc = uv_tcp_init(p->loop, &c->tcp);
 	if (rc < 0) {
 		free(c);
@@ -769,6 +790,7 @@ int mc_http_pool_new(mc_http_pool **out, uv_loop_t *loop, const char *hostport,
 	mc_http_list_init(&p->freereqs);
 	uv_idle_init(loop, &p->idler);
 	p->idler.data = p;
+	p->rd_fd_cap = mc_http_rd_fd_cap();
 	p->handles = 1;
 	*out = p;
 out:
@@ -921,7 +943,7 @@ void mc_http_call_pause(mc_http_call *call, int pause)
 		return; /* applied when it is sent */
 	if (pause) {
 		if (!c->read_stopped) {
-			uv_read_stop((uv_stream_t *)&c->tcp);
+			pconn_read_stop(c);
 			c->read_stopped = 1;
 		}
 		pconn_disarm(c);

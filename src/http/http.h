@@ -57,6 +57,12 @@ typedef struct mc_http_exchange mc_http_exchange;
 typedef void (*mc_http_handler)(void *ctx, mc_http_exchange *ex);
 
 const mc_http_request *mc_http_exchange_request(const mc_http_exchange *ex);
+/* The clock of the loop iteration that runs now: mc_now_ns() read the first
+ * time it is asked for after the loop's poll returned, then the same value for
+ * the rest of the iteration (an HTTP/2 exchange reads the clock). For the time
+ * an event arrived, such as a response from an upstream: it was there when the
+ * poll returned, and one clock read serves every event of the iteration. */
+uint64_t mc_http_exchange_now_ns(const mc_http_exchange *ex);
 /* Per-exchange slot the handler may use; NULL initially. */
 void **mc_http_exchange_userdata(mc_http_exchange *ex);
 
@@ -400,6 +406,11 @@ void mc_http_pool_free(mc_http_pool *p);
  * Trailer, Transfer-Encoding, Upgrade), not named by a Connection field, and not
  * Content-Length or Host, which the sender sets again. */
 int mc_http_header_end_to_end(const mc_http_header *all, size_t n, const mc_http_header *h);
+/* Copies the fields of in[0..n) that mc_http_header_end_to_end() relays and
+ * skip (may be NULL) does not reject into out (room for n), in order; returns
+ * how many. */
+size_t mc_http_relay_headers(const mc_http_header *in, size_t n, mc_http_header *out,
+			     int (*skip)(const char *name, size_t len));
 
 /* ---- response helpers (src/http/reply.c) --------------------------------------------- */
 

@@ -185,6 +185,39 @@ int mc_http_h2_end_response(mc_http_exchange *ex, int complete);
 /* Response bytes queued on the stream and not yet framed (for backpressure). */
 size_t mc_http_h2_pending(const mc_http_exchange *ex);
 
+/* A plain TCP connection read without libuv's stream reader (sockread.c): a
+ * second descriptor of the socket watched by a uv_poll handle, read with
+ * recv() into the owner's alloc_cb buffer and delivered to its read_cb as
+ * libuv would (bytes, UV_EOF or an error; never 0), registered edge-triggered
+ * once drained. Writes, shutdown and close stay with the uv_tcp_t. fd is -1
+ * when it is not in use (the connection then reads with uv_read_start). */
+typedef struct mc_http_rd {
+	uv_poll_t poll;
+	uv_tcp_t *tcp; /* passed to the callbacks, as libuv's reader would */
+	uv_alloc_cb alloc_cb;
+	uv_read_cb read_cb;
+	int fd;
+	uint8_t active, et;
+} mc_http_rd;
+
+/* send(fd, p, n, MSG_NOSIGNAL) and recv(fd, p, n, 0) without glibc's
+ * cancellation-point wrapper (util.c). */
+ssize_t mc_http_sys_send(int fd, const void *p, size_t n);
+ssize_t mc_http_sys_recv(int fd, void *p, size_t n);
+
+/* The descriptor bound for mc_http_rd_init: half of RLIMIT_NOFILE. */
+int mc_http_rd_fd_cap(void);
+/* Sets rd up for tcp (connected or accepted; its data is the owner, and the
+ * poll handle's data too); 0, or -1 when it cannot be used (no descriptor
+ * below fd_cap; rd->fd stays -1). On 0 it is a handle to close. */
+int mc_http_rd_init(mc_http_rd *rd, uv_loop_t *loop, uv_tcp_t *tcp, int fd_cap);
+/* uv_read_start / uv_read_stop for rd; start returns 0 or a uv error. */
+int mc_http_rd_start(mc_http_rd *rd, uv_alloc_cb alloc_cb, uv_read_cb read_cb);
+void mc_http_rd_stop(mc_http_rd *rd);
+/* Closes the poll handle (cb as for uv_close) and the second descriptor; call
+ * before closing tcp, so that its close (or reset) ends the socket. */
+void mc_http_rd_close(mc_http_rd *rd, uv_close_cb cb);
+
 /* Buffers larger than this are freed after a message instead of kept. */
 #define MC_HTTP_KEEP_BUF (64u * 1024u)
 /* Size of the shared read buffer per server or pool. */

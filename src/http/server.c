@@ -80,6 +80,7 @@ struct conn {
 	char peer[64];
 	mc_tls_stream *tls; /* accepted on the TLS listener */
 	mc_http_h2 *h2;	    /* ALPN chose h2: the session owns the protocol */
+	mc_http_rd rd;	    /* plain TCP: read with recv() (rd.fd -1: libuv reads) */
 };
 
 struct mc_http_server {
@@ -104,18 +105,58 @@ struct mc_http_server {
 	mc_http_tls_opts tls_opts;
 	int has_tls;
 	uint16_t tls_port;
+	int rd_fd_cap; /* see mc_http_rd_init */
+	struct srv_clock *clock; /* see srv_now_ns */
 	char slab[MC_HTTP_SLAB]; /* shared read buffer: input is parsed or copied at once */
 };
+
+/* The loop iteration's clock (mc_http_exchange_now_ns): a prepare handle, run
+ * just before the loop polls, forgets the time; the first event handler after
+ * the poll that asks reads it. Allocated apart from the server so that it can
+ * close on its own. */
+struct srv_clock {
+	uv_prepare_t h;
+	uint64_t ns; /* 0: not read in this iteration */
+};
+
+static void on_clock_tick(uv_prepare_t *h)
+{
+	((struct srv_clock *)h)->ns = 0;
+}
+
+static void on_clock_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static uint64_t srv_now_ns(mc_http_server *s)
+{
+	struct srv_clock *k = s->clock;
+	if (!k) /* the server is being freed */
+		return mc_now_ns();
+	if (!k->ns)
+		k->ns = mc_now_ns();
+	return k->ns;
+}
 
 /* Transport hooks: plain TCP, or the connection's TLS stream (same shapes). */
 static int conn_io_read_start(conn *c, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
 {
-	return c->tls ? mc_tls_stream_read_start(c->tls, alloc_cb, read_cb)
-		      : uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	if (c->tls)
+		return mc_tls_stream_read_start(c->tls, alloc_cb, read_cb);
+	if (c->rd.fd >= 0)
+		return mc_http_rd_start(&c->rd, alloc_cb, read_cb);
+	return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 static int conn_io_read_stop(conn *c)
 {
-	return c->tls ? mc_tls_stream_read_stop(c->tls) : uv_read_stop((uv_stream_t *)&c->tcp);
+	if (c->tls)
+		return mc_tls_stream_read_stop(c->tls);
+	if (c->rd.fd >= 0) {
+		mc_http_rd_stop(&c->rd);
+		return 0;
+	}
+	return uv_read_stop((uv_stream_t *)&c->tcp);
 }
 static int conn_io_write(conn *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
@@ -202,9 +243,11 @@ static void conn_close_how(conn *c, int reset)
 	c->h2 = NULL;
 	mc_tls_stream_free(c->tls); /* gives tcp->data back before the close */
 	c->tls = NULL;
+	int has_timer = c->open_handles - (c->rd.fd >= 0) == 2;
+	mc_http_rd_close(&c->rd, on_conn_close); /* first: see mc_http_rd_close */
 	if (!reset || uv_tcp_close_reset(&c->tcp, on_conn_close) < 0)
 		uv_close((uv_handle_t *)&c->tcp, on_conn_close);
-	if (c->open_handles == 2)
+	if (has_timer)
 		uv_close((uv_handle_t *)&c->timer, on_conn_close);
 }
 
@@ -703,7 +746,8 @@ static int cb_message_begin(llhttp_t *p)
 	mc_http_server *s = c->srv;
 	c->msg_active = 1;
 	c->in_body = 0;
-	c->start_ns = mc_now_ns();
+	/* the first byte arrived by the time the loop's poll returned */
+	c->start_ns = srv_now_ns(s);
 	mc_http_head_reset(&c->head);
 	if (c->body.cap > MC_HTTP_KEEP_BUF)
 		mc_buf_fini(&c->body);
@@ -1010,6 +1054,11 @@ static void on_timer(uv_timer_t *t)
 const mc_http_request *mc_http_exchange_request(const mc_http_exchange *ex)
 {
 	return &ex->req;
+}
+
+uint64_t mc_http_exchange_now_ns(const mc_http_exchange *ex)
+{
+	return ex->c && ex->c->srv ? srv_now_ns(ex->c->srv) : mc_now_ns();
 }
 
 void **mc_http_exchange_userdata(mc_http_exchange *ex)
@@ -1607,6 +1656,7 @@ static void on_connection(uv_stream_t *l, int status)
 	conn *c = mc_calloc(1, sizeof *c);
 	c->srv = s;
 	c->refs = 1;
+	c->rd.fd = -1;
 	if (uv_tcp_init(s->loop, &c->tcp) < 0) {
 		if (s->opts.shared)
 			atomic_fetch_sub_explicit(&s->opts.shared->conns, 1, memory_order_relaxed);
@@ -1640,6 +1690,8 @@ static void on_connection(uv_stream_t *l, int status)
 		if (conn_tls_begin(c) < 0)
 			return;
 	} else {
+		if (mc_http_rd_init(&c->rd, s->loop, &c->tcp, s->rd_fd_cap) == 0)
+			c->open_handles++;
 		conn_report(c, NULL);
 		timer_arm(c, MC_MIN(MC_MIN(s->opts.idle_timeout_ms, s->opts.request_timeout_ms),
 				    s->opts.header_timeout_ms));
@@ -1694,6 +1746,7 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 	s->loop = loop;
 	s->handler = handler;
 	s->ctx = ctx;
+	s->rd_fd_cap = mc_http_rd_fd_cap();
 	mc_http_list_init(&s->conns);
 	mc_http_list_init(&s->rejects);
 	s->listener.data = s;
@@ -1711,6 +1764,10 @@ int mc_http_server_new(mc_http_server **out, uv_loop_t *loop, const char *hostpo
 	s->listener.data = s;
 	s->handles = 1;
 	s->port = mc_net_local_port(&s->listener);
+	s->clock = mc_calloc(1, sizeof *s->clock);
+	uv_prepare_init(loop, &s->clock->h);
+	uv_prepare_start(&s->clock->h, on_clock_tick);
+	uv_unref((uv_handle_t *)&s->clock->h); /* does not keep the loop running */
 	busy_build(s);
 	*out = s;
 	s = NULL;
@@ -1760,6 +1817,8 @@ void mc_http_server_free(mc_http_server *s)
 	if (!s || s->closing)
 		return;
 	s->closing = 1;
+	uv_close((uv_handle_t *)&s->clock->h, on_clock_closed);
+	s->clock = NULL;
 	if (s->flusher) {
 		while (!mc_http_list_empty(&s->flusher->q)) {
 			conn *c = MC_HTTP_CONTAINER(s->flusher->q.next, conn, flink);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "http/http_int.h"
 
@@ -126,18 +128,33 @@ int mc_http_token_valid(const char *s, size_t n)
 	return 1;
 }
 
+/* The system calls themselves: glibc's send() and recv() are thread
+ * cancellation points, and in a process with more than one thread (the store's
+ * writer) each call switches asynchronous cancellation on and off around the
+ * call. Nothing in Metrocell cancels threads. */
+ssize_t mc_http_sys_send(int fd, const void *p, size_t n)
+{
+	return syscall(SYS_sendto, fd, p, n, MSG_NOSIGNAL, NULL, 0);
+}
+
+ssize_t mc_http_sys_recv(int fd, void *p, size_t n)
+{
+	return syscall(SYS_recvfrom, fd, p, n, 0, NULL, NULL);
+}
+
 int mc_http_try_send(uv_tcp_t *t, const char *p, size_t n)
 {
-	uv_os_fd_t fd;
 	if (t->write_queue_size != 0 || uv_is_closing((uv_handle_t *)t))
 		return UV_EAGAIN;
-	if (uv_fileno((uv_handle_t *)t, &fd) < 0)
+	/* uv_fileno() without the call (libuv's Unix stream keeps it here) */
+	int fd = t->io_watcher.fd;
+	if (fd < 0)
 		return UV_EBADF;
 	if (n > INT_MAX)
 		n = INT_MAX;
 	ssize_t w;
 	do
-		w = send(fd, p, n, MSG_NOSIGNAL);
+		w = mc_http_sys_send(fd, p, n);
 	while (w < 0 && errno == EINTR);
 	if (w >= 0)
 		return (int)w;

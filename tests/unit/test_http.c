@@ -1084,6 +1084,45 @@ static void test_server_free_with_pending(void **state)
 	loop_finish(&loop);
 }
 
+static int skip_x_own(const char *name, size_t len)
+{
+	return len == 5 && strncasecmp(name, "x-own", 5) == 0;
+}
+
+/* mc_http_relay_headers keeps what mc_http_header_end_to_end keeps, minus skip. */
+static void test_relay_headers(void **state)
+{
+	(void)state;
+	mc_http_header h[] = {{"Content-Type", 12, "a/b", 3},
+			      {"CONNECTION", 10, "keep-alive, X-Drop ,close", 25},
+			      {"X-Drop", 6, "1", 1},
+			      {"Keep-Alive", 10, "t=5", 3},
+			      {"X-Own", 5, "o", 1},
+			      {"Host", 4, "h", 1},
+			      {"TE", 2, "trailers", 8},
+			      {"x-keep", 6, "k", 1},
+			      {"Transfer-Encoding", 17, "chunked", 7},
+			      {"Content-Length", 14, "3", 1}};
+	size_t n = MC_ARRAY_LEN(h);
+	mc_http_header out[16];
+	size_t k = mc_http_relay_headers(h, n, out, skip_x_own);
+	assert_int_equal(k, 2);
+	assert_string_equal(out[0].name, "Content-Type");
+	assert_string_equal(out[1].name, "x-keep");
+	size_t e2e = 0;
+	for (size_t i = 0; i < n; i++)
+		e2e += mc_http_header_end_to_end(h, n, &h[i]);
+	assert_int_equal(mc_http_relay_headers(h, n, out, NULL), e2e);
+	assert_int_equal(e2e, 3);
+	/* more Connection tokens than are collected at once */
+	mc_http_header m[] = {{"Connection", 10, "a,b,c,d,e,f,g,h,i,x-late", 24},
+			      {"X-Late", 6, "1", 1},
+			      {"X-Other", 7, "2", 1}};
+	k = mc_http_relay_headers(m, 3, out, NULL);
+	assert_int_equal(k, 1);
+	assert_string_equal(out[0].name, "X-Other");
+}
+
 static void test_header_find_and_reason(void **state)
 {
 	(void)state;
@@ -1131,6 +1170,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_header_find_and_reason),
+	    cmocka_unit_test(test_relay_headers),
 	    cmocka_unit_test(test_percent_decode_and_put_u64),
 	    cmocka_unit_test(test_get_put_and_reuse),
 	    cmocka_unit_test(test_pipelining),
