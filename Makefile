@@ -80,6 +80,7 @@ LIBS_ctl := $(MODULES) llhttp
 SRCS := $(foreach m,$(MODULES),$(call mod_srcs,$(m)))
 REL_OBJS := $(SRCS:%.c=build/rel/%.o)
 ASAN_OBJS := $(SRCS:%.c=build/asan/%.o)
+TSAN_OBJS := $(SRCS:%.c=build/tsan/%.o)
 LLHTTP_REL_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/rel/llhttp/%.o)
 LLHTTP_ASAN_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/asan/llhttp/%.o)
 LLHTTP_TSAN_OBJS := $(LLHTTP_SRCS:build/llhttp/%.c=build/tsan/llhttp/%.o)
@@ -195,11 +196,14 @@ test: deps ## cmocka unit tests + pytest integration tests, ASan+UBSan build; th
 	@$(MAKE) --no-print-directory tsan
 
 # The multi-threaded cell under ThreadSanitizer: a data race makes the process
-# exit 66, which the fixtures report as a failure.
+# exit 66, which the fixtures report as a failure. ignore_noninstrumented_modules:
+# libuv closes descriptors with syscall(SYS_close), which TSan does not see, so a
+# descriptor number reused by another thread would look like a race inside libuv
+# (a race injected in our code is still reported: removing obs_lock fails 6 tests).
 TSAN_TESTS := tests/integ/test_threads.py tests/integ/test_proxy.py tests/integ/test_tls.py
 tsan: deps ## the thread tests (and proxy, TLS) against a ThreadSanitizer build
 	@$(MAKE) --no-print-directory build/tsan/metrocell
-	METROCELL_BIN=$(CURDIR)/build/tsan/metrocell TSAN_OPTIONS=halt_on_error=0:exitcode=66 \
+	METROCELL_BIN=$(CURDIR)/build/tsan/metrocell TSAN_OPTIONS=halt_on_error=0:exitcode=66:ignore_noninstrumented_modules=1 \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider $(TSAN_TESTS)
 
 demo: all ## the main job: region + two cells + workers + links + load + report
@@ -244,4 +248,5 @@ help:
 	@echo "  make fuzz FUZZ=repl  run a libFuzzer target for 60 s (installs clang if missing)"
 	@echo "Set CI=true to build with -Werror."
 
--include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d) build/rel/src/main.d build/asan/src/main.d
+-include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(TSAN_OBJS:.o=.d) build/rel/src/main.d \
+	build/asan/src/main.d build/tsan/src/main.d

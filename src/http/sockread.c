@@ -34,9 +34,13 @@ int mc_http_rd_init(mc_http_rd *rd, uv_loop_t *loop, uv_tcp_t *tcp, int fd_cap)
 	rd->active = rd->et = 0;
 	if (uv_fileno((uv_handle_t *)tcp, &fd) < 0)
 		return -1;
-	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	/* dup() and then FD_CLOEXEC rather than F_DUPFD_CLOEXEC: ThreadSanitizer
+	 * sees a dup() create the descriptor (the fcntl form looks to it like a use
+	 * of another thread's closed one), and the cell never execs */
+	int d = dup(fd);
 	if (d < 0)
 		return -1;
+	(void)fcntl(d, F_SETFD, FD_CLOEXEC);
 	/* Descriptors are allocated lowest first, so d is about the number open: the
 	 * second descriptor is only taken while at most half of the limit is used,
 	 * and a process near its limit keeps one descriptor per connection. */
