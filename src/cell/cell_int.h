@@ -321,6 +321,9 @@ void mc_cell_threads_free(cell *c);
 void mc_cell_thread_metrics(cell *c);
 /* Sends a newly installed snapshot of the main thread to every other thread. */
 void mc_cell_threads_install(cell *c, cell_snapshot *s);
+/* Appends ,"thread_versions":[...] to a /v1/status body: the config version each
+ * thread serves (the main thread's first), as the threads last reported it. */
+void mc_cell_threads_versions(cell *c, mc_buf *b);
 /* Gives a new TLS context to every other thread's listener. */
 void mc_cell_threads_tls_ctx(cell *c, mc_tls_ctx *ctx);
 /* Creates c->http, the data-plane listener on hostport, with the limits of

@@ -549,6 +549,7 @@ void mc_cell_fleet_status(cell *c, mc_buf *b)
 		mc_buf_printf(b, "%s\"%s\"", i ? "," : "", hex);
 	}
 	mc_buf_append_str(b, "]");
+	mc_cell_threads_versions(c, b);
 	if (f)
 		mc_buf_printf(b, ",\"state_classes_pending_restart\":%s",
 			      f->classes_pending ? "true" : "false");

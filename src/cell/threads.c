@@ -37,6 +37,7 @@ typedef struct cell_thread {
 	char http_hp[300], tls_hp[300];
 	int stop_sent;       /* main: no more posts into this thread's mailbox */
 	int exited;          /* main: its "exited" arrived */
+	uint64_t version;    /* main: config version the thread last reported installed */
 	mc_http_drain *drain;
 } cell_thread;
 
@@ -268,6 +269,7 @@ int mc_cell_threads_start(cell *m)
 		snprintf(t->http_hp, sizeof t->http_hp, "%s", http_hp);
 		snprintf(t->tls_hp, sizeof t->tls_hp, "%s", tls_hp);
 		t->boot = mc_cell_snapshot_ref(m->snap);
+		t->version = m->snap->version;
 		uv_sem_init(&t->ready, 0);
 		m->threads[i - 1] = t;
 		int rc = uv_thread_create(&t->tid, thread_main, t);
@@ -353,7 +355,8 @@ void mc_cell_threads_free(cell *m)
 /* A message for one thread about a shared object (a snapshot, a TLS context). */
 typedef struct obj_msg {
 	cell_thread *t;
-	void *obj; /* one reference for the thread */
+	void *obj;        /* one reference for the thread */
+	uint64_t version; /* installed_task: the version the thread serves now */
 } obj_msg;
 
 /* Posts fn(msg) to every running thread with a reference of obj each, taken
@@ -375,6 +378,25 @@ static void broadcast(cell *m, mc_mailbox_fn fn, void *obj, void *(*ref)(void *)
 			free(msg);
 		}
 	}
+}
+
+/* On the main thread: a thread serves a new version now. */
+static void installed_task(void *arg)
+{
+	obj_msg *msg = arg;
+	msg->t->version = msg->version;
+	free(msg);
+}
+
+void mc_cell_threads_versions(cell *m, mc_buf *b)
+{
+	mc_buf_printf(b, ",\"thread_versions\":[%llu",
+		      (unsigned long long)(m->snap ? m->snap->version : 0));
+	for (unsigned i = 0; i + 1 < m->nthreads; i++) {
+		cell_thread *t = thr(m, i);
+		mc_buf_printf(b, ",%llu", (unsigned long long)(t ? t->version : 0));
+	}
+	mc_buf_append_str(b, "]");
 }
 
 static void install_task(void *arg)
@@ -401,6 +423,12 @@ static void install_task(void *arg)
 	s->applied_ms = mc_wall_ms();
 	c->snap = s;
 	mc_cell_snapshot_unref(old);
+	obj_msg *done = mc_alloc(sizeof *done);
+	done->t = (cell_thread *)c;
+	done->obj = NULL;
+	done->version = version;
+	if (mc_mailbox_post(c->main->mbox, installed_task, done) < 0)
+		free(done);
 }
 
 static void *snap_ref(void *s)

@@ -221,3 +221,5 @@ def test_config_pushes_under_load_reach_every_thread(procs, tmp_path, metrocell_
     text = metrics(type("C", (), {"cell_admin": f.cells["lax"]["admin"]})())
     assert all(x and x > 0 for x in per_thread(text)), per_thread(text)
     assert metric(None, 'metrocell_config_version{cell="lax"}', text) == 6
+    # /v1/status: the version each thread serves
+    assert f.status("lax")["thread_versions"] == [6] * THREADS
