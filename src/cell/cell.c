@@ -402,9 +402,9 @@ static void hop_arrive(void *arg)
 		return;
 	}
 	r->route = mc_cell_route_match(r->snap, req->path, req->path_len);
-	if (!r->route || (r->route->conf->kind != MC_ROUTE_KV &&
-			  r->route->conf->kind != MC_ROUTE_CACHE)) {
-		/* the config changed between the threads: the client may retry */
+	if (!r->route || r->route->conf->kind == MC_ROUTE_PROXY) {
+		/* the config changed between the threads (a proxy route streams from
+		 * the thread that owns the connection): the client may retry */
 		r->route = NULL;
 		mc_cell_finish_error(r, 503, OUTCOME_REFUSED, "route_changed",
 				     "the routes of cell %s changed while %s was in flight; retry",
@@ -500,6 +500,7 @@ static void refresh_gauges(cell *c, mc_repl_shipper_stats *rs)
 	set_gauge(c, "metrocell_uptime_seconds", "Seconds since the cell started.",
 		  MC_METRIC_GAUGE, (double)(mc_now_ns() - c->start_ns) / 1e9);
 	mc_cell_pools_gauges(c);
+	mc_cell_quotas_gauges(c);
 	mc_cell_cache_metrics(c);
 	mc_cell_fleet_metrics(c);
 	mc_cell_telemetry_metrics(c);

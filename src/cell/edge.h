@@ -39,6 +39,9 @@ const mc_quota_conf *mc_cell_quota_conf(const cell_quota *q);
 /* Takes one token from key's bucket at time now_ns (monotonic). */
 void mc_cell_quota_take(cell_quota *q, const char *key, size_t klen, uint64_t now_ns,
 			quota_verdict *out);
+/* Main thread, before /metrics: metrocell_quota_buckets of the current quotas
+ * from the buckets every thread shares. */
+void mc_cell_quotas_gauges(cell *c);
 /* Buckets held now. */
 size_t mc_cell_quota_buckets(const cell_quota *q);
 

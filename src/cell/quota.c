@@ -197,9 +197,13 @@ cell_quota *mc_cell_quota_new(cell *c, const mc_quota_conf *conf)
 		    "Token buckets dropped: idle (refilled, nothing lost) or full (max_keys "
 		    "reached, the key's debt forgiven).",
 		    MC_METRIC_COUNTER, "quota", conf->name, "reason", "max_keys");
-		q->gauge = mc_cell_series(c, "metrocell_quota_buckets",
-					  "Token buckets held in memory.", MC_METRIC_GAUGE,
-					  "quota", conf->name, NULL, NULL);
+		/* one gauge per cell, read from the shared buckets when /metrics is
+		 * rendered (mc_cell_quotas_gauges): another thread's copy would keep
+		 * a count from its last request */
+		if (!c->main || c->main == c)
+			q->gauge = mc_cell_series(c, "metrocell_quota_buckets",
+						  "Token buckets held in memory.", MC_METRIC_GAUGE,
+						  "quota", conf->name, NULL, NULL);
 	}
 	return q;
 }
@@ -217,6 +221,14 @@ void mc_cell_quota_free(cell_quota *q)
 	if (mc_cell_shared_put(q->reg, &q->st->link))
 		qstore_free(q->st);
 	free(q);
+}
+
+void mc_cell_quotas_gauges(cell *c)
+{
+	cell_snapshot *s = c->snap;
+	for (size_t i = 0; s && i < s->nquotas; i++)
+		if (s->quotas[i]->gauge)
+			s->quotas[i]->gauge->value = (double)mc_cell_quota_buckets(s->quotas[i]);
 }
 
 const mc_quota_conf *mc_cell_quota_conf(const cell_quota *q)

@@ -417,6 +417,8 @@ static void install_task(void *arg)
 			 c->conf->cell, c->idx,
 			 (unsigned long long)(c->snap ? c->snap->version : 0),
 			 (unsigned long long)version, err);
+		mc_cell_event(c, "config_thread_failed", "u:thread", (uint64_t)c->idx,
+			      "u:version", version, "s:error", err, NULL);
 		return;
 	}
 	cell_snapshot *old = c->snap;
