@@ -48,25 +48,38 @@ static int is_connection(const mc_http_header *h)
 	return h->name_len == 10 && eq_lower(h->name, "connection", 10);
 }
 
+/* The next token of a comma-separated field value at *v (before end), without
+ * the blanks around it (may be empty); advances *v. 0 when the value is done. */
+static int next_token(const char **v, const char *end, const char **tok, size_t *len)
+{
+	const char *p = *v;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+		p++;
+	if (p >= end)
+		return 0;
+	const char *t = p;
+	while (p < end && *p != ',')
+		p++;
+	const char *te = p;
+	while (te > t && (te[-1] == ' ' || te[-1] == '\t'))
+		te--;
+	*v = p;
+	*tok = t;
+	*len = (size_t)(te - t);
+	return 1;
+}
+
 /* 1 when name is one of the tokens of a Connection field in h[0..n). */
 static int connection_listed(const mc_http_header *h, size_t n, const char *name, size_t len)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (!is_connection(&h[i]))
 			continue;
-		const char *v = h[i].value, *end = v + h[i].value_len;
-		while (v < end) {
-			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
-				v++;
-			const char *tok = v;
-			while (v < end && *v != ',')
-				v++;
-			const char *te = v;
-			while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
-				te--;
-			if ((size_t)(te - tok) == len && strncasecmp(tok, name, len) == 0)
+		const char *v = h[i].value, *end = v + h[i].value_len, *tok;
+		size_t tl;
+		while (next_token(&v, end, &tok, &tl))
+			if (tl == len && strncasecmp(tok, name, len) == 0)
 				return 1;
-		}
 	}
 	return 0;
 }
@@ -94,24 +107,17 @@ static void tokens_collect(const mc_http_header *h, size_t n, conn_tokens *t)
 	for (size_t i = 0; i < n; i++) {
 		if (!is_connection(&h[i]))
 			continue;
-		const char *v = h[i].value, *end = v + h[i].value_len;
-		while (v < end) {
-			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
-				v++;
-			const char *tok = v;
-			while (v < end && *v != ',')
-				v++;
-			const char *te = v;
-			while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
-				te--;
-			if (te == tok)
+		const char *v = h[i].value, *end = v + h[i].value_len, *tok;
+		size_t tl;
+		while (next_token(&v, end, &tok, &tl)) {
+			if (tl == 0)
 				continue;
 			if (t->count == RELAY_TOKENS) {
 				t->has_more = 1;
 				return;
 			}
 			t->s[t->count] = tok;
-			t->n[t->count++] = (size_t)(te - tok);
+			t->n[t->count++] = tl;
 		}
 	}
 }
