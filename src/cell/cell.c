@@ -164,10 +164,7 @@ typedef struct hop_reply {
 static void hop_answered(cell *home)
 {
 	home->hops--;
-	if (home->stopping && home->hops == 0 && home->mbox) {
-		mc_mailbox_close(home->mbox);
-		home->mbox = NULL;
-	}
+	mc_cell_thread_maybe_close(home);
 }
 
 static void hop_reply_task(void *arg)

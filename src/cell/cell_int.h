@@ -317,6 +317,9 @@ void mc_cell_threads_drain(cell *c, void (*done)(cell *c));
 void mc_cell_threads_stop(cell *c);
 /* After the main loop ended: joins and frees the threads. */
 void mc_cell_threads_free(cell *c);
+/* On another thread: closes its mailbox once it is stopping and no handed-over
+ * request waits for its answer, which lets its loop end. */
+void mc_cell_thread_maybe_close(cell *c);
 /* Creates c's per-thread series (call on c's thread). */
 void mc_cell_thread_metrics(cell *c);
 /* Sends a newly installed snapshot of the main thread to every other thread. */

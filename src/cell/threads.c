@@ -167,9 +167,7 @@ bool mc_cell_shared_put(cell_shared_reg *r, cell_shared *e)
 
 static void exited_task(void *arg);
 
-/* On the thread: closes the mailbox once stopped and no handed-over request
- * waits for its answer, which lets the loop end. */
-static void maybe_close(cell *c)
+void mc_cell_thread_maybe_close(cell *c)
 {
 	if (c->stopping && c->hops == 0 && c->mbox) {
 		mc_mailbox_close(c->mbox);
@@ -189,7 +187,7 @@ static void thread_stop(cell *c)
 	c->http = NULL;
 	mc_cell_tls_stop(c);
 	mc_cell_pools_fini(c);
-	maybe_close(c);
+	mc_cell_thread_maybe_close(c);
 }
 
 static void stop_task(void *arg)

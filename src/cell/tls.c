@@ -138,11 +138,7 @@ int mc_cell_tls_start_thread(cell *c, const char *hostport)
 	if (!c->conf->tls.enabled)
 		return 0;
 	/* the main thread waits for this thread to start: its context is stable */
-	int rc = listen_tls(c, hostport, c->main->tls.ctx);
-	if (rc < 0)
-		fprintf(stderr, "metrocell cell: thread %u cannot listen on %s (tls.listen): %s\n",
-			c->idx, hostport, mc_strerror(rc));
-	return rc;
+	return listen_tls(c, hostport, c->main->tls.ctx); /* the caller says why it failed */
 }
 
 int mc_cell_tls_start(cell *c)
